@@ -1,0 +1,1 @@
+"""fairshare cli package."""

@@ -1,0 +1,24 @@
+"""The ``fairshare`` command: a thin typer app over settlement and risk."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import ingest
+
+app = typer.Typer(
+    name="fairshare",
+    help=(
+        "fairshare: retail electricity tariff, settlement and risk engine.\n\n"
+        "Exit codes: 0 ok, 1 unexpected error, 2 usage error, 3 input quarantined, "
+        "4 audit failed, 5 store locked by another run, 6 bills held.\n\n"
+        "Example: fairshare ingest meter data/inbox/meter --db fairshare.duckdb"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(ingest.app, name="ingest")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

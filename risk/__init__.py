@@ -1,0 +1,1 @@
+"""fairshare risk package."""

@@ -1,0 +1,1 @@
+"""fairshare settlement package."""

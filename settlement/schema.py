@@ -1,0 +1,169 @@
+"""The store's schema as an ordered list of forward migrations.
+
+A migration is never edited once released: a change is a new entry at the end. ``Store.open``
+applies the ones a file has not seen yet, each in its own transaction, and records it in
+``schema_version``. Tables ending in ``_raw`` are append-only (rows are never deleted or edited
+except for the derived ``is_current`` flag); analysts query the public views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One forward step of the schema."""
+
+    version: int
+    description: str
+    sql: str
+
+
+_V1 = """
+CREATE SEQUENCE file_id_seq START 1;
+CREATE TABLE ingested_files (
+    file_id          BIGINT PRIMARY KEY,
+    kind             VARCHAR NOT NULL,          -- meter | prices | customers
+    path             VARCHAR NOT NULL,
+    sha256           VARCHAR NOT NULL,
+    size_bytes       BIGINT NOT NULL,
+    ingested_at      TIMESTAMPTZ NOT NULL,
+    status           VARCHAR NOT NULL,          -- loaded | partial | rejected
+    rows_loaded      BIGINT NOT NULL DEFAULT 0,
+    rows_duplicate   BIGINT NOT NULL DEFAULT 0,
+    rows_quarantined BIGINT NOT NULL DEFAULT 0,
+    format           VARCHAR,
+    warnings         VARCHAR[],
+    UNIQUE (kind, sha256)
+);
+
+CREATE TABLE quarantine (
+    file_id        BIGINT NOT NULL,
+    source_file    VARCHAR NOT NULL,
+    source_line    INTEGER,                     -- NULL when the whole file is refused
+    record_type    VARCHAR,
+    field          VARCHAR,
+    reason         VARCHAR NOT NULL,
+    raw            VARCHAR,
+    quarantined_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE meter_reads_raw (
+    nmi              VARCHAR NOT NULL,
+    suffix           VARCHAR NOT NULL,
+    interval_start   TIMESTAMPTZ NOT NULL,      -- UTC
+    interval_minutes SMALLINT NOT NULL,
+    kwh              DOUBLE NOT NULL,
+    quality          VARCHAR NOT NULL,          -- A E S F N V(resolved per interval)
+    method           VARCHAR,
+    reason           VARCHAR,
+    version_at       TIMESTAMPTZ NOT NULL,      -- UpdateDateTime (or fallback, see docs)
+    file_id          BIGINT NOT NULL,
+    source_line      INTEGER NOT NULL,
+    is_current       BOOLEAN NOT NULL DEFAULT TRUE
+);
+
+CREATE TABLE price_reads_raw (
+    region           VARCHAR NOT NULL,
+    interval_start   TIMESTAMPTZ NOT NULL,      -- UTC
+    interval_minutes SMALLINT NOT NULL,
+    price_per_mwh    DOUBLE NOT NULL,
+    version_at       TIMESTAMPTZ NOT NULL,      -- LASTCHANGED where the file has it, else ingest time
+    file_id          BIGINT NOT NULL,
+    source_line      INTEGER NOT NULL,
+    is_current       BOOLEAN NOT NULL DEFAULT TRUE
+);
+
+CREATE TABLE market_price_thresholds (
+    effective_from           DATE NOT NULL,
+    effective_to             DATE,              -- exclusive; NULL = open
+    market_price_cap         DOUBLE NOT NULL,   -- $/MWh
+    market_price_floor       DOUBLE NOT NULL,   -- $/MWh
+    cumulative_price_threshold DOUBLE,          -- $ over 2,016 intervals (7 days of 5 min)
+    administered_price_cap   DOUBLE,
+    source                   VARCHAR NOT NULL
+);
+INSERT INTO market_price_thresholds VALUES
+ ('2019-07-01','2020-07-01',14700,-1000,NULL,300,'AEMO MMS MARKET_PRICE_THRESHOLDS (VOLL 14700, floor -1000); DOMAIN.md 3'),
+ ('2020-07-01','2021-07-01',15000,-1000,NULL,300,'AEMO MMS MARKET_PRICE_THRESHOLDS (VOLL 15000, floor -1000); DOMAIN.md 3'),
+ ('2021-07-01','2022-07-01',15100,-1000,NULL,300,'AEMC reliability settings FY2021-22 via DOMAIN.md 3'),
+ ('2022-07-01','2023-07-01',15500,-1000,NULL,600,'AEMC reliability settings FY2022-23 via DOMAIN.md 3'),
+ ('2023-07-01','2024-07-01',16600,-1000,NULL,600,'AEMC reliability settings FY2023-24 via DOMAIN.md 3'),
+ ('2024-07-01','2025-07-01',17500,-1000,NULL,600,'AEMC reliability settings FY2024-25 via DOMAIN.md 3'),
+ ('2025-07-01',NULL,20300,-1000,NULL,600,'FY2025-26 cap from secondary sources, DOMAIN.md 3');
+
+CREATE TABLE customers_raw (
+    account            VARCHAR NOT NULL,
+    nmi                VARCHAR NOT NULL,
+    region             VARCHAR NOT NULL,
+    timezone           VARCHAR NOT NULL,
+    dlf                DOUBLE NOT NULL,
+    mlf                DOUBLE NOT NULL,
+    billing_cycle      VARCHAR NOT NULL,        -- monthly | quarterly
+    cycle_day          SMALLINT NOT NULL,       -- 1..28
+    move_in            DATE NOT NULL,
+    move_out           DATE,                    -- exclusive; NULL = still supplied
+    solar_kw           DOUBLE NOT NULL,
+    battery_kwh        DOUBLE NOT NULL,
+    battery_kw         DOUBLE NOT NULL,
+    backup_reserve_pct DOUBLE NOT NULL,
+    ev                 BOOLEAN NOT NULL,
+    concession         BOOLEAN NOT NULL,
+    vpp_contract       VARCHAR,
+    file_id            BIGINT NOT NULL,
+    source_line        INTEGER NOT NULL
+);
+
+CREATE TABLE enrolments_raw (
+    account        VARCHAR NOT NULL,
+    product        VARCHAR NOT NULL,
+    effective_from DATE NOT NULL,
+    effective_to   DATE,                        -- exclusive; NULL = open
+    file_id        BIGINT NOT NULL,
+    source_line    INTEGER NOT NULL
+);
+
+CREATE VIEW meter_reads AS
+SELECT r.nmi, r.suffix, r.interval_start, r.interval_minutes, r.kwh, r.quality, r.method,
+       r.reason, r.version_at, f.path AS source_file, r.source_line
+FROM meter_reads_raw r JOIN ingested_files f USING (file_id)
+WHERE r.is_current;
+
+CREATE MACRO meter_reads_as_of(t) AS TABLE
+SELECT r.nmi, r.suffix, r.interval_start, r.interval_minutes, r.kwh, r.quality, r.method,
+       r.reason, r.version_at, f.path AS source_file, r.source_line
+FROM meter_reads_raw r JOIN ingested_files f USING (file_id)
+WHERE f.ingested_at <= t
+QUALIFY row_number() OVER (PARTITION BY r.nmi, r.suffix, r.interval_start
+                           ORDER BY r.version_at DESC, r.file_id DESC, r.source_line DESC) = 1;
+
+CREATE VIEW prices AS
+SELECT p.region, p.interval_start, p.interval_minutes, p.price_per_mwh, f.path AS source_file
+FROM price_reads_raw p JOIN ingested_files f USING (file_id)
+WHERE p.is_current;
+
+CREATE MACRO prices_as_of(t) AS TABLE
+SELECT p.region, p.interval_start, p.interval_minutes, p.price_per_mwh, f.path AS source_file
+FROM price_reads_raw p JOIN ingested_files f USING (file_id)
+WHERE f.ingested_at <= t
+QUALIFY row_number() OVER (PARTITION BY p.region, p.interval_start, p.interval_minutes
+                           ORDER BY p.version_at DESC, p.file_id DESC, p.source_line DESC) = 1;
+
+-- Customers: the latest customer file that mentions an account defines it (whole-account replace).
+CREATE VIEW customers AS
+SELECT c.* EXCLUDE (file_id, source_line), f.path AS source_file, c.source_line
+FROM customers_raw c JOIN ingested_files f USING (file_id)
+QUALIFY c.file_id = max(c.file_id) OVER (PARTITION BY c.account);
+
+CREATE VIEW enrolments AS
+SELECT e.account, e.product, e.effective_from, e.effective_to, f.path AS source_file, e.source_line
+FROM enrolments_raw e JOIN ingested_files f USING (file_id)
+QUALIFY e.file_id = max(e.file_id) OVER (PARTITION BY e.account);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "store: files, quarantine, meter reads, prices, thresholds, customers", _V1),
+)
+
+LATEST_VERSION: int = MIGRATIONS[-1].version

@@ -1,0 +1,139 @@
+"""The DuckDB store: opening, locking, schema migrations.
+
+The default store is an embedded DuckDB file, ``./fairshare.duckdb``, overridden by ``--db`` or the
+``FAIRSHARE_DB`` environment variable (resolved in the CLI, passed here as a path). DuckDB lets one
+process write a file at a time; a second writer gets :class:`~tariffs.errors.LockHeldError` at once.
+Every connection runs with ``TimeZone = 'UTC'`` so TIMESTAMPTZ values print and compare in UTC.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+
+from settlement.schema import LATEST_VERSION, MIGRATIONS
+from tariffs.errors import LockHeldError, StoreError
+
+DEFAULT_DB = "fairshare.duckdb"
+DB_ENV = "FAIRSHARE_DB"
+
+
+def default_db_path() -> Path:
+    """The store path from ``FAIRSHARE_DB``, else ``./fairshare.duckdb``."""
+    return Path(os.environ.get(DB_ENV, DEFAULT_DB))
+
+
+class Store:
+    """An open fairshare store (one DuckDB connection).
+
+    Use :meth:`open` (or the context manager form) rather than the constructor.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+        self.con = con
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, read_only: bool = False) -> Store:
+        """Open (creating and migrating if needed) the store at ``path``.
+
+        ``path=":memory:"`` opens a throw-away in-memory store (tests). Raises
+        :class:`LockHeldError` when another process holds the file.
+        """
+        target = default_db_path() if path is None else Path(path)
+        in_memory = str(path) == ":memory:"
+        if read_only and not in_memory and not target.exists():
+            raise StoreError(f"store {target} does not exist (run an ingest first)")
+        try:
+            con = duckdb.connect(":memory:" if in_memory else str(target), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise LockHeldError(
+                    f"store {target} is in use by another fairshare process; "
+                    "try again when it has finished"
+                ) from exc
+            raise StoreError(f"cannot open store {target}: {exc}") from exc
+        con.execute("SET TimeZone = 'UTC'")
+        store = cls(con, None if in_memory else target)
+        if not read_only:
+            store.migrate()
+        else:
+            store.check_version()
+        return store
+
+    def schema_version(self) -> int:
+        """The highest migration applied to this file (0 for a new file)."""
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        ).fetchone()
+        if not exists or exists[0] == 0:
+            return 0
+        row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def check_version(self) -> None:
+        """Raise :class:`StoreError` when the file is newer than this code understands."""
+        current = self.schema_version()
+        if current > LATEST_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {current}, newer than this fairshare "
+                f"({LATEST_VERSION}); upgrade fairshare"
+            )
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this file has not seen; return their versions."""
+        self.check_version()
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)"
+        )
+        done = self.schema_version()
+        applied = []
+        for m in MIGRATIONS:
+            if m.version <= done:
+                continue
+            with self.transaction():
+                self.con.execute(m.sql)
+                self.con.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description]
+                )
+            applied.append(m.version)
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run a block in one transaction: commit on success, roll back on any error."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def query(self, sql: str, params: list[Any] | None = None) -> duckdb.DuckDBPyRelation:
+        """Run a parameterised query and return the relation (``.pl()`` for polars)."""
+        return self.con.sql(sql, params=params)
+
+    def close(self) -> None:
+        """Checkpoint (when writable) and close the connection."""
+        with suppress(duckdb.Error):
+            self.con.execute("CHECKPOINT")
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""fairshare tariffs package."""
