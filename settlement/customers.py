@@ -30,16 +30,45 @@ from settlement.store import Store
 Progress = Callable[[str, int, int | None], None]
 
 ACCOUNT_FIELDS = (
-    "nmi", "region", "timezone", "dlf", "mlf", "billing_cycle", "cycle_day", "move_in",
-    "move_out", "solar_kw", "battery_kwh", "battery_kw", "backup_reserve_pct", "ev",
-    "concession", "vpp_contract",
-)  # fmt: skip
+    "nmi",
+    "region",
+    "timezone",
+    "dlf",
+    "mlf",
+    "billing_cycle",
+    "cycle_day",
+    "move_in",
+    "move_out",
+    "solar_kw",
+    "battery_kwh",
+    "battery_kw",
+    "backup_reserve_pct",
+    "ev",
+    "concession",
+    "vpp_contract",
+)
 COLUMNS = ("account", *ACCOUNT_FIELDS, "product", "product_from", "product_to")
-REQUIRED = ("account", "nmi", "region", "timezone", "dlf", "mlf", "billing_cycle", "cycle_day",
-            "move_in", "product", "product_from")  # fmt: skip
-FLOATS = {"dlf": (0.8, 1.3), "mlf": (0.7, 1.3), "solar_kw": (0.0, 1000.0),
-          "battery_kwh": (0.0, 10000.0), "battery_kw": (0.0, 10000.0),
-          "backup_reserve_pct": (0.0, 100.0)}  # fmt: skip
+REQUIRED = (
+    "account",
+    "nmi",
+    "region",
+    "timezone",
+    "dlf",
+    "mlf",
+    "billing_cycle",
+    "cycle_day",
+    "move_in",
+    "product",
+    "product_from",
+)
+FLOATS = {
+    "dlf": (0.8, 1.3),
+    "mlf": (0.7, 1.3),
+    "solar_kw": (0.0, 1000.0),
+    "battery_kwh": (0.0, 10000.0),
+    "battery_kw": (0.0, 10000.0),
+    "backup_reserve_pct": (0.0, 100.0),
+}
 DATES = ("move_in", "move_out", "product_from", "product_to")
 BOOLS = ("ev", "concession")
 TRUE_WORDS = ("true", "1", "yes", "y", "t")
@@ -83,19 +112,40 @@ def _checks(raw: pl.DataFrame) -> list[pl.Expr]:
         checks.append(_problem(~ok, f, pl.format("{} is not true/false", c(f))))
     cycle = c("cycle_day").str.strip_chars().cast(pl.Int32, strict=False)
     checks += [
-        _problem(c("cycle_day").is_not_null() & (cycle.is_null() | (cycle < 1) | (cycle > 28)),
-                 "cycle_day", pl.format("{} is not a day 1..28", c("cycle_day"))),
-        _problem(~c("billing_cycle").str.strip_chars().str.to_lowercase().is_in(["monthly", "quarterly"]),
-                 "billing_cycle", pl.format("{} is not monthly or quarterly", c("billing_cycle"))),
-        _problem(~c("region").str.strip_chars().str.to_uppercase().is_in(REGIONS),
-                 "region", pl.format("{} is not a NEM region (NSW1 QLD1 VIC1 SA1 TAS1)", c("region"))),
-        _problem(~c("timezone").is_in(_valid_timezones(raw)), "timezone",
-                 pl.format("{} is not an IANA time zone", c("timezone"))),
-        _problem(_date("product_to") <= _date("product_from"), "product_to",
-                 pl.format("{} is not after product_from {}", c("product_to"), c("product_from"))),
-        _problem(_date("move_out") <= _date("move_in"), "move_out",
-                 pl.format("{} is not after move_in {}", c("move_out"), c("move_in"))),
-    ]  # fmt: skip
+        _problem(
+            c("cycle_day").is_not_null() & (cycle.is_null() | (cycle < 1) | (cycle > 28)),
+            "cycle_day",
+            pl.format("{} is not a day 1..28", c("cycle_day")),
+        ),
+        _problem(
+            ~c("billing_cycle")
+            .str.strip_chars()
+            .str.to_lowercase()
+            .is_in(["monthly", "quarterly"]),
+            "billing_cycle",
+            pl.format("{} is not monthly or quarterly", c("billing_cycle")),
+        ),
+        _problem(
+            ~c("region").str.strip_chars().str.to_uppercase().is_in(REGIONS),
+            "region",
+            pl.format("{} is not a NEM region (NSW1 QLD1 VIC1 SA1 TAS1)", c("region")),
+        ),
+        _problem(
+            ~c("timezone").is_in(_valid_timezones(raw)),
+            "timezone",
+            pl.format("{} is not an IANA time zone", c("timezone")),
+        ),
+        _problem(
+            _date("product_to") <= _date("product_from"),
+            "product_to",
+            pl.format("{} is not after product_from {}", c("product_to"), c("product_from")),
+        ),
+        _problem(
+            _date("move_out") <= _date("move_in"),
+            "move_out",
+            pl.format("{} is not after move_in {}", c("move_out"), c("move_in")),
+        ),
+    ]
     return checks
 
 
@@ -124,8 +174,13 @@ def read_customer_csv(path: Path) -> pl.DataFrame:
     from tariffs.errors import CustomerFileError
 
     try:
-        raw = pl.read_csv(path, infer_schema=False, row_index_name="source_line",
-                          row_index_offset=2, truncate_ragged_lines=False)  # fmt: skip
+        raw = pl.read_csv(
+            path,
+            infer_schema=False,
+            row_index_name="source_line",
+            row_index_offset=2,
+            truncate_ragged_lines=False,
+        )
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
         raise CustomerFileError(path, f"cannot be read as CSV: {exc}") from exc
     raw = raw.rename({c: c.strip().lower() for c in raw.columns if c != "source_line"})
@@ -188,12 +243,20 @@ def _typed(raw: pl.DataFrame) -> pl.DataFrame:
         s("billing_cycle").str.strip_chars().str.to_lowercase(),
         s("cycle_day").str.strip_chars().cast(pl.Int16),
         *[_date(f).alias(f) for f in DATES],
-        *[s(f).fill_null("").str.strip_chars().str.to_lowercase().replace_strict(to_bool, return_dtype=pl.Boolean)
-          for f in BOOLS],
-        pl.when(s("vpp_contract").str.strip_chars() == "").then(None)
-        .otherwise(s("vpp_contract").str.strip_chars()).alias("vpp_contract"),
+        *[
+            s(f)
+            .fill_null("")
+            .str.strip_chars()
+            .str.to_lowercase()
+            .replace_strict(to_bool, return_dtype=pl.Boolean)
+            for f in BOOLS
+        ],
+        pl.when(s("vpp_contract").str.strip_chars() == "")
+        .then(None)
+        .otherwise(s("vpp_contract").str.strip_chars())
+        .alias("vpp_contract"),
         s("product").str.strip_chars(),
-    )  # fmt: skip
+    )
 
 
 def _account_problems(typed: pl.DataFrame) -> pl.DataFrame:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from settlement.schema_nightly import NIGHTLY_SQL
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -164,6 +166,7 @@ QUALIFY e.file_id = max(e.file_id) OVER (PARTITION BY e.account);
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "store: files, quarantine, meter reads, prices, thresholds, customers", _V1),
+    Migration(3, "nightly: runs, stages, audits, wholesale settlement", NIGHTLY_SQL),
 )
 
-LATEST_VERSION: int = MIGRATIONS[-1].version
+LATEST_VERSION: int = max(m.version for m in MIGRATIONS)

@@ -95,7 +95,7 @@ class Store:
         )
         done = self.schema_version()
         applied = []
-        for m in MIGRATIONS:
+        for m in sorted(MIGRATIONS, key=lambda m: m.version):
             if m.version <= done:
                 continue
             with self.transaction():

@@ -1,0 +1,123 @@
+"""Post-run audits: SQL queries that must return no rows (SQLMesh style).
+
+Each audit is data (name, description, SQL with ``$date_from`` / ``$date_to`` parameters). A run
+executes every audit whose tables exist, stores the count and a sample of failing rows in
+``audit_results``, and fails with exit code 4 when any audit returns rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from settlement.store import Store
+
+
+@dataclass(frozen=True)
+class Audit:
+    """A query that must return no rows over the run's date range."""
+
+    name: str
+    description: str
+    sql: str
+    needs: tuple[str, ...]
+
+
+@dataclass
+class AuditResult:
+    """How one audit came out."""
+
+    name: str
+    description: str
+    failing_rows: int
+    sample: list[dict[str, object]]
+
+    @property
+    def passed(self) -> bool:
+        """True when the audit returned no rows."""
+        return self.failing_rows == 0
+
+
+AUDITS: list[Audit] = [
+    Audit(
+        "wholesale_energy_conserved",
+        "settled import/export energy per account-day equals the current metered energy",
+        """
+        WITH metered AS (
+            SELECT c.account, w.settlement_date,
+                   sum(m.kwh) FILTER (m.suffix[1] = 'E') AS e_kwh,
+                   sum(m.kwh) FILTER (m.suffix[1] = 'B') AS b_kwh
+            FROM (SELECT DISTINCT account, nmi, settlement_date, interval_start, interval_minutes
+                  FROM wholesale_settlement
+                  WHERE settlement_date BETWEEN $date_from AND $date_to) w
+            JOIN customers c USING (account)
+            JOIN meter_reads m ON m.nmi = w.nmi AND m.interval_start = w.interval_start
+                               AND m.interval_minutes = w.interval_minutes
+            GROUP BY ALL
+        ), settled AS (
+            SELECT account, settlement_date, sum(import_kwh) AS e_kwh, sum(export_kwh) AS b_kwh
+            FROM wholesale_settlement
+            WHERE settlement_date BETWEEN $date_from AND $date_to
+            GROUP BY ALL
+        )
+        SELECT s.account, s.settlement_date, s.e_kwh AS settled_import, m.e_kwh AS metered_import,
+               s.b_kwh AS settled_export, m.b_kwh AS metered_export
+        FROM settled s JOIN metered m USING (account, settlement_date)
+        WHERE abs(s.e_kwh - coalesce(m.e_kwh, 0)) > 1e-9 OR abs(s.b_kwh - coalesce(m.b_kwh, 0)) > 1e-9
+        """,
+        ("wholesale_settlement",),
+    ),
+    Audit(
+        "wholesale_no_nan",
+        "no NaN or infinite money and no NULL cost on an interval marked ok",
+        """
+        SELECT account, interval_start, cost_aud, status FROM wholesale_settlement
+        WHERE settlement_date BETWEEN $date_from AND $date_to
+          AND (isnan(cost_aud) OR isinf(cost_aud) OR isnan(export_value_aud)
+               OR (status <> 'missing_price' AND cost_aud IS NULL))
+        """,
+        ("wholesale_settlement",),
+    ),
+    Audit(
+        "wholesale_no_duplicate_interval",
+        "one settlement row per account and interval",
+        """
+        SELECT account, interval_start, count(*) AS n FROM wholesale_settlement
+        WHERE settlement_date BETWEEN $date_from AND $date_to
+        GROUP BY ALL HAVING count(*) > 1
+        """,
+        ("wholesale_settlement",),
+    ),
+]
+
+
+def _exists(store: Store, table: str) -> bool:
+    rows = store.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def register(audit: Audit) -> None:
+    """Add an audit (other modules register theirs at import time)."""
+    if all(a.name != audit.name for a in AUDITS):
+        AUDITS.append(audit)
+
+
+def run_audits(
+    store: Store, date_from: object, date_to: object, *, sample_rows: int = 5
+) -> list[AuditResult]:
+    """Run every applicable audit over the date range; return results (also for passes)."""
+    results = []
+    params = {"date_from": date_from, "date_to": date_to}
+    for audit in AUDITS:
+        if not all(_exists(store, t) for t in audit.needs):
+            continue
+        used = {k: v for k, v in params.items() if f"${k}" in audit.sql}
+        rel = store.con.execute(f"SELECT * FROM ({audit.sql}) LIMIT 1000001", used)
+        cols = [d[0] for d in rel.description or []]
+        rows = rel.fetchall()
+        sample = [dict(zip(cols, r, strict=True)) for r in rows[:sample_rows]]
+        sample = json.loads(json.dumps(sample, default=str))
+        results.append(AuditResult(audit.name, audit.description, len(rows), sample))
+    return results

@@ -1,0 +1,233 @@
+"""``fairshare nightly``: ingest the inbox, settle each day, close billing periods, audit, publish.
+
+Idempotent and crash-safe by construction:
+
+- every stage writes in transactions keyed by what it computes (a settlement day, a bill's
+  account and period), deleting and re-inserting the same deterministic rows, so a stage
+  redone after a crash gives exactly the rows an uninterrupted run gives;
+- the run id is derived from the run key (all ingested inputs, parameters, code version), so the
+  rerun of an interrupted run is the same run, with ``attempts`` counting the tries;
+- a run whose key already succeeded does nothing and says so;
+- the snapshot is written to a staging folder and renamed into place.
+
+One writer at a time: DuckDB locks the store file; a second run gets exit code 5 at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from settlement.audits import AuditResult, run_audits
+from settlement.config import NightlyConfig
+from settlement.inbox import ingest_inbox, pending_files
+from settlement.runs import StageLog, clean_staging, code_version, publish_snapshot, run_key, stage
+from settlement.store import Store
+from settlement.wholesale import settle_day
+from tariffs.errors import ExitCode
+
+log = logging.getLogger("fairshare.nightly")
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class NightlyResult:
+    """What a nightly run did (also the body of its manifest)."""
+
+    run_id: str
+    status: str  # succeeded | failed | up-to-date | dry-run
+    exit_code: ExitCode
+    message: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    snapshot: str | None = None
+    audits: list[AuditResult] = field(default_factory=list)
+
+
+def days_between(date_from: dt.date, date_to: dt.date) -> list[dt.date]:
+    """Every day from ``date_from`` to ``date_to`` inclusive."""
+    return [date_from + dt.timedelta(days=i) for i in range((date_to - date_from).days + 1)]
+
+
+def _params(cfg: NightlyConfig, date_from: dt.date, date_to: dt.date) -> dict[str, Any]:
+    return {
+        "date_from": date_from.isoformat(),
+        "date_to": date_to.isoformat(),
+        "back_billing_months": cfg.back_billing_months,
+    }
+
+
+def dry_run(
+    store: Store, cfg: NightlyConfig, date_from: dt.date, date_to: dt.date
+) -> NightlyResult:
+    """Report what a run would do without writing anything."""
+    pending = {k: [str(p) for p in v] for k, v in pending_files(cfg.inbox).items()}
+    plan = {
+        "pending_files": pending,
+        "days": [d.isoformat() for d in days_between(date_from, date_to)],
+    }
+    return NightlyResult("", "dry-run", ExitCode.OK, "dry run: nothing written", manifest=plan)
+
+
+def run_nightly(
+    store: Store,
+    cfg: NightlyConfig,
+    date_from: dt.date,
+    date_to: dt.date,
+    *,
+    progress: Progress | None = None,
+) -> NightlyResult:
+    """Run the nightly over ``[date_from, date_to]`` (market days, inclusive)."""
+    code = code_version()
+    params = _params(cfg, date_from, date_to)
+    clean_staging(cfg.runs)
+    pre = StageLog(run_id="pending", attempt=0)
+    with stage(store, pre, "ingest") as d:
+        report = ingest_inbox(store, cfg.inbox, cfg.archive)
+        d |= {
+            "files": len(report.files),
+            "rows_loaded": report.rows_loaded,
+            "rows_quarantined": report.rows_quarantined,
+        }
+    key = run_key(store, params, code)
+    run_id = f"{date_from:%Y%m%d}-{date_to:%Y%m%d}-{key[:12]}"
+    done = store.con.execute(
+        "SELECT status FROM runs WHERE run_id = ? AND status = 'succeeded'", [run_id]
+    ).fetchall()
+    if done and not report.files:
+        return NightlyResult(
+            run_id,
+            "up-to-date",
+            ExitCode.OK,
+            f"run {run_id} already succeeded with these inputs: nothing to do",
+        )
+    attempt = _start_run(store, run_id, key, date_from, date_to, code, params)
+    slog = StageLog(run_id, attempt, stages={"ingest": pre.stages["ingest"]})
+    store.con.execute(
+        "UPDATE run_stages SET run_id = ?, attempt = ? WHERE run_id = 'pending'", [run_id, attempt]
+    )
+    days = days_between(date_from, date_to)
+    with stage(store, slog, "settle") as d:
+        totals: dict[str, int] = {"rows": 0, "missing_price": 0, "estimated": 0}
+        for i, day in enumerate(days, 1):
+            for k, v in settle_day(store, day, run_id).items():
+                totals[k] += v
+            if progress:
+                progress("settle", i, len(days))
+        d |= totals | {"days": len(days)}
+    with stage(store, slog, "audit") as d:
+        audits = run_audits(store, date_from, date_to)
+        _record_audits(store, run_id, attempt, audits)
+        d |= {"failed": [a.name for a in audits if not a.passed], "count": len(audits)}
+    failed = [a for a in audits if not a.passed]
+    exit_code = ExitCode.AUDIT_FAILED if failed else report.exit_code
+    manifest = _manifest(store, run_id, key, code, params, slog, audits, report.to_dict())
+    snapshot = None
+    if cfg.snapshot:
+        with stage(store, slog, "publish") as d:
+            path = publish_snapshot(
+                store,
+                cfg.runs,
+                run_id,
+                _snapshot_tables(date_from, date_to),
+                manifest | {"stages": slog.stages},
+            )
+            snapshot = str(path)
+            d["snapshot"] = snapshot
+    manifest["stages"] = slog.stages
+    status = "failed" if failed else "succeeded"
+    store.con.execute(
+        "UPDATE runs SET status = ?, exit_code = ?, finished_at = now(), manifest = ? "
+        "WHERE run_id = ?",
+        [status, int(exit_code), json.dumps(manifest, default=str), run_id],
+    )
+    store.con.execute("CHECKPOINT")
+    msg = (
+        f"audit(s) failed: {', '.join(a.name for a in failed)}"
+        if failed
+        else f"run {run_id} {status}"
+    )
+    return NightlyResult(run_id, status, exit_code, msg, manifest, snapshot, audits)
+
+
+def _start_run(
+    store: Store, run_id: str, key: str, d1: dt.date, d2: dt.date, code: str, params: dict[str, Any]
+) -> int:
+    """Insert (or re-open) the run row; mark other unfinished runs abandoned; return attempt."""
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE runs SET status = 'abandoned' WHERE status = 'running' AND run_id <> ?",
+            [run_id],
+        )
+        row = con.execute("SELECT attempts FROM runs WHERE run_id = ?", [run_id]).fetchall()
+        if row:
+            attempt = int(row[0][0]) + 1
+            con.execute(
+                "UPDATE runs SET attempts = ?, status = 'running', started_at = now(), "
+                "finished_at = NULL WHERE run_id = ?",
+                [attempt, run_id],
+            )
+        else:
+            attempt = 1
+            con.execute(
+                "INSERT INTO runs (run_id, run_key, kind, date_from, date_to, started_at, status, "
+                "attempts, code_version, params) VALUES (?, ?, 'nightly', ?, ?, now(), 'running', "
+                "1, ?, ?)",
+                [run_id, key, d1, d2, code, json.dumps(params)],
+            )
+    return attempt
+
+
+def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditResult]) -> None:
+    for a in audits:
+        store.con.execute(
+            "INSERT INTO audit_results VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, attempt, a.name, a.description, a.failing_rows, json.dumps(a.sample)],
+        )
+
+
+def _snapshot_tables(d1: dt.date, d2: dt.date) -> dict[str, str]:
+    lit = f"DATE '{d1.isoformat()}' AND DATE '{d2.isoformat()}'"  # dates, never user text
+    return {
+        "wholesale_settlement": "SELECT * EXCLUDE (run_id) FROM wholesale_settlement "
+        f"WHERE settlement_date BETWEEN {lit} ORDER BY account, interval_start",
+    }
+
+
+def _manifest(
+    store: Store,
+    run_id: str,
+    key: str,
+    code: str,
+    params: dict[str, Any],
+    slog: StageLog,
+    audits: list[AuditResult],
+    ingest: dict[str, Any],
+) -> dict[str, Any]:
+    inputs = store.con.execute(
+        "SELECT kind, path, sha256, rows_loaded, rows_quarantined FROM ingested_files "
+        "ORDER BY file_id"
+    ).fetchall()
+    counts = store.con.execute(
+        "SELECT count(*), coalesce(sum(cost_aud), 0) FROM wholesale_settlement "
+        "WHERE settlement_date BETWEEN ? AND ?",
+        [params["date_from"], params["date_to"]],
+    ).fetchall()[0]
+    return {
+        "run_id": run_id,
+        "run_key": key,
+        "code_version": code,
+        "parameters": params,
+        "inputs": [
+            dict(zip(("kind", "path", "sha256", "rows", "quarantined"), r, strict=True))
+            for r in inputs
+        ],
+        "ingest": ingest,
+        "row_counts": {"wholesale_settlement": counts[0]},
+        "wholesale_cost_aud": round(float(counts[1]), 2),
+        "audits": [{"name": a.name, "failing_rows": a.failing_rows} for a in audits],
+    }

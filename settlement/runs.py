@@ -1,0 +1,140 @@
+"""Run bookkeeping: run keys, code version, stage timings, manifests and read-only snapshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import resource
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from settlement.store import Store
+
+PACKAGES = ("tariffs", "settlement", "risk")
+
+
+def code_version() -> str:
+    """``fairshare <version>+<sha256 of the package sources>`` (12 hex digits)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("fairshare")
+    except PackageNotFoundError:
+        ver = "0+unknown"
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for pkg in PACKAGES:
+        for p in sorted((root / pkg).rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return f"{ver}+{h.hexdigest()[:12]}"
+
+
+def run_key(store: Store, params: dict[str, Any], code: str) -> str:
+    """Hash of every ingested input (kind, sha256), the parameters and the code version."""
+    files = store.con.execute(
+        "SELECT kind, sha256 FROM ingested_files ORDER BY kind, sha256"
+    ).fetchall()
+    blob = json.dumps(
+        {"inputs": files, "params": params, "code": code}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far [MiB]."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class StageLog:
+    """Timings and details of the stages of one run attempt."""
+
+    run_id: str
+    attempt: int
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@contextmanager
+def stage(store: Store, log: StageLog, name: str) -> Iterator[dict[str, Any]]:
+    """Time a stage; the yielded dict collects its details; recorded in ``run_stages``."""
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    details: dict[str, Any] = {}
+    status = "failed"
+    try:
+        yield details
+        status = "done"
+    finally:
+        seconds = time.perf_counter() - t0
+        rss = peak_rss_mb()
+        log.stages[name] = {
+            "seconds": round(seconds, 3),
+            "peak_rss_mb": round(rss, 1),
+            "status": status,
+            **details,
+        }
+        store.con.execute(
+            "INSERT INTO run_stages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                log.run_id,
+                log.attempt,
+                name,
+                started,
+                seconds,
+                rss,
+                status,
+                json.dumps(details, default=str),
+            ],
+        )
+
+
+def publish_snapshot(
+    store: Store, runs_dir: Path, run_id: str, tables: dict[str, str], manifest: dict[str, Any]
+) -> Path:
+    """Write each query's result as read-only Parquet plus ``manifest.json``, atomically.
+
+    Files go to ``runs_dir/.staging-<run_id>`` and the folder is renamed to ``runs_dir/<run_id>``
+    only when complete, so a reader never sees a half-written snapshot. An existing snapshot of
+    the same run id is replaced (same inputs give the same content).
+    """
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    staging = runs_dir / f".staging-{run_id}"
+    final = runs_dir / run_id
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name, sql in tables.items():
+        target = staging / f"{name}.parquet"
+        literal = str(target).replace("'", "''")  # a path literal; COPY takes no parameter here
+        store.con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)")
+        target.chmod(0o444)
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    (staging / "manifest.json").chmod(0o444)
+    if final.exists():
+        _make_writable(final)
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return final
+
+
+def _make_writable(folder: Path) -> None:
+    for p in folder.iterdir():
+        p.chmod(0o644)
+
+
+def clean_staging(runs_dir: Path) -> list[Path]:
+    """Remove half-written snapshots left by a killed run; return what was removed."""
+    if not runs_dir.is_dir():
+        return []
+    left = [p for p in runs_dir.glob(".staging-*") if p.is_dir()]
+    for p in left:
+        _make_writable(p)
+        shutil.rmtree(p)
+    return left

@@ -1,0 +1,57 @@
+"""Schema of the nightly run (runs, stages, audits, wholesale settlement); wired as a migration."""
+
+from __future__ import annotations
+
+NIGHTLY_SQL = """
+CREATE TABLE runs (
+    run_id       VARCHAR PRIMARY KEY,          -- derived from the run key: same inputs, same id
+    run_key      VARCHAR NOT NULL,
+    kind         VARCHAR NOT NULL,             -- nightly
+    date_from    DATE NOT NULL,
+    date_to      DATE NOT NULL,
+    started_at   TIMESTAMPTZ NOT NULL,
+    finished_at  TIMESTAMPTZ,
+    status       VARCHAR NOT NULL,             -- running | succeeded | failed | abandoned
+    exit_code    INTEGER,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    code_version VARCHAR NOT NULL,
+    params       JSON,
+    manifest     JSON
+);
+CREATE TABLE run_stages (
+    run_id      VARCHAR NOT NULL,
+    attempt     INTEGER NOT NULL,
+    stage       VARCHAR NOT NULL,
+    started_at  TIMESTAMPTZ NOT NULL,
+    seconds     DOUBLE,
+    peak_rss_mb DOUBLE,
+    status      VARCHAR NOT NULL,              -- running | done | failed
+    details     JSON
+);
+CREATE TABLE audit_results (
+    run_id       VARCHAR NOT NULL,
+    attempt      INTEGER NOT NULL,
+    audit        VARCHAR NOT NULL,
+    description  VARCHAR NOT NULL,
+    failing_rows BIGINT NOT NULL,
+    sample       JSON
+);
+CREATE TABLE wholesale_settlement (
+    account          VARCHAR NOT NULL,
+    nmi              VARCHAR NOT NULL,
+    region           VARCHAR NOT NULL,
+    interval_start   TIMESTAMPTZ NOT NULL,
+    interval_minutes SMALLINT NOT NULL,
+    settlement_date  DATE NOT NULL,            -- NEM market day (UTC+10)
+    import_kwh       DOUBLE NOT NULL,
+    export_kwh       DOUBLE NOT NULL,
+    dlf              DOUBLE NOT NULL,
+    mlf              DOUBLE NOT NULL,
+    price_per_mwh    DOUBLE,                   -- NULL when prices do not cover the interval
+    cost_aud         DOUBLE,
+    export_value_aud DOUBLE,
+    estimated        BOOLEAN NOT NULL,
+    status           VARCHAR NOT NULL,         -- ok | estimated | missing_price
+    run_id           VARCHAR NOT NULL
+);
+"""

@@ -1,0 +1,101 @@
+"""Daily wholesale settlement: the retailer's cost of every account interval.
+
+``cost_aud = import_kwh x DLF x MLF x price_per_mwh / 1000`` (DOMAIN.md section 4), and the spot
+value of exports ``export_kwh x DLF x MLF x price_per_mwh / 1000`` on a separate column. A
+settlement day is a NEM market day: intervals starting in ``[D 00:00, D+1 00:00)`` UTC+10.
+
+The price of a meter interval is the time-weighted mean of the price intervals it covers (a
+30-minute read under 5-minute prices takes the mean of six prices; a 5-minute read under a
+30-minute price takes that price). An interval whose price is not fully covered is stored with a
+NULL cost and ``status = 'missing_price'``: a missing price never counts as zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from settlement.store import Store
+
+MARKET_TZ = "Etc/GMT-10"  # NEM market time, UTC+10 all year (POSIX sign convention)
+
+SETTLE_SQL = """
+WITH acct AS (
+    SELECT account, nmi, region, dlf, mlf,
+           timezone('Etc/GMT-10', move_in::TIMESTAMP) AS supply_from,
+           timezone('Etc/GMT-10', coalesce(move_out, DATE '9999-12-31')::TIMESTAMP) AS supply_to
+    FROM customers
+),
+reads AS (
+    SELECT a.account, m.nmi, a.region, a.dlf, a.mlf, m.interval_start, m.interval_minutes,
+           sum(CASE WHEN m.suffix[1] = 'E' THEN m.kwh ELSE 0 END) AS import_kwh,
+           sum(CASE WHEN m.suffix[1] = 'B' THEN m.kwh ELSE 0 END) AS export_kwh,
+           bool_or(m.quality IN ('E', 'S', 'N')) AS estimated
+    FROM meter_reads m
+    JOIN acct a ON a.nmi = m.nmi
+     AND m.interval_start >= a.supply_from AND m.interval_start < a.supply_to
+    WHERE m.interval_start >= $start AND m.interval_start < $end
+      AND (m.suffix[1] = 'E' OR m.suffix[1] = 'B')
+    GROUP BY ALL
+),
+px AS (
+    -- time-weighted mean price over each (region, meter interval)
+    SELECT r.region, r.interval_start, r.interval_minutes,
+           sum(p.price_per_mwh * (least(epoch(p.interval_start) + 60 * p.interval_minutes,
+                                        epoch(r.interval_start) + 60 * r.interval_minutes)
+                                  - greatest(epoch(p.interval_start), epoch(r.interval_start))))
+             / (60 * r.interval_minutes) AS price_per_mwh,
+           sum(least(epoch(p.interval_start) + 60 * p.interval_minutes,
+                     epoch(r.interval_start) + 60 * r.interval_minutes)
+               - greatest(epoch(p.interval_start), epoch(r.interval_start))) AS covered_s
+    FROM (SELECT DISTINCT region, interval_start, interval_minutes FROM reads) r
+    JOIN prices p
+      ON p.region = r.region
+     AND p.interval_start < r.interval_start + to_minutes(r.interval_minutes)
+     AND p.interval_start + to_minutes(p.interval_minutes) > r.interval_start
+     AND p.interval_start >= $start - INTERVAL 1 DAY AND p.interval_start < $end
+    GROUP BY ALL
+)
+SELECT r.account, r.nmi, r.region, r.interval_start, r.interval_minutes,
+       $settlement_date AS settlement_date,
+       r.import_kwh, r.export_kwh, r.dlf, r.mlf,
+       CASE WHEN px.covered_s = 60 * r.interval_minutes THEN px.price_per_mwh END AS price_per_mwh,
+       CASE WHEN px.covered_s = 60 * r.interval_minutes
+            THEN r.import_kwh * r.dlf * r.mlf * px.price_per_mwh / 1000 END AS cost_aud,
+       CASE WHEN px.covered_s = 60 * r.interval_minutes
+            THEN r.export_kwh * r.dlf * r.mlf * px.price_per_mwh / 1000 END AS export_value_aud,
+       r.estimated,
+       CASE WHEN px.covered_s IS DISTINCT FROM 60 * r.interval_minutes THEN 'missing_price'
+            WHEN r.estimated THEN 'estimated' ELSE 'ok' END AS status
+FROM reads r
+LEFT JOIN px USING (region, interval_start, interval_minutes)
+ORDER BY r.account, r.interval_start
+"""
+
+
+def market_day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """UTC start and end of NEM market day ``day`` (UTC+10, no daylight saving)."""
+    aest = dt.timezone(dt.timedelta(hours=10))
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=aest)
+    return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+
+
+def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
+    """Replace the wholesale settlement of market day ``day`` (one transaction).
+
+    Returns counts: rows, missing_price, estimated. Rerunning gives identical rows.
+    """
+    start, end = market_day_bounds(day)
+    params = {"start": start, "end": end, "settlement_date": day}
+    with store.transaction() as con:
+        con.execute("DELETE FROM wholesale_settlement WHERE settlement_date = ?", [day])
+        con.execute(
+            f"INSERT INTO wholesale_settlement SELECT *, $run_id FROM ({SETTLE_SQL})",
+            params | {"run_id": run_id},
+        )
+        row = con.execute(
+            "SELECT count(*), count(*) FILTER (status = 'missing_price'),"
+            " count(*) FILTER (status = 'estimated') FROM wholesale_settlement"
+            " WHERE settlement_date = ?",
+            [day],
+        ).fetchall()[0]
+    return {"rows": int(row[0]), "missing_price": int(row[1]), "estimated": int(row[2])}
