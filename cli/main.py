@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import ingest
+from cli import ingest, nightly
 
 app = typer.Typer(
     name="fairshare",
@@ -18,6 +18,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(ingest.app, name="ingest")
+app.command("nightly")(nightly.nightly)
 
 
 if __name__ == "__main__":  # pragma: no cover
