@@ -40,19 +40,19 @@ reads AS (
 px AS (
     -- time-weighted mean price over each (region, meter interval)
     SELECT r.region, r.interval_start, r.interval_minutes,
-           sum(p.price_per_mwh * (least(epoch(p.interval_start) + 60 * p.interval_minutes,
-                                        epoch(r.interval_start) + 60 * r.interval_minutes)
-                                  - greatest(epoch(p.interval_start), epoch(r.interval_start))))
-             / (60 * r.interval_minutes) AS price_per_mwh,
-           sum(least(epoch(p.interval_start) + 60 * p.interval_minutes,
-                     epoch(r.interval_start) + 60 * r.interval_minutes)
-               - greatest(epoch(p.interval_start), epoch(r.interval_start))) AS covered_s
+           sum(p.price_per_mwh * o.overlap_s) / sum(o.overlap_s) AS price_per_mwh,
+           sum(o.overlap_s) AS covered_s
     FROM (SELECT DISTINCT region, interval_start, interval_minutes FROM reads) r
     JOIN prices p
       ON p.region = r.region
      AND p.interval_start < r.interval_start + to_minutes(r.interval_minutes)
      AND p.interval_start + to_minutes(p.interval_minutes) > r.interval_start
      AND p.interval_start >= $start - INTERVAL 1 DAY AND p.interval_start < $end
+    CROSS JOIN LATERAL (
+        SELECT least(epoch(p.interval_start) + 60 * p.interval_minutes,
+                     epoch(r.interval_start) + 60 * r.interval_minutes)
+               - greatest(epoch(p.interval_start), epoch(r.interval_start)) AS overlap_s
+    ) o
     GROUP BY ALL
 )
 SELECT r.account, r.nmi, r.region, r.interval_start, r.interval_minutes,

@@ -1,0 +1,157 @@
+"""Wholesale settlement: cost = kWh x DLF x MLF x RRP/1000 per interval, by NEM market day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from settlement.customers import COLUMNS, ingest_customer_file
+from settlement.store import Store
+from settlement.wholesale import market_day_bounds, settle_day
+
+UTC = dt.UTC
+DAY = dt.date(2024, 1, 10)
+
+
+def _file(store: Store, kind: str) -> int:
+    row = store.con.execute(
+        "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at, status)"
+        " VALUES (nextval('file_id_seq'), ?, 'test', md5(random()::VARCHAR), 0, now(), 'loaded')"
+        " RETURNING file_id",
+        [kind],
+    ).fetchall()
+    return int(row[0][0])
+
+
+def add_reads(store: Store, frame: pl.DataFrame) -> None:
+    """Append long-form reads (nmi, suffix, interval_start, interval_minutes, kwh)."""
+    fid = _file(store, "meter")
+    store.con.register("_r", frame.to_arrow())
+    store.con.execute(
+        "INSERT INTO meter_reads_raw SELECT nmi, suffix, interval_start, interval_minutes, kwh,"
+        " 'A', NULL, NULL, TIMESTAMPTZ '2024-02-01 00:00:00+00', ?, 1, TRUE FROM _r",
+        [fid],
+    )
+    store.con.unregister("_r")
+
+
+def add_prices(store: Store, frame: pl.DataFrame) -> None:
+    fid = _file(store, "prices")
+    store.con.register("_p", frame.to_arrow())
+    store.con.execute(
+        "INSERT INTO price_reads_raw SELECT region, interval_start, interval_minutes,"
+        " price_per_mwh, now(), ?, 1, TRUE FROM _p",
+        [fid],
+    )
+    store.con.unregister("_p")
+
+
+@pytest.fixture()
+def retailer(store: Store, tmp_path: Path) -> Store:
+    row = "A1,NMI1,NSW1,Australia/Sydney,1.05,0.98,monthly,1,2024-01-01,,0,0,0,0,false,false,,sh-flat,2024-01-01,"
+    (tmp_path / "c.csv").write_text(",".join(COLUMNS) + "\n" + row + "\n")
+    ingest_customer_file(store, tmp_path / "c.csv")
+    start, _ = market_day_bounds(DAY)
+    # one 30-minute import read of 2 kWh and export of 0.5 kWh at the day's first interval
+    add_reads(
+        store,
+        pl.DataFrame(
+            {
+                "nmi": ["NMI1", "NMI1"],
+                "suffix": ["E1", "B1"],
+                "interval_start": [start, start],
+                "interval_minutes": [30, 30],
+                "kwh": [2.0, 0.5],
+            },
+            schema_overrides={"interval_start": pl.Datetime("us", "UTC")},
+        ),
+    )
+    return store
+
+
+def five_minute_prices(start: dt.datetime, values: list[float]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "region": ["NSW1"] * len(values),
+            "interval_start": [start + dt.timedelta(minutes=5 * i) for i in range(len(values))],
+            "interval_minutes": [5] * len(values),
+            "price_per_mwh": values,
+        },
+        schema_overrides={"interval_start": pl.Datetime("us", "UTC")},
+    )
+
+
+def test_market_day_is_utc_plus_10() -> None:
+    start, end = market_day_bounds(DAY)
+    assert start == dt.datetime(2024, 1, 9, 14, tzinfo=UTC)
+    assert end - start == dt.timedelta(days=1)
+
+
+def test_cost_uses_time_weighted_mean_of_six_five_minute_prices(retailer: Store) -> None:
+    start, _ = market_day_bounds(DAY)
+    add_prices(retailer, five_minute_prices(start, [100, 200, -50, 0, 300, 50]))
+    counts = settle_day(retailer, DAY, "r1")
+    assert counts == {"rows": 1, "missing_price": 0, "estimated": 0}
+    row = retailer.query(
+        "SELECT price_per_mwh, cost_aud, export_value_aud, status FROM wholesale_settlement"
+    ).fetchall()[0]
+    # mean price = (100+200-50+0+300+50)/6 = 100 $/MWh
+    # cost = 2 kWh x 1.05 x 0.98 x 100 / 1000 = 0.2058 $; export value = 0.5 x 1.029 x 0.1 = 0.05145
+    assert row[0] == pytest.approx(100.0, rel=1e-12)
+    assert row[1] == pytest.approx(0.2058, rel=1e-12)
+    assert row[2] == pytest.approx(0.05145, rel=1e-12)
+    assert row[3] == "ok"
+
+
+def test_missing_price_is_never_zero(retailer: Store) -> None:
+    start, _ = market_day_bounds(DAY)
+    add_prices(retailer, five_minute_prices(start, [100, 200, -50, 0, 300]))  # one missing
+    counts = settle_day(retailer, DAY, "r1")
+    assert counts["missing_price"] == 1
+    assert retailer.query("SELECT cost_aud FROM wholesale_settlement").fetchall() == [(None,)]
+
+
+def test_resettling_a_day_replaces_rows_identically(retailer: Store) -> None:
+    start, _ = market_day_bounds(DAY)
+    add_prices(retailer, five_minute_prices(start, [100] * 6))
+    settle_day(retailer, DAY, "r1")
+    first = retailer.query("SELECT * FROM wholesale_settlement").fetchall()
+    settle_day(retailer, DAY, "r1")
+    assert retailer.query("SELECT * FROM wholesale_settlement").fetchall() == first
+
+
+def test_thirty_minute_price_covers_five_minute_reads(store: Store, tmp_path: Path) -> None:
+    row = "A1,NMI1,NSW1,Australia/Sydney,1.0,1.0,monthly,1,2020-01-01,,0,0,0,0,false,false,,sh-flat,2020-01-01,"
+    (tmp_path / "c.csv").write_text(",".join(COLUMNS) + "\n" + row + "\n")
+    ingest_customer_file(store, tmp_path / "c.csv")
+    day = dt.date(2020, 3, 1)
+    start, _ = market_day_bounds(day)
+    reads = pl.DataFrame(
+        {
+            "nmi": ["NMI1"] * 6,
+            "suffix": ["E1"] * 6,
+            "interval_start": [start + dt.timedelta(minutes=5 * i) for i in range(6)],
+            "interval_minutes": [5] * 6,
+            "kwh": [1.0] * 6,
+        },
+        schema_overrides={"interval_start": pl.Datetime("us", "UTC")},
+    )
+    add_reads(store, reads)
+    add_prices(
+        store,
+        pl.DataFrame(
+            {
+                "region": ["NSW1"],
+                "interval_start": [start],
+                "interval_minutes": [30],
+                "price_per_mwh": [80.0],
+            },
+            schema_overrides={"interval_start": pl.Datetime("us", "UTC")},
+        ),
+    )
+    settle_day(store, day, "r1")
+    total = store.query("SELECT sum(cost_aud), count(*) FROM wholesale_settlement").fetchall()[0]
+    assert total[0] == pytest.approx(6 * 1.0 * 80 / 1000) and total[1] == 6
