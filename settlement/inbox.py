@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from settlement.customers import ingest_customer_files
+from settlement.failpoints import failpoint
 from settlement.ingest_common import FileResult, IngestReport, expand_paths
 from settlement.store import Store
 
@@ -55,6 +56,7 @@ def ingest_inbox(
         for path in paths:
             result = _ingest(kind, store, path)
             report.files.append(result)
+            failpoint("ingest.after_commit")
             target = archive / kind / path.relative_to(inbox / kind)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)

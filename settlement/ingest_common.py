@@ -15,6 +15,7 @@ from typing import Literal
 
 import polars as pl
 
+from settlement.failpoints import failpoint
 from settlement.store import Store
 from tariffs.errors import ExitCode
 
@@ -152,7 +153,8 @@ def quarantine_file(store: Store, file_id: int, source_file: str, reason: str) -
 
 
 def finish_file(store: Store, result: FileResult) -> None:
-    """Write the final counts and status of a registered file."""
+    """Write the final counts and status of a registered file (the last step before commit)."""
+    failpoint("ingest.before_commit")
     store.con.execute(
         "UPDATE ingested_files SET status = ?, rows_loaded = ?, rows_duplicate = ?, "
         "rows_quarantined = ?, warnings = ? WHERE file_id = ?",

@@ -24,10 +24,11 @@ from typing import Any
 
 from settlement.audits import AuditResult, run_audits
 from settlement.config import NightlyConfig
+from settlement.failpoints import failpoint
 from settlement.inbox import ingest_inbox, pending_files
 from settlement.runs import StageLog, clean_staging, code_version, publish_snapshot, run_key, stage
 from settlement.store import Store
-from settlement.wholesale import settle_day
+from settlement.wholesale import revised_days, settle_day
 from tariffs.errors import ExitCode
 
 log = logging.getLogger("fairshare.nightly")
@@ -112,15 +113,18 @@ def run_nightly(
     )
     days = days_between(date_from, date_to)
     with stage(store, slog, "settle") as d:
+        resettle = [x for x in revised_days(store) if x not in days]
         totals: dict[str, int] = {"rows": 0, "missing_price": 0, "estimated": 0}
-        for i, day in enumerate(days, 1):
+        for i, day in enumerate([*resettle, *days], 1):
             for k, v in settle_day(store, day, run_id).items():
                 totals[k] += v
+            failpoint("settle.after_day")
             if progress:
-                progress("settle", i, len(days))
-        d |= totals | {"days": len(days)}
+                progress("settle", i, len(days) + len(resettle))
+        d |= totals | {"days": len(days), "resettled_days": [x.isoformat() for x in resettle]}
     with stage(store, slog, "audit") as d:
         audits = run_audits(store, date_from, date_to)
+        failpoint("audit.after_queries")
         _record_audits(store, run_id, attempt, audits)
         d |= {"failed": [a.name for a in audits if not a.passed], "count": len(audits)}
     failed = [a for a in audits if not a.passed]
@@ -139,6 +143,7 @@ def run_nightly(
             snapshot = str(path)
             d["snapshot"] = snapshot
     manifest["stages"] = slog.stages
+    failpoint("run.before_finish")
     status = "failed" if failed else "succeeded"
     store.con.execute(
         "UPDATE runs SET status = ?, exit_code = ?, finished_at = now(), manifest = ? "

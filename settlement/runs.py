@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from settlement.failpoints import failpoint
 from settlement.store import Store
 
 PACKAGES = ("tariffs", "settlement", "risk")
@@ -117,6 +118,7 @@ def publish_snapshot(
         target.chmod(0o444)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     (staging / "manifest.json").chmod(0o444)
+    failpoint("publish.before_rename")
     if final.exists():
         _make_writable(final)
         shutil.rmtree(final)

@@ -36,6 +36,11 @@ CREATE TABLE audit_results (
     failing_rows BIGINT NOT NULL,
     sample       JSON
 );
+CREATE TABLE settled_days (
+    settlement_date   DATE PRIMARY KEY,        -- NEM market day
+    run_id            VARCHAR NOT NULL,
+    input_max_file_id BIGINT NOT NULL          -- newest ingested file the day was settled with
+);
 CREATE TABLE wholesale_settlement (
     account          VARCHAR NOT NULL,
     nmi              VARCHAR NOT NULL,

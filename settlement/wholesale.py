@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from settlement.failpoints import failpoint
 from settlement.store import Store
 
 MARKET_TZ = "Etc/GMT-10"  # NEM market time, UTC+10 all year (POSIX sign convention)
@@ -92,6 +93,12 @@ def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
             f"INSERT INTO wholesale_settlement SELECT *, $run_id FROM ({SETTLE_SQL})",
             params | {"run_id": run_id},
         )
+        failpoint("settle.in_transaction")
+        con.execute(
+            "INSERT OR REPLACE INTO settled_days SELECT ?, ?, coalesce(max(file_id), 0) "
+            "FROM ingested_files",
+            [day, run_id],
+        )
         row = con.execute(
             "SELECT count(*), count(*) FILTER (status = 'missing_price'),"
             " count(*) FILTER (status = 'estimated') FROM wholesale_settlement"
@@ -99,3 +106,29 @@ def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
             [day],
         ).fetchall()[0]
     return {"rows": int(row[0]), "missing_price": int(row[1]), "estimated": int(row[2])}
+
+
+def revised_days(store: Store) -> list[dt.date]:
+    """Settled market days whose meter reads or prices changed after they were settled.
+
+    A day is revised when a file ingested since the newest settlement holds reads or prices
+    inside that day. Call it after ingesting and before settling: every run does, so files are
+    only ever new once, and the scan touches only the rows of new files (file_id zone maps).
+    """
+    rows = store.con.execute(
+        """
+        WITH changed AS (
+            SELECT DISTINCT (interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, file_id
+            FROM meter_reads_raw
+            WHERE file_id > (SELECT coalesce(max(input_max_file_id), 0) FROM settled_days)
+            UNION
+            SELECT DISTINCT (interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, file_id
+            FROM price_reads_raw
+            WHERE file_id > (SELECT coalesce(max(input_max_file_id), 0) FROM settled_days)
+        )
+        SELECT DISTINCT s.settlement_date FROM settled_days s
+        JOIN changed c ON c.day = s.settlement_date AND c.file_id > s.input_max_file_id
+        ORDER BY 1
+        """
+    ).fetchall()
+    return [r[0] for r in rows]
