@@ -1,0 +1,310 @@
+"""NEM12 interval meter ingestion: ``fairshare ingest meter FILE_OR_DIR...``.
+
+:func:`ingest_meter_files` reads NEM12 files (.csv, or .zip with every member read), streams each
+in chunks of whole lines through the vectorised parser in :mod:`settlement.nem12_parse`, and
+appends the readings to ``meter_reads_raw`` (kWh, UTC) in one transaction per file:
+
+- the file registry makes the same bytes a no-op (``duplicate``);
+- bad records go to ``quarantine`` (the good ones still load, status ``partial``); whole-file
+  problems (empty, not NEM12, NEM13) reject the file with one quarantine row;
+- every version is kept; a reading identical to a stored one (nmi, suffix, interval_start,
+  version_at, kwh, quality) is counted in ``rows_duplicate`` and not stored again;
+- ``is_current`` is maintained per (nmi, suffix, interval_start): the current row is the maximum
+  by (version_at, file_id, source_line).
+
+Format rules, the version_at fallback and the quarantine reasons: ``data/formats/nem12.md``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from settlement.ingest_common import (
+    FileResult,
+    IngestReport,
+    already_ingested,
+    expand_paths,
+    finish_file,
+    quarantine_file,
+    quarantine_rows,
+    register_file,
+    sha256_file,
+)
+from settlement.nem12_parse import FileRejected, StreamState, parse_chunk
+from settlement.store import Store
+
+Progress = Callable[[str, int, int | None], None]
+PATTERNS = ("*.[cC][sS][vV]", "*.[zZ][iI][pP]")
+CHUNK_BYTES = 16 << 20
+"""Target text per parsed chunk: bounds peak memory (about 20x this while a chunk is parsed)."""
+
+
+def ingest_meter_files(
+    store: Store,
+    paths: Iterable[str | Path],
+    *,
+    progress: Progress | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> IngestReport:
+    """Ingest NEM12 files and folders (searched recursively for .csv/.zip) into ``store``.
+
+    Parameters
+    ----------
+    store : open, migrated store.
+    paths : files or folders.
+    progress : optional ``(description, advance_bytes, total_bytes)`` callback.
+    chunk_bytes : target size of a parsed chunk of text [bytes]; memory scales with it.
+
+    Returns
+    -------
+    IngestReport : one :class:`FileResult` per file (loaded, partial, rejected or duplicate).
+    """
+    report = IngestReport()
+    for path in expand_paths(paths, PATTERNS):
+        report.files.append(
+            ingest_meter_file(store, path, progress=progress, chunk_bytes=chunk_bytes)
+        )
+    return report
+
+
+def ingest_meter_file(
+    store: Store,
+    path: Path,
+    *,
+    progress: Progress | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> FileResult:
+    """Ingest one NEM12 file in one transaction; see :func:`ingest_meter_files`."""
+    sha = sha256_file(path)
+    result = FileResult(path=str(path), kind="meter", status="loaded", sha256=sha)
+    existing = already_ingested(store, "meter", sha)
+    if existing is not None:
+        result.status = "duplicate"
+        result.file_id = existing
+        result.warnings.append(f"identical bytes already ingested as file_id {existing}")
+        return result
+    try:
+        with store.transaction():
+            result.file_id = register_file(store, path, "meter", sha, "NEM12")
+            _load(store, path, result, progress, chunk_bytes)
+            result.status = "partial" if result.rows_quarantined else "loaded"
+            finish_file(store, result)
+    except FileRejected as exc:
+        result = FileResult(path=str(path), kind="meter", status="rejected", sha256=sha)
+        with store.transaction():
+            result.file_id = register_file(store, path, "meter", sha, "NEM12")
+            quarantine_file(store, result.file_id, str(path), exc.reason)
+            result.rows_quarantined = 1
+            result.errors.append(exc.reason)
+            finish_file(store, result)
+    return result
+
+
+def _streams(path: Path, stack: ExitStack) -> Iterator[tuple[str, IO[bytes], int]]:
+    """(name, binary stream, size) of the file, or of each member when it is a zip archive."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == b"PK\x03\x04" or magic == b"PK\x05\x06":
+        try:
+            zf = stack.enter_context(zipfile.ZipFile(path))
+        except zipfile.BadZipFile as exc:
+            raise FileRejected(f"not a readable zip archive: {exc}") from exc
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        if not members:
+            raise FileRejected("zip archive holds no files")
+        for m in members:
+            yield f"{path}!{m.filename}", stack.enter_context(zf.open(m)), m.file_size
+    else:
+        yield str(path), stack.enter_context(path.open("rb")), path.stat().st_size
+
+
+def _chunks(stream: IO[bytes], chunk_bytes: int) -> Iterator[tuple[str, int, int]]:
+    """(text, first line number, bytes consumed) of chunks that never split a 300 from its 400s.
+
+    A chunk ends just before the last line starting with ``200,`` or ``300,`` in the buffer; the
+    rest is carried into the next chunk.
+    """
+    carry = b""
+    line = 1
+    while True:
+        block = stream.read(chunk_bytes)
+        buf = carry + block
+        if not block:
+            if buf:
+                yield _decode(buf), line, len(buf)
+            return
+        cut = max(buf.rfind(b"\n300,"), buf.rfind(b"\n200,"))
+        if cut <= 0:
+            carry = buf
+            continue
+        head, carry = buf[: cut + 1], buf[cut + 1 :]
+        yield _decode(head), line, len(head)
+        line += head.count(b"\n")
+
+
+def _decode(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _load(
+    store: Store,
+    path: Path,
+    result: FileResult,
+    progress: Progress | None,
+    chunk_bytes: int,
+) -> None:
+    """Parse every stream of the file and load it; raise :class:`FileRejected` on whole-file
+    problems (the caller's transaction then rolls back)."""
+    assert result.file_id is not None
+    size = path.stat().st_size
+    if size == 0:
+        raise FileRejected("file is empty (0 bytes)")
+    loader = _Loader(store, result.file_id)
+    n_300 = 0
+    with ExitStack() as stack:
+        for name, stream, member_size in _streams(path, stack):
+            state = StreamState()
+            for text, first_line, n_bytes in _chunks(stream, chunk_bytes):
+                chunk, _ = parse_chunk(text, first_line, state)
+                result.rows_quarantined += quarantine_rows(store, result.file_id, name, chunk.bad)
+                loaded, dup = loader.load(chunk.reads)
+                result.rows_loaded += loaded
+                result.rows_duplicate += dup
+                if progress is not None:
+                    progress(path.name, n_bytes if name == str(path) else 0, size)
+            if progress is not None and name != str(path):
+                progress(path.name, member_size, size)
+            n_300 += state.n_300
+            result.warnings.extend(_stream_warnings(name, path, state))
+    if n_300 == 0:
+        raise FileRejected(
+            "not a NEM12 file with interval data: no 300 records found"
+            + (
+                ""
+                if result.rows_quarantined == 0
+                else f" ({result.rows_quarantined} lines unreadable)"
+            )
+        )
+    conflicts = loader.conflicts()
+    if conflicts:
+        result.warnings.append(
+            f"{conflicts} readings appear more than once in this file with the same version "
+            "(UpdateDateTime) but different values; the later line is current"
+        )
+
+
+def _stream_warnings(name: str, path: Path, state: StreamState) -> list[str]:
+    where = "" if name == str(path) else f"{Path(name.split('!', 1)[1]).name}: "
+    out = []
+    if state.first_record not in (None, "100"):
+        out.append(
+            f"{where}no 100 header record (first record is {state.first_record!r}); assumed NEM12"
+        )
+    if state.n_100 > 1 or state.n_900 > 1:
+        out.append(
+            f"{where}{state.n_100} header (100) and {state.n_900} end (900) records: "
+            "concatenated files, read as one"
+        )
+    if state.n_900 == 0:
+        out.append(f"{where}no 900 end-of-data record (file may be truncated)")
+    for (nmi, suffix, uom), n in sorted(state.skipped.items()):
+        out.append(
+            f"{where}skipped non-energy channel {nmi} {suffix} (unit {uom!r}): "
+            f"{n} 300 records not loaded (only Wh/kWh/MWh channels are stored)"
+        )
+    return out
+
+
+class _Loader:
+    """Appends one file's readings chunk by chunk, keeping ``is_current`` exact as it goes.
+
+    Per chunk: drop readings identical to a stored version (counted as duplicates); mark stored
+    current rows superseded by a chunk's newer-or-equal version (the new row has a larger
+    (file_id, source_line)); insert the chunk with ``is_current`` set where it wins.
+    """
+
+    def __init__(self, store: Store, file_id: int) -> None:
+        self.con = store.con
+        self.file_id = file_id
+
+    def load(self, reads: pl.DataFrame) -> tuple[int, int]:
+        """Insert one chunk; return (rows inserted, rows duplicate)."""
+        if reads.height == 0:
+            return 0, 0
+        uniq = reads.unique(
+            ["nmi", "suffix", "interval_start", "version_at", "kwh", "quality"],
+            keep="first",
+            maintain_order=True,
+        )
+        dup = reads.height - uniq.height
+        lo, hi = uniq["interval_start"].min(), uniq["interval_start"].max()
+        con = self.con
+        con.register("_chunk", uniq.to_arrow())
+        try:
+            con.execute(_STAGE_SQL, [lo, hi])
+        finally:
+            con.unregister("_chunk")
+        row = con.execute("SELECT count(*) FROM _new").fetchone()
+        staged = int(row[0]) if row else 0
+        dup += uniq.height - staged
+        if staged:
+            con.execute(_SUPERSEDE_SQL, [lo, hi])
+            con.execute(_INSERT_SQL, [self.file_id, lo, hi])
+        con.execute("DROP TABLE _new")
+        return staged, dup
+
+    def conflicts(self) -> int:
+        """Readings of this file sharing (key, version_at) with another of its readings."""
+        row = self.con.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM meter_reads_raw WHERE file_id = ? "
+            "GROUP BY nmi, suffix, interval_start, version_at HAVING count(*) > 1)",
+            [self.file_id],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+_STAGE_SQL = """
+CREATE OR REPLACE TEMP TABLE _new AS
+SELECT c.*,
+       row_number() OVER (PARTITION BY c.nmi, c.suffix, c.interval_start
+                          ORDER BY c.version_at DESC, c.source_line DESC) = 1 AS win
+FROM _chunk c
+WHERE NOT EXISTS (
+    SELECT 1 FROM meter_reads_raw r
+    WHERE r.interval_start BETWEEN $1 AND $2
+      AND r.nmi = c.nmi AND r.suffix = c.suffix AND r.interval_start = c.interval_start
+      AND r.version_at = c.version_at AND r.kwh = c.kwh AND r.quality = c.quality)
+"""
+
+_SUPERSEDE_SQL = """
+UPDATE meter_reads_raw r SET is_current = false
+FROM _new n
+WHERE n.win AND r.is_current AND r.interval_start BETWEEN $1 AND $2
+  AND r.nmi = n.nmi AND r.suffix = n.suffix AND r.interval_start = n.interval_start
+  AND r.version_at <= n.version_at
+"""
+
+_INSERT_SQL = """
+INSERT INTO meter_reads_raw
+SELECT n.nmi, n.suffix, n.interval_start, n.interval_minutes, n.kwh, n.quality, n.method,
+       n.reason, n.version_at, $1, n.source_line,
+       n.win AND NOT EXISTS (
+           SELECT 1 FROM meter_reads_raw r
+           WHERE r.is_current AND r.interval_start BETWEEN $2 AND $3
+             AND r.nmi = n.nmi AND r.suffix = n.suffix AND r.interval_start = n.interval_start)
+FROM _new n
+"""
+
+
+def parse_nem12_text(text: str) -> tuple[pl.DataFrame, pl.DataFrame, StreamState]:
+    """Parse a whole NEM12 text in memory (tests, tools): (reads, quarantine rows, state)."""
+    state = StreamState()
+    chunk, _ = parse_chunk(text, 1, state)
+    return chunk.reads, chunk.bad, state
