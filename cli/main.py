@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import ingest, nightly
+from cli import demo, ingest, nightly
 
 app = typer.Typer(
     name="fairshare",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)
+app.command("demo")(demo.demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,204 @@
+"""The synthetic demo retailer: determinism, physics of the generator, prices, customers."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from settlement.demo.config import DemoConfig, load_demo_config
+from settlement.demo.customers import PRODUCTS, draw_customers
+from settlement.demo.households import (
+    CarryState,
+    EnergyFlows,
+    Households,
+    draw_households,
+    simulate_period,
+    solar_scale,
+)
+from settlement.demo.run import generate_demo, market_limits, seed_streams
+from settlement.demo.synth import (
+    ar1,
+    build_calendar,
+    clear_sky_shape,
+    simulate_prices,
+    simulate_weather,
+    temperature_c,
+)
+from settlement.store import Store
+
+SMALL = {"households": 20, "days": 62}
+TOL_KWH = 1e-9
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _generate(out: Path, **overrides: object) -> None:
+    cfg = load_demo_config(**{**SMALL, **overrides})
+    with Store.open(":memory:") as store:
+        generate_demo(out, cfg, store)
+
+
+def test_ar1_matches_the_recursion() -> None:
+    rng = np.random.default_rng(7)
+    for coef in (0.0, 0.5, 0.9, 0.98, -0.4):
+        shocks = rng.normal(size=1000)
+        expected = np.empty_like(shocks)
+        prev = 0.0
+        for t, e in enumerate(shocks):  # the reference recursion, written out
+            prev = coef * prev + e
+            expected[t] = prev
+        np.testing.assert_allclose(ar1(shocks, coef), expected, rtol=0, atol=1e-9)
+
+
+def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
+    _generate(tmp_path / "a")
+    _generate(tmp_path / "b")
+    a, b = _hashes(tmp_path / "a"), _hashes(tmp_path / "b")
+    assert a == b
+    assert sum(k.startswith("inbox/meter/") for k in a) == 2  # one NEM12 file per month
+    assert sum(k.startswith("inbox/prices/") for k in a) == 2
+
+
+def test_household_count_does_not_change_prices_but_seed_does(tmp_path: Path) -> None:
+    _generate(tmp_path / "a")
+    _generate(tmp_path / "b", households=30)
+    _generate(tmp_path / "c", seed=1)
+    a, b, c = (_hashes(tmp_path / x) for x in "abc")
+    prices = [k for k in a if k.startswith("inbox/prices/")]
+    assert all(a[k] == b[k] for k in prices)
+    assert all(a[k] != c[k] for k in prices)
+    meters = [k for k in a if k.startswith("inbox/meter/")]
+    assert all(a[k] != b[k] for k in meters)
+
+
+@pytest.fixture(scope="module")
+def cfg() -> DemoConfig:
+    return load_demo_config(households=60, days=31, start=date(2025, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def summer(cfg: DemoConfig) -> tuple[Households, EnergyFlows, np.ndarray, CarryState]:
+    """One summer month of 60 households (lots of solar, batteries cycling)."""
+    seeds = seed_streams(cfg.seed)
+    weather = simulate_weather(np.random.default_rng(seeds["weather"]), cfg.start, cfg.days)
+    cal = build_calendar(cfg.start, cfg.days, cfg.meter_interval_minutes, cfg.timezone)
+    sun = clear_sky_shape(cal, cfg.latitude_deg, cfg.longitude_deg)
+    clear = weather.clear_fraction[cal.day]
+    scale = solar_scale(sun, clear, cal.hours, cfg.solar.yield_kwh_per_kw, cfg.days)
+    hh = draw_households(np.random.default_rng(seeds["attributes"]), cfg)
+    flows, state = simulate_period(
+        np.random.default_rng(seeds["noise"]), hh, cal, temperature_c(weather, cal), sun, clear,
+        scale, CarryState.initial(hh), cfg,
+    )  # fmt: skip
+    return hh, flows, sun, state
+
+
+def test_energy_is_conserved_per_household_and_interval(summer) -> None:  # type: ignore[no-untyped-def]
+    _, f, _, _ = summer
+    rebuilt = f.import_kwh - f.export_kwh + f.solar_kwh + f.discharge_kwh - f.charge_kwh
+    np.testing.assert_allclose(rebuilt, f.load_kwh, rtol=0, atol=TOL_KWH)
+    assert (np.minimum(f.import_kwh, f.export_kwh) == 0).all()  # never both in one interval
+    assert (f.load_kwh > 0).all()
+    assert min(x.min() for x in (f.solar_kwh, f.charge_kwh, f.discharge_kwh)) >= 0
+
+
+def test_battery_stays_between_reserve_and_capacity(summer) -> None:  # type: ignore[no-untyped-def]
+    hh, f, _, state = summer
+    has = hh.battery_kwh > 0
+    assert has.sum() >= 3
+    soc = f.soc_kwh[has]
+    assert (soc >= hh.reserve_kwh[has, None] - TOL_KWH).all()
+    assert (soc <= hh.battery_kwh[has, None] + TOL_KWH).all()
+    assert (f.charge_kwh[~has] == 0).all() and (f.discharge_kwh[~has] == 0).all()
+    assert (f.charge_kwh[has] <= hh.battery_kw[has, None] * 0.5 + TOL_KWH).all()
+    # the battery cycles: it reaches the reserve and is charged from solar
+    assert np.isclose(soc.min(axis=1), hh.reserve_kwh[has], atol=1e-6).any()
+    assert f.charge_kwh[has].sum() > 0
+    np.testing.assert_allclose(state.soc_kwh[has], soc[:, -1])
+
+
+def test_solar_is_zero_at_night_and_only_on_solar_homes(summer) -> None:  # type: ignore[no-untyped-def]
+    hh, f, sun, _ = summer
+    assert (f.solar_kwh[:, sun == 0] == 0).all()
+    assert (f.solar_kwh[hh.solar_kw == 0] == 0).all()
+    assert (f.export_kwh[hh.solar_kw == 0] == 0).all()
+    solar = hh.solar_kw > 0
+    assert (f.solar_kwh[solar].max(axis=1) <= 0.9 * hh.solar_kw[solar] * 0.5 + TOL_KWH).all()
+    assert (f.solar_kwh[solar].sum(axis=1) > 0).all()
+
+
+def test_household_shares_follow_the_config() -> None:
+    cfg = load_demo_config(households=4000)
+    hh = draw_households(np.random.default_rng(seed_streams(cfg.seed)["attributes"]), cfg)
+    solar, batt = hh.solar_kw > 0, hh.battery_kwh > 0
+    assert abs(solar.mean() - cfg.solar.share) < 0.03
+    assert abs(batt.mean() - cfg.battery.share) < 0.03
+    assert abs(hh.ev.mean() - cfg.ev.share) < 0.02
+    assert not (batt & ~solar).any()  # batteries only with solar
+    assert set(hh.vpp_contract[hh.vpp_contract != ""]) <= set(cfg.battery.vpp_contracts)
+    assert ((hh.vpp_contract != "") <= batt).all()
+    assert len(set(hh.nmi)) == hh.count and {len(n) for n in hh.nmi} == {10}
+
+
+def _year_prices() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cfg = load_demo_config()
+    seeds = seed_streams(cfg.seed)
+    weather = simulate_weather(np.random.default_rng(seeds["weather"]), cfg.start, cfg.days)
+    cal = build_calendar(cfg.start, cfg.days, 5, cfg.timezone)
+    with Store.open(":memory:") as store:
+        cap, floor = market_limits(store, cfg.start, cfg.days, 5)
+    sun = clear_sky_shape(cal, cfg.latitude_deg, cfg.longitude_deg)
+    path = simulate_prices(
+        np.random.default_rng(seeds["prices"]), cal, weather, cfg.prices, sun, cap, floor
+    )
+    return path.price_per_mwh, cap, floor, path.demand_mw
+
+
+def test_prices_are_realistic_and_within_market_limits() -> None:
+    price, cap, floor, demand = _year_prices()
+    assert price.size == 365 * 288
+    assert (cap == 17500).all() and (floor == -1000).all()  # FY2024-25 from the seed table
+    assert (price >= floor).all() and (price <= cap).all()
+    assert 80 <= price.mean() <= 120
+    assert (price < 0).sum() >= 300  # several hundred negative intervals at least
+    assert (price > 1000).sum() >= 10  # spikes to thousands
+    assert (price == cap).any() and (price == floor).any()
+    assert 4000 < demand.mean() < 12000
+
+
+def test_customer_file_is_valid_and_product_mix_follows_der() -> None:
+    from settlement.customers import validate_customers
+
+    cfg = load_demo_config(households=3000)
+    seeds = seed_streams(cfg.seed)
+    hh = draw_households(np.random.default_rng(seeds["attributes"]), cfg)
+    book = draw_customers(np.random.default_rng(seeds["customers"]), hh, cfg)
+    rows = book.rows
+    raw = rows.with_columns(pl.all().cast(pl.Utf8)).with_row_index("source_line", offset=2)
+    raw = raw.with_columns(
+        pl.col("source_line").cast(pl.Int32), pl.col("ev", "concession").str.to_lowercase()
+    )
+    _, bad = validate_customers(raw)
+    assert bad.height == 0, bad.head()
+    assert set(rows["product"].unique()) == set(PRODUCTS)
+    first = rows.unique("account", keep="first", maintain_order=True)
+    der = (pl.col("solar_kw") > 0) | (pl.col("battery_kwh") > 0) | pl.col("ev")
+    share = first.group_by(der.alias("der")).agg((pl.col("product") == PRODUCTS[0]).mean())
+    by = dict(share.iter_rows())
+    assert by[True] > by[False] + 0.2
+    assert rows.filter(pl.col("move_out").is_not_null()).height > 0  # churn-out and tenants
+    assert rows["account"].n_unique() > rows["nmi"].n_unique()  # tenant changes
+    assert rows["account"].n_unique() < rows.height  # product switches
+    assert rows["dlf"].is_between(1.03, 1.06).all() and rows["mlf"].is_between(0.99, 1.01).all()
+    assert rows["cycle_day"].is_between(1, 28).all()
