@@ -594,7 +594,10 @@ def check_coverage(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
             pl.col("err_reason").drop_nulls().first().alias("e400"),
             pl.col("line_no").filter(pl.col("err_reason").is_not_null()).first().alias("l400"),
             (pl.col("b") - pl.col("a") + 1).sum().alias("n_cov"),
-            pl.int_ranges("a", pl.col("b") + 1).explode().n_unique().alias("n_uni"),
+            pl.int_ranges("a", pl.col("b") + 1)
+            .explode(empty_as_null=True)
+            .n_unique()
+            .alias("n_uni"),
         )
         .rename({"own": "line_no"})
     )
@@ -679,7 +682,7 @@ def build_reads(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
                 pl.col("qm").alias("qm4"),
                 pl.col("reason_code").alias("rc4"),
             )
-            .explode("i")
+            .explode("i", empty_as_null=True)
         )
         reads = reads.join(per, on=["source_line", "i"], how="left").with_columns(
             pl.coalesce("qm4", "qm").alias("qm"),
