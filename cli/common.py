@@ -16,8 +16,8 @@ from settlement.ingest_common import IngestReport
 from settlement.store import DB_ENV, DEFAULT_DB
 from tariffs.errors import ExitCode, FairshareError
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 DbOption = Annotated[
     Path,
