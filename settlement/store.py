@@ -22,6 +22,7 @@ from tariffs.errors import LockHeldError, StoreError
 
 DEFAULT_DB = "fairshare.duckdb"
 DB_ENV = "FAIRSHARE_DB"
+MEMORY_ENV = "FAIRSHARE_MEMORY_LIMIT"  # e.g. "3GB": DuckDB's buffer limit (default 80% of RAM)
 
 
 def default_db_path() -> Path:
@@ -50,8 +51,14 @@ class Store:
         in_memory = str(path) == ":memory:"
         if read_only and not in_memory and not target.exists():
             raise StoreError(f"store {target} does not exist (run an ingest first)")
+        config: dict[str, str | bool | int | float | list[str]]
+        config = {"memory_limit": limit} if (limit := os.environ.get(MEMORY_ENV)) else {}
         try:
-            con = duckdb.connect(":memory:" if in_memory else str(target), read_only=read_only)
+            con = duckdb.connect(
+                ":memory:" if in_memory else str(target), read_only=read_only, config=config
+            )
+        except (duckdb.InvalidInputException, duckdb.ParserException) as exc:
+            raise StoreError(f"{MEMORY_ENV}={limit!r}: {exc}") from exc
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise LockHeldError(
