@@ -67,6 +67,7 @@ class Store:
                 ) from exc
             raise StoreError(f"cannot open store {target}: {exc}") from exc
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # progress is the CLI's job
         store = cls(con, None if in_memory else target)
         if not read_only:
             store.migrate()
