@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import demo, ingest, nightly
+from cli import demo, ingest, nightly, quarantine
 
 app = typer.Typer(
     name="fairshare",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)
+app.command("quarantine")(quarantine.quarantine)
 app.command("demo")(demo.demo)
 
 

@@ -167,3 +167,18 @@ def finish_file(store: Store, result: FileResult) -> None:
             result.file_id,
         ],
     )
+
+
+def quarantine_listing(
+    store: Store, *, file_pattern: str | None = None, limit: int = 100
+) -> pl.DataFrame:
+    """Quarantined records, newest file first: file, line, record type, field, reason, raw.
+
+    ``file_pattern`` is a SQL LIKE pattern on the file path, passed as a parameter.
+    """
+    return store.con.execute(
+        "SELECT source_file, source_line, record_type, field, reason, raw, quarantined_at "
+        "FROM quarantine WHERE ? IS NULL OR source_file LIKE ? "
+        "ORDER BY file_id DESC, source_line NULLS FIRST LIMIT ?",
+        [file_pattern, file_pattern, limit],
+    ).pl()

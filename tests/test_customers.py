@@ -115,3 +115,21 @@ def test_each_rule_names_field_and_value(
     ingest_customer_file(store, write(tmp_path, [",".join(cells)]))
     rows = store.query("SELECT field, reason FROM quarantine").fetchall()
     assert (field, rows[0][1]) == rows[0] and rows[0][1].startswith(reason)
+
+
+def test_quarantine_command_lists_file_line_field(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    db = tmp_path / "s.duckdb"
+    bad = GOOD[2].replace("quarterly", "weekly")
+    with Store.open(db) as s:
+        ingest_customer_file(s, write(tmp_path, [bad]))
+    res = CliRunner().invoke(app, ["quarantine", "--db", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"source_line": 2' in res.output and '"field": "billing_cycle"' in res.output
+    res = CliRunner().invoke(
+        app, ["ingest", "customers", str(write(tmp_path, [bad], "b.csv")), "--db", str(db)]
+    )
+    assert res.exit_code == 3
