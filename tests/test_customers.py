@@ -129,7 +129,7 @@ def test_quarantine_command_lists_file_line_field(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["quarantine", "--db", str(db), "--json"])
     assert res.exit_code == 0, res.output
     assert '"source_line": 2' in res.output and '"field": "billing_cycle"' in res.output
-    res = CliRunner().invoke(
-        app, ["ingest", "customers", str(write(tmp_path, [bad], "b.csv")), "--db", str(db)]
-    )
-    assert res.exit_code == 3
+    other = write(tmp_path, [bad.replace("A2", "A9")], "b.csv")  # new bytes, not a duplicate
+    res = CliRunner().invoke(app, ["ingest", "customers", str(other), "--db", str(db)])
+    assert res.exit_code == 3, res.output
+    assert "quarantined" in res.output
