@@ -1,0 +1,262 @@
+"""Market price ingestion: ``fairshare ingest prices FILE_OR_DIR...``.
+
+Accepted inputs (recognised from content, plain, gzip or one-file zip; ``data/formats/prices.md``):
+AEMO PRICE_AND_DEMAND CSV, AEMO MMS DISPATCHPRICE / TRADINGPRICE / MARKET_PRICE_THRESHOLDS C/I/D
+archives, and the generic CSV ``region,interval_end,price_per_mwh[,interval_minutes]``.
+
+Each file is one transaction: register (content hash), quarantine bad rows with line and field,
+load good rows into ``price_reads_raw`` as new versions, update ``is_current`` for the intervals
+touched. The same bytes again are a no-op (``duplicate``). MMS threshold archives are ingested
+before the price files of the same call, so their cap/floor history checks those prices.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from settlement.ingest_common import (
+    FileResult,
+    IngestReport,
+    already_ingested,
+    expand_paths,
+    finish_file,
+    quarantine_rows,
+    register_file,
+    sha256_file,
+)
+from settlement.prices_parse import Parsed, parse_file
+from settlement.prices_read import Sniffed, sniff
+from settlement.prices_rules import NEM_REGIONS, NEM_TZ, Checked, financial_year, finish_rows
+from settlement.prices_store import market_thresholds, store_mms_thresholds, store_price_rows
+from settlement.store import Store
+from tariffs.errors import ConfigError, PriceFileError
+
+__all__ = [
+    "NEM_REGIONS",
+    "NEM_TZ",
+    "PRICE_FILE_PATTERNS",
+    "financial_year",
+    "ingest_price_files",
+    "market_thresholds",
+]
+
+PRICE_FILE_PATTERNS = ("*.csv", "*.CSV", "*.csv.gz", "*.CSV.gz", "*.gz", "*.zip", "*.ZIP")
+MAX_ERRORS_REPORTED = 20
+PARSE_THREADS = 2
+PARSE_AHEAD = 4
+
+Progress = Callable[[str, int, int | None], None]
+
+
+def _check_timezone(name: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"generic_timezone {name!r} is not an IANA time zone name (e.g. Etc/GMT-10, "
+            "Europe/London)"
+        ) from exc
+
+
+def _error_lines(path: Path, bad: pl.DataFrame) -> list[str]:
+    rows = bad.sort("source_line", nulls_last=True).head(MAX_ERRORS_REPORTED)
+    out = [
+        str(PriceFileError(path, r["reason"], r["source_line"], r["field"]))
+        for r in rows.iter_rows(named=True)
+    ]
+    if bad.height > MAX_ERRORS_REPORTED:
+        out.append(f"... and {bad.height - MAX_ERRORS_REPORTED:,} more (see the quarantine table)")
+    return out
+
+
+def _reject(store: Store, path: Path, result: FileResult, error: PriceFileError) -> FileResult:
+    """Register a refused file and quarantine it as a whole (with line and field when known)."""
+    with store.transaction():
+        result.file_id = register_file(store, path, "prices", result.sha256, None)
+        bad = pl.DataFrame(
+            {
+                "source_line": [error.line],
+                "record_type": ["file" if error.line is None else "header"],
+                "field": [error.field],
+                "reason": [error.reason],
+                "raw": [None],
+            },
+            schema_overrides={"source_line": pl.Int32, "field": pl.Utf8, "raw": pl.Utf8},
+        )
+        quarantine_rows(store, result.file_id, str(path), bad)
+        result.status = "rejected"
+        result.rows_quarantined = 1
+        result.errors = [str(error)]
+        finish_file(store, result)
+    return result
+
+
+@dataclass
+class Prepared:
+    """A file read, parsed and checked off the store (in a worker thread): ready to load."""
+
+    path: Path
+    sha256: str
+    parsed: Parsed | None = None
+    checked: Checked | None = None
+    error: PriceFileError | None = None
+
+
+def _check(parsed: Parsed, thresholds: pl.DataFrame) -> Checked:
+    return finish_rows(
+        parsed.candidates,
+        parsed.bad,
+        thresholds,
+        aemo=parsed.aemo,
+        end_field=parsed.end_field,
+        price_field=parsed.price_field,
+    )
+
+
+def _prepare(
+    path: Path,
+    sniffed: Sniffed | PriceFileError,
+    sha256: str,
+    thresholds: pl.DataFrame,
+    timezone: str,
+    regions: tuple[str, ...],
+) -> Prepared:
+    """Parse and check one file without touching the store (safe in a worker thread)."""
+    if isinstance(sniffed, PriceFileError):
+        return Prepared(path, sha256, error=sniffed)
+    try:
+        parsed = parse_file(sniffed, timezone, regions)
+    except PriceFileError as exc:
+        return Prepared(path, sha256, error=exc)
+    return Prepared(path, sha256, parsed, _check(parsed, thresholds))
+
+
+def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
+    """Register, load thresholds and prices, quarantine, finish: one transaction."""
+    parsed, checked, path = prep.parsed, prep.checked, prep.path
+    assert parsed is not None and checked is not None
+    with store.transaction():
+        result.file_id = register_file(store, path, "prices", result.sha256, parsed.fmt)
+        result.warnings = list(parsed.warnings)
+        if parsed.thresholds is not None:
+            added, present, notes = store_mms_thresholds(store, parsed.thresholds, path.name)
+            result.rows_loaded += added
+            result.rows_duplicate += present
+            result.warnings += notes
+            if added:  # this file's own thresholds apply to its prices
+                checked = _check(parsed, market_thresholds(store))
+        result.warnings += checked.warnings
+        bad = checked.bad
+        result.rows_quarantined = quarantine_rows(store, result.file_id, str(path), bad)
+        loaded, duplicate = store_price_rows(store, result.file_id, checked.good)
+        result.rows_loaded += loaded
+        result.rows_duplicate += duplicate
+        result.errors = _error_lines(path, bad)
+        result.status = "partial" if result.rows_quarantined else "loaded"
+        finish_file(store, result)
+    return result
+
+
+def _commit(store: Store, prep: Prepared) -> FileResult:
+    """Load a prepared file, unless its bytes are already in the store (``duplicate``)."""
+    result = FileResult(path=str(prep.path), kind="prices", status="loaded", sha256=prep.sha256)
+    previous = already_ingested(store, "prices", prep.sha256)
+    if previous is not None:
+        result.status = "duplicate"
+        result.file_id = previous
+        return result
+    if prep.error is not None:
+        return _reject(store, prep.path, result, prep.error)
+    return _load(store, prep, result)
+
+
+def _sniff_all(files: list[Path]) -> list[tuple[Path, Sniffed | PriceFileError]]:
+    """Sniff every file; threshold-only MMS archives first (stable), so they check the prices."""
+    sniffed: list[tuple[Path, Sniffed | PriceFileError]] = []
+    for path in files:
+        try:
+            sniffed.append((path, sniff(path)))
+        except PriceFileError as exc:
+            sniffed.append((path, exc))
+    return sorted(
+        sniffed, key=lambda item: not (isinstance(item[1], Sniffed) and item[1].is_thresholds_only)
+    )
+
+
+def _pipeline(
+    store: Store,
+    todo: list[tuple[Path, Sniffed | PriceFileError, str]],
+    timezone: str,
+    regions: tuple[str, ...],
+) -> Iterator[FileResult]:
+    """Parse ahead in worker threads while the store loads files one transaction at a time."""
+    thresholds = market_thresholds(store)
+    with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
+        pending: deque[Future[Prepared]] = deque()
+        items = iter(todo)
+        while True:
+            while len(pending) < PARSE_AHEAD and (item := next(items, None)) is not None:
+                pending.append(pool.submit(_prepare, *item, thresholds, timezone, regions))
+            if not pending:
+                return
+            yield _commit(store, pending.popleft().result())
+
+
+def ingest_price_files(
+    store: Store,
+    paths: Iterable[str | Path],
+    *,
+    generic_timezone: str = NEM_TZ,
+    progress: Progress | None = None,
+    extra_regions: Collection[str] = (),
+) -> IngestReport:
+    """Ingest market price files (folders are searched recursively for PRICE_FILE_PATTERNS).
+
+    Parameters
+    ----------
+    store : an open, writable store.
+    paths : files or folders.
+    generic_timezone : IANA zone of generic-CSV ``interval_end`` values written without a UTC
+        offset (default ``Etc/GMT-10`` = NEM time, UTC+10). AEMO files are always NEM time.
+    progress : optional ``(description, advance, total)`` callback, called once per file.
+    extra_regions : region codes accepted in generic CSVs besides the NEM regions (e.g. ``GB``);
+        their prices are not checked against the NEM floor and cap.
+
+    Returns
+    -------
+    IngestReport : one :class:`FileResult` per file (``loaded``, ``partial``, ``rejected``,
+        ``duplicate``); its ``exit_code`` is 3 when anything was quarantined.
+    """
+    _check_timezone(generic_timezone)
+    regions = tuple(dict.fromkeys([*NEM_REGIONS, *extra_regions]))
+    files = expand_paths(paths, PRICE_FILE_PATTERNS)
+    report = IngestReport()
+
+    def done(result: FileResult) -> None:
+        report.files.append(result)
+        if progress is not None:
+            progress(f"prices {Path(result.path).name}", 1, len(files))
+
+    todo: list[tuple[Path, Sniffed | PriceFileError, str]] = []
+    for path, sniffed in _sniff_all(files):
+        sha = sha256_file(path)
+        previous = already_ingested(store, "prices", sha)
+        if previous is not None:
+            done(FileResult(str(path), "prices", "duplicate", sha, previous))
+        elif isinstance(sniffed, Sniffed) and sniffed.is_thresholds_only:
+            thresholds = market_thresholds(store)
+            done(
+                _commit(store, _prepare(path, sniffed, sha, thresholds, generic_timezone, regions))
+            )
+        else:
+            todo.append((path, sniffed, sha))
+    for result in _pipeline(store, todo, generic_timezone, regions):
+        done(result)
+    return report

@@ -1,0 +1,356 @@
+"""Checks every price row passes, whatever its format: interval length, spacing, floor and cap.
+
+Each parser turns its file into *candidate* rows (:data:`CANDIDATE_SCHEMA`): region, interval end in
+UTC, interval length (``None`` = infer from spacing), price and version. :func:`finish_rows` then
+derives ``interval_start``, checks the spacing and the market price floor/cap, and splits good rows
+from quarantined ones. All of it is vectorised polars; a check that fails names the line and field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import polars as pl
+
+from settlement.ingest_common import QUARANTINE_SCHEMA
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+NEM_TZ = "Etc/GMT-10"
+"""NEM market time: UTC+10 all year (the IANA ``Etc/GMT-10`` zone; the sign is POSIX-inverted)."""
+
+NEM_REGIONS: tuple[str, ...] = ("NSW1", "QLD1", "SA1", "TAS1", "VIC1")
+
+FIVE_MINUTE_SETTLEMENT_END_OF_30 = dt.datetime(2021, 10, 1, 0, 0)
+"""NEM time of the last 30-minute interval end: AEMO rows ending at or before it are 30-minute
+trading intervals, later rows are 5-minute (five-minute settlement began 2021-10-01)."""
+
+AEMO_DATE_FORMAT = "%Y/%m/%d %H:%M:%S"
+UTC_DT = pl.Datetime("us", "UTC")
+
+CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
+    "source_line": pl.Int32(),
+    "raw": pl.Utf8(),
+    "record_type": pl.Utf8(),
+    "region": pl.Utf8(),
+    "end_utc": UTC_DT,
+    "interval_minutes": pl.Int16(),
+    "price_per_mwh": pl.Float64(),
+    "version_at": UTC_DT,
+}
+ROW_COLUMNS = (
+    "region",
+    "interval_start",
+    "interval_minutes",
+    "price_per_mwh",
+    "version_at",
+    "source_line",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row rule: ``field`` (or ``None``), a boolean ``is_bad`` expression, the ``reason``."""
+
+    field: str | None
+    is_bad: pl.Expr
+    reason: pl.Expr
+
+
+@dataclass
+class Checked:
+    """Rows that passed, rows quarantined (:data:`QUARANTINE_SCHEMA`) and file-level warnings."""
+
+    good: pl.DataFrame
+    bad: pl.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def empty_quarantine() -> pl.DataFrame:
+    """A quarantine frame with no rows."""
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+def mark_checks(df: Frame, checks: Sequence[Check]) -> Frame:
+    """Add ``_check``: the index of the first failing check of each row (null when all pass).
+
+    Only the boolean conditions are evaluated here, for every row; reasons are formatted later
+    for the failing rows alone (:func:`quarantine_of`). A check whose ``is_bad`` is null for a row
+    does not fire (write checks so that earlier ones catch the nulls).
+    """
+    if not checks:
+        return df.with_columns(_check=pl.lit(None, pl.Int16))
+    index = pl.coalesce([pl.when(c.is_bad).then(pl.lit(i, pl.Int16)) for i, c in enumerate(checks)])
+    return df.with_columns(_check=index)
+
+
+def quarantine_of(marked: Frame, checks: Sequence[Check]) -> Frame:
+    """The rows of a :func:`mark_checks` frame that failed, as quarantine records."""
+    bad = marked.filter(pl.col("_check").is_not_null())
+    if not checks:
+        return bad.select(QUARANTINE_SCHEMA.keys())
+    which = pl.col("_check")
+    fld = pl.coalesce(
+        [pl.when(which == i).then(pl.lit(c.field, pl.Utf8)) for i, c in enumerate(checks)]
+    )
+    why = pl.coalesce([pl.when(which == i).then(c.reason) for i, c in enumerate(checks)])
+    return bad.select(
+        pl.col("source_line").cast(pl.Int32),
+        pl.col("record_type").cast(pl.Utf8),
+        fld.alias("field"),
+        why.alias("reason"),
+        pl.col("raw").cast(pl.Utf8),
+    )
+
+
+def split_checks(df: Frame, checks: Sequence[Check]) -> tuple[Frame, Frame]:
+    """Split ``df`` into rows passing every check and quarantine rows (first failing check wins).
+
+    ``df`` (eager or lazy) needs ``source_line``, ``record_type`` and ``raw`` columns.
+    """
+    marked = mark_checks(df, checks)
+    good = marked.filter(pl.col("_check").is_null()).drop("_check")
+    return good, quarantine_of(marked, checks)
+
+
+def aemo_interval_minutes(end_nem: pl.Expr) -> pl.Expr:
+    """Interval length of an AEMO interval-ending NEM timestamp: 30 up to 2021-10-01 00:00, then 5."""
+    return (
+        pl.when(end_nem <= FIVE_MINUTE_SETTLEMENT_END_OF_30)
+        .then(pl.lit(30, pl.Int16))
+        .otherwise(pl.lit(5, pl.Int16))
+    )
+
+
+def nem_to_utc(naive_nem: pl.Expr) -> pl.Expr:
+    """A naive NEM-time datetime as a UTC instant."""
+    return naive_nem.dt.replace_time_zone(NEM_TZ).dt.convert_time_zone("UTC")
+
+
+def parse_aemo_time(text: pl.Expr) -> pl.Expr:
+    """``YYYY/MM/DD HH:MM:SS`` NEM time -> naive datetime (null when it does not parse)."""
+    return text.str.strptime(pl.Datetime("us"), AEMO_DATE_FORMAT, strict=False)
+
+
+def financial_year_expr(day: pl.Expr) -> pl.Expr:
+    """Australian financial year (1 July - 30 June) named by its ending year: 2024-01-01 -> 2024."""
+    return day.dt.offset_by("6mo").dt.year()
+
+
+def financial_year(day: dt.date) -> int:
+    """Financial year of a market-time date, named by its ending year (FY24 = 2023-07-01..2024-06-30)."""
+    return int(pl.select(financial_year_expr(pl.lit(day, pl.Date))).item())
+
+
+def _infer_minutes(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Fill a null ``interval_minutes`` with its region's most common spacing (whole minutes)."""
+    spacing = (
+        lf.filter(pl.col("end_utc").is_not_null())
+        .select("region", "end_utc")
+        .unique()
+        .sort("region", "end_utc")
+        .with_columns(step=pl.col("end_utc").diff().over("region").dt.total_minutes())
+        .filter(pl.col("step") > 0)
+        .group_by("region")
+        .agg(pl.col("step").mode().min().cast(pl.Int16).alias("_inferred"))
+    )
+    return (
+        lf.join(spacing, on="region", how="left")
+        .with_columns(interval_minutes=pl.coalesce("interval_minutes", "_inferred"))
+        .drop("_inferred")
+    )
+
+
+def _length_checks(aemo: bool, end_field: str) -> list[Check]:
+    minutes = pl.col("interval_minutes")
+    end_nem = pl.col("end_utc").dt.convert_time_zone(NEM_TZ)
+    checks = [
+        Check(
+            "interval_minutes",
+            minutes.is_null(),
+            pl.lit(
+                "cannot infer the interval length from a single interval in this region; "
+                "add an interval_minutes column"
+            ),
+        ),
+        Check(
+            "interval_minutes",
+            (minutes <= 0) | (1440 % minutes.cast(pl.Int32) != 0),
+            pl.format("interval length {} minutes does not divide a day", minutes),
+        ),
+    ]
+    if aemo:
+        minute_of_day = end_nem.dt.hour().cast(pl.Int32) * 60 + end_nem.dt.minute()
+        checks.append(
+            Check(
+                end_field,
+                (minute_of_day % minutes.cast(pl.Int32) != 0) | (end_nem.dt.second() != 0),
+                pl.format(
+                    "interval end {} (NEM time) is not on the {}-minute grid of its period",
+                    end_nem.dt.strftime("%Y/%m/%d %H:%M:%S"),
+                    minutes,
+                ),
+            )
+        )
+    return checks
+
+
+def _spacing_check(end_field: str) -> Check:
+    """Within a region, consecutive interval ends must be a whole number of intervals apart."""
+    m = pl.col("interval_minutes").cast(pl.Int64)
+    step = pl.col("_step")
+    return Check(
+        end_field,
+        (step > 0) & ((step < m) | (step % m != 0)),
+        pl.format(
+            "interval ending {} UTC is {} minutes after the one on line {} in region {}: not a "
+            "whole number of {}-minute intervals (overlap or wrong interval length)",
+            pl.col("end_utc").dt.strftime("%Y-%m-%d %H:%M"),
+            step,
+            pl.col("_prev_line"),
+            pl.col("region"),
+            pl.col("interval_minutes"),
+        ),
+    )
+
+
+def _threshold_checks(price_field: str) -> list[Check]:
+    """NEM prices must lie within [floor, cap] of the thresholds in force on their market day."""
+    price = pl.col("price_per_mwh")
+    return [
+        Check(
+            price_field,
+            pl.col("_nem") & (price > pl.col("market_price_cap")),
+            pl.format(
+                "price {} $/MWh is above the market price cap {} in force on {} (FY{})",
+                price,
+                pl.col("market_price_cap"),
+                pl.col("_day"),
+                financial_year_expr(pl.col("_day")),
+            ),
+        ),
+        Check(
+            price_field,
+            pl.col("_nem") & (price < pl.col("market_price_floor")),
+            pl.format(
+                "price {} $/MWh is below the market price floor {} in force on {}",
+                price,
+                pl.col("market_price_floor"),
+                pl.col("_day"),
+            ),
+        ),
+    ]
+
+
+def _with_spacing(lf: pl.LazyFrame, length_checks: Sequence[Check]) -> pl.LazyFrame:
+    """Add ``_step``: minutes since the previous good interval end of the same series.
+
+    A series is one region at one interval length (5-minute dispatch and 30-minute trading
+    prices of a region are separate series). ``_prev_line`` names the previous row's line.
+    """
+    ok = ~pl.any_horizontal([c.is_bad.fill_null(False) for c in length_checks])
+    series = ["region", "interval_minutes"]
+
+    def previous(col: str) -> pl.Expr:
+        return pl.when("_len_ok").then(pl.col(col)).shift(1).forward_fill().over(series)
+
+    return (
+        lf.with_columns(_len_ok=ok)
+        .sort("region", "interval_minutes", "end_utc", "source_line")
+        .with_columns(_prev_end=previous("end_utc"), _prev_line=previous("source_line"))
+        .with_columns(_step=(pl.col("end_utc") - pl.col("_prev_end")).dt.total_minutes())
+    )
+
+
+def _with_thresholds(lf: pl.LazyFrame, thresholds: pl.DataFrame) -> pl.LazyFrame:
+    """Add the cap and floor in force on each row's NEM market day (null when none is)."""
+    limits = (
+        thresholds.lazy()
+        .select(
+            pl.col("effective_from").alias("_day"),
+            pl.col("effective_to").alias("_to"),
+            "market_price_cap",
+            "market_price_floor",
+        )
+        .sort("_day")
+    )
+    day = pl.col("interval_start").dt.convert_time_zone(NEM_TZ).dt.date()
+    lapsed = pl.col("_to").is_not_null() & (pl.col("_day") >= pl.col("_to"))
+    return (
+        lf.with_columns(_day=day.fill_null(dt.date(1, 1, 1)))
+        .sort("_day")
+        .join_asof(limits, on="_day", strategy="backward")
+        .with_columns(
+            [
+                pl.when(lapsed).then(None).otherwise(pl.col(c)).alias(c)
+                for c in ("market_price_cap", "market_price_floor")
+            ]
+        )
+        .with_columns(_nem=pl.col("region").is_in(NEM_REGIONS))
+    )
+
+
+def _warnings(stats: dict[str, object]) -> list[str]:
+    out = []
+    if stats["gaps"]:
+        out.append(f"{stats['gaps']:,} gap(s) between consecutive intervals (missing prices)")
+    if stats["repeats"]:
+        out.append(
+            f"{stats['repeats']:,} row(s) repeat an interval given earlier in the file "
+            "(identical ones are duplicates; otherwise the later line is the current price)"
+        )
+    if stats["unchecked"]:
+        out.append(
+            f"{stats['unchecked']:,} NEM row(s) (first market day {stats['first_unchecked']}) "
+            "have no market_price_thresholds entry in force: floor and cap not checked (ingest "
+            "an MMS MARKET_PRICE_THRESHOLDS archive first)"
+        )
+    others = stats["others"]
+    if isinstance(others, list) and others:
+        out.append(
+            f"no market price thresholds for non-NEM region(s) {', '.join(others)}: "
+            "floor and cap not checked"
+        )
+    return out
+
+
+def finish_rows(
+    candidates: pl.LazyFrame,
+    parse_bad: pl.LazyFrame,
+    thresholds: pl.DataFrame,
+    *,
+    aemo: bool,
+    end_field: str,
+    price_field: str,
+) -> Checked:
+    """Derive ``interval_start`` and run the length, spacing and floor/cap checks.
+
+    ``candidates`` follows :data:`CANDIDATE_SCHEMA`; ``parse_bad`` are the parser's quarantine
+    rows; ``thresholds`` is :func:`~settlement.prices_store.market_thresholds` output. ``aemo``
+    adds the NEM grid check. One polars plan, collected once. Returns good rows
+    (:data:`ROW_COLUMNS`, by line), all quarantine rows and file-level warnings.
+    """
+    lf = candidates if aemo else _infer_minutes(candidates)
+    length_checks = _length_checks(aemo, end_field)
+    lf = lf.with_columns(
+        interval_start=pl.col("end_utc")
+        - pl.duration(minutes=pl.col("interval_minutes").cast(pl.Int64))
+    )
+    lf = _with_thresholds(_with_spacing(lf, length_checks), thresholds)
+    checks = [*length_checks, _spacing_check(end_field), *_threshold_checks(price_field)]
+    marked, parse_bad_rows = pl.collect_all([mark_checks(lf, checks), parse_bad])
+    passed = marked.filter(pl.col("_check").is_null())
+    nem_unchecked = pl.col("_nem") & pl.col("market_price_cap").is_null()
+    summary = passed.select(
+        gaps=(pl.col("_step") > pl.col("interval_minutes")).sum(),
+        repeats=(pl.col("_step") == 0).sum(),
+        unchecked=nem_unchecked.sum(),
+        first_unchecked=pl.col("_day").filter(nem_unchecked).min(),
+        others=pl.col("region").filter(~pl.col("_nem")).unique().sort().implode(),
+    )
+    good = passed.sort("source_line").select(ROW_COLUMNS)
+    bad = pl.concat([parse_bad_rows, quarantine_of(marked, checks)], how="vertical_relaxed")
+    return Checked(good, bad, _warnings(summary.row(0, named=True)))
