@@ -114,7 +114,8 @@ def _check(parsed: Parsed, thresholds: pl.DataFrame) -> Checked:
         parsed.candidates,
         parsed.bad,
         thresholds,
-        aemo=parsed.aemo,
+        grid_tz=parsed.grid_tz,
+        infer_minutes=parsed.infer_minutes,
         end_field=parsed.end_field,
         price_field=parsed.price_field,
     )

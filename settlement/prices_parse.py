@@ -30,6 +30,7 @@ from settlement.prices_read import field as fld
 from settlement.prices_rules import (
     CANDIDATE_SCHEMA,
     NEM_REGIONS,
+    NEM_TZ,
     UTC_DT,
     Check,
     Frame,
@@ -53,7 +54,8 @@ class Parsed:
     bad: pl.LazyFrame
     warnings: list[str] = field(default_factory=list)
     thresholds: pl.DataFrame | None = None
-    aemo: bool = True
+    grid_tz: str = NEM_TZ
+    infer_minutes: bool = False
     end_field: str = "SETTLEMENTDATE"
     price_field: str = "RRP"
 
@@ -218,7 +220,8 @@ def parse_generic(
         "generic-csv",
         _candidates(good),
         bad,
-        aemo=False,
+        grid_tz=timezone,
+        infer_minutes=True,
         end_field="interval_end",
         price_field="price_per_mwh",
     )

@@ -164,9 +164,11 @@ def _infer_minutes(lf: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _length_checks(aemo: bool, end_field: str) -> list[Check]:
+def _length_checks(grid_tz: str, end_field: str) -> list[Check]:
+    """Interval length known and a divisor of a day; interval end on its grid in ``grid_tz``."""
     minutes = pl.col("interval_minutes")
-    end_nem = pl.col("end_utc").dt.convert_time_zone(NEM_TZ)
+    end_local = pl.col("end_utc").dt.convert_time_zone(grid_tz)
+    minute_of_day = end_local.dt.hour().cast(pl.Int32) * 60 + end_local.dt.minute()
     checks = [
         Check(
             "interval_minutes",
@@ -181,20 +183,17 @@ def _length_checks(aemo: bool, end_field: str) -> list[Check]:
             (minutes <= 0) | (1440 % minutes.cast(pl.Int32) != 0),
             pl.format("interval length {} minutes does not divide a day", minutes),
         ),
+        Check(
+            end_field,
+            (minute_of_day % minutes.cast(pl.Int32) != 0) | (end_local.dt.second() != 0),
+            pl.format(
+                "interval end {} ({}) is not on the {}-minute grid of its period",
+                end_local.dt.strftime("%Y-%m-%d %H:%M:%S"),
+                pl.lit(grid_tz),
+                minutes,
+            ),
+        ),
     ]
-    if aemo:
-        minute_of_day = end_nem.dt.hour().cast(pl.Int32) * 60 + end_nem.dt.minute()
-        checks.append(
-            Check(
-                end_field,
-                (minute_of_day % minutes.cast(pl.Int32) != 0) | (end_nem.dt.second() != 0),
-                pl.format(
-                    "interval end {} (NEM time) is not on the {}-minute grid of its period",
-                    end_nem.dt.strftime("%Y/%m/%d %H:%M:%S"),
-                    minutes,
-                ),
-            )
-        )
     return checks
 
 
@@ -322,19 +321,21 @@ def finish_rows(
     parse_bad: pl.LazyFrame,
     thresholds: pl.DataFrame,
     *,
-    aemo: bool,
+    grid_tz: str,
+    infer_minutes: bool,
     end_field: str,
     price_field: str,
 ) -> Checked:
     """Derive ``interval_start`` and run the length, spacing and floor/cap checks.
 
     ``candidates`` follows :data:`CANDIDATE_SCHEMA`; ``parse_bad`` are the parser's quarantine
-    rows; ``thresholds`` is :func:`~settlement.prices_store.market_thresholds` output. ``aemo``
-    adds the NEM grid check. One polars plan, collected once. Returns good rows
+    rows; ``thresholds`` is :func:`~settlement.prices_store.market_thresholds` output. Interval
+    ends must lie on the grid of their length in ``grid_tz`` (NEM time for AEMO files); with
+    ``infer_minutes`` a missing length is the region's most common spacing. One polars plan. Returns good rows
     (:data:`ROW_COLUMNS`, by line), all quarantine rows and file-level warnings.
     """
-    lf = candidates if aemo else _infer_minutes(candidates)
-    length_checks = _length_checks(aemo, end_field)
+    lf = _infer_minutes(candidates) if infer_minutes else candidates
+    length_checks = _length_checks(grid_tz, end_field)
     lf = lf.with_columns(
         interval_start=pl.col("end_utc")
         - pl.duration(minutes=pl.col("interval_minutes").cast(pl.Int64))
