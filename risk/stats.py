@@ -34,20 +34,20 @@ class Estimate:
         return Estimate(self.value * factor, abs(factor) * self.se)
 
 
-def mc_mean(samples: ArrayLike, *, pairs: bool = False) -> Estimate:
+def mc_mean(samples: ArrayLike, *, groups: ArrayLike | None = None) -> Estimate:
     """Sample mean and its standard error.
 
     Parameters
     ----------
     samples : one value per path.
-    pairs : when True the samples are antithetic pairs laid out as ``[first half, second half]``;
-        the standard error is computed from the pair means (they are independent, the paths
-        within a pair are not).
+    groups : optional replicate label per path (antithetic pairs, randomised-QMC blocks): the
+        paths within a group are dependent, the groups independent, so the standard error is
+        computed from the group means (groups of equal size).
     """
     x = np.asarray(samples, dtype=float)
-    if pairs:
-        half = x.size // 2
-        x = 0.5 * (x[:half] + x[half : 2 * half])
+    if groups is not None:
+        _, inv = np.unique(np.asarray(groups), return_inverse=True)
+        x = np.bincount(inv, weights=x) / np.bincount(inv)
     n = x.size
     se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     return Estimate(float(x.mean()), se)

@@ -1,0 +1,505 @@
+"""Streaming Monte Carlo of joint price and load paths.
+
+Paths are split into canonical blocks of ``BLOCK_PATHS``; block ``b`` draws every random number
+from its own generator, seeded by ``SeedSequence(seed).spawn(n_blocks)[b]``, day after day in a
+fixed order. Blocks can be processed in any grouping (``paths_per_chunk``) and give identical
+results. Time is streamed one market day at a time: only ``(blocks, slots, paths)`` arrays for
+one day are held, with per-path monthly sums accumulated (see :class:`SimulationResult`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+from scipy.stats import qmc
+
+from risk.calendar import Grid
+from risk.hedging import MonthlyPriceAggregates
+from risk.load_model import LoadModelParams
+from risk.price_model import PriceModelParams
+from risk.spikes import SpikeState, draw_day_events
+
+FloatArray = NDArray[np.float64]
+Sampler = Literal["pseudo", "sobol"]
+BLOCK_PATHS = 1024
+
+
+@dataclass
+class MarketModel:
+    """Price model, cohort load model and the correlation of their daily innovations."""
+
+    price: PriceModelParams
+    load: LoadModelParams
+    rho_level_driver: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready parameters."""
+        return {
+            "price": self.price.to_dict(),
+            "load": self.load.to_dict(),
+            "rho_level_driver": self.rho_level_driver,
+        }
+
+
+@dataclass
+class SimulationResult:
+    """Per-path results of a simulation.
+
+    Monthly arrays are ``(n_months, n_paths)``: ``cost_aud`` wholesale cost of the cohort's
+    average customer [$], ``energy_kwh``; ``level_at_month_start`` (daily deviation [$/MWh]),
+    ``slow_at_month_start`` (log) and ``driver_at_month_start`` are the daily factors on each
+    month's first day (LSM states). Per path: ``spike_intervals``,
+    ``negative_intervals``, ``spike_events`` and their conditional expectation
+    ``spike_events_expected`` (their difference has mean zero: a control variate). ``groups``
+    labels independent replicates (antithetic pairs or Sobol blocks) for standard errors.
+    ``kept_price_per_mwh`` / ``kept_load_kwh`` hold the first ``keep_paths`` full paths.
+    """
+
+    grid: Grid
+    prices: MonthlyPriceAggregates
+    cost_aud: FloatArray
+    energy_kwh: FloatArray
+    spike_intervals: FloatArray
+    negative_intervals: FloatArray
+    spike_events: FloatArray
+    spike_events_expected: FloatArray
+    level_at_month_start: FloatArray
+    slow_at_month_start: FloatArray
+    driver_at_month_start: FloatArray
+    groups: NDArray[np.int64]
+    kept_price_per_mwh: NDArray[np.float32]
+    kept_load_kwh: NDArray[np.float32]
+
+    @property
+    def n_paths(self) -> int:
+        """Number of simulated paths."""
+        return int(self.cost_aud.shape[1])
+
+
+@dataclass
+class _Block:
+    rng: np.random.Generator
+    n: int
+    sobol_normals: FloatArray | None  # (n, 3 * n_days) daily innovations
+
+
+def _blocks(
+    n_paths: int, seed: int, sampler: Sampler, n_days: int, antithetic: bool
+) -> list[_Block]:
+    n_blocks = -(-n_paths // BLOCK_PATHS)
+    out = []
+    for b, ss in enumerate(np.random.SeedSequence(seed).spawn(n_blocks)):
+        n = min(BLOCK_PATHS, n_paths - b * BLOCK_PATHS)
+        if antithetic and n % 2:
+            raise ValueError(f"antithetic sampling needs an even path count, got {n_paths}")
+        rng = np.random.Generator(np.random.PCG64(ss))
+        sob = None
+        if sampler == "sobol":
+            engine = qmc.Sobol(3 * n_days, scramble=True, seed=rng)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                u = engine.random(n)
+            sob = stats.norm.ppf(np.clip(u, 1e-12, 1 - 1e-12))
+        out.append(_Block(rng, n, sob))
+    return out
+
+
+def _normals(block: _Block, shape: tuple[int, ...], antithetic: bool) -> FloatArray:
+    if not antithetic:
+        return block.rng.standard_normal(shape)
+    half = block.rng.standard_normal((*shape[:-1], shape[-1] // 2))
+    return np.concatenate([half, -half], axis=-1)
+
+
+def _groups(n_paths: int, antithetic: bool, sampler: Sampler) -> NDArray[np.int64]:
+    idx = np.arange(n_paths)
+    if sampler == "sobol":
+        return idx // BLOCK_PATHS
+    if antithetic:
+        block, pos = idx // BLOCK_PATHS, idx % BLOCK_PATHS
+        size = np.minimum(BLOCK_PATHS, n_paths - block * BLOCK_PATHS)
+        return block * BLOCK_PATHS + pos % (size // 2)
+    return idx
+
+
+def month_starts(grid: Grid) -> tuple[list[dt.date], NDArray[np.int64]]:
+    """First day of each simulated month and each market day's month index."""
+    f = grid.features()
+    day_month = f.month_key[:: grid.slots_per_day]
+    keys = np.unique(day_month)
+    months = [dt.date(1970 + int(k) // 12, int(k) % 12 + 1, 1) for k in keys]
+    return months, np.searchsorted(keys, day_month)
+
+
+@dataclass
+class _Acc:
+    """Accumulators for all paths (filled chunk by chunk)."""
+
+    price_all: FloatArray
+    price_peak: FloatArray
+    cap_excess: FloatArray
+    cost: FloatArray
+    energy: FloatArray
+    spikes: FloatArray
+    negatives: FloatArray
+    events: FloatArray
+    events_expected: FloatArray
+    level_ms: FloatArray
+    slow_ms: FloatArray
+    driver_ms: FloatArray
+    kept_price: NDArray[np.float32]
+    kept_load: NDArray[np.float32]
+
+    @classmethod
+    def zeros(cls, n_months: int, n_paths: int, n_strikes: int, n_int: int, keep: int) -> _Acc:
+        z = np.zeros
+        return cls(
+            z((n_months, n_paths)),
+            z((n_months, n_paths)),
+            z((n_strikes, n_months, n_paths)),
+            z((n_months, n_paths)),
+            z((n_months, n_paths)),
+            z(n_paths),
+            z(n_paths),
+            z(n_paths),
+            z(n_paths),
+            z((n_months, n_paths)),
+            z((n_months, n_paths)),
+            z((n_months, n_paths)),
+            np.zeros((n_int, keep), dtype=np.float32),
+            np.zeros((n_int, keep), dtype=np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """Engine options resolved from :class:`risk.settings.SimulationSettings`."""
+
+    floor_per_mwh: float
+    cap_per_mwh_by_day: FloatArray
+    cap_strikes: tuple[float, ...]
+    antithetic: bool
+    sampler: Sampler
+    keep_paths: int
+    peak_slots: tuple[int, int]
+    load_uplift: float
+
+
+def simulate_market(
+    model: MarketModel,
+    grid: Grid,
+    n_paths: int,
+    seed: int,
+    *,
+    caps_by_fy: dict[int, float],
+    floor_per_mwh: float = -1000.0,
+    cap_strikes: tuple[float, ...] = (300.0,),
+    antithetic: bool = False,
+    sampler: Sampler = "pseudo",
+    paths_per_chunk: int = 4 * BLOCK_PATHS,
+    keep_paths: int = 0,
+) -> SimulationResult:
+    """Simulate ``n_paths`` joint price and load paths over ``grid`` (whole market days).
+
+    Parameters
+    ----------
+    model : calibrated price and load models.
+    grid : the simulated horizon (its start must be a market-day start).
+    n_paths, seed : path count and master seed (``SeedSequence.spawn`` per block of paths).
+    caps_by_fy : market price cap [$/MWh] by financial year (ending year); prices are clipped to
+        ``[floor_per_mwh, cap]`` of the interval's financial year.
+    cap_strikes : strikes [$/MWh] whose per-month excess sums are accumulated (cap payoffs).
+    antithetic : negate the Gaussian draws in the second half of each block.
+    sampler : ``"sobol"`` draws the daily factor innovations from a scrambled Sobol sequence
+        (an independent scramble per block; blocks are then the replicates for errors).
+    paths_per_chunk : paths processed together (rounded to whole blocks); results do not depend
+        on it.
+    keep_paths : number of full paths kept (float32) for validation statistics.
+    """
+    from risk.calendar import floor_cap_for_fy
+
+    slots = grid.slots_per_day
+    n_days = grid.n_intervals // slots
+    months, day_month = month_starts(grid)
+    f = grid.features()
+    _, caps = floor_cap_for_fy(f.fy[::slots], caps_by_fy, floor_per_mwh)
+    hour_slots = 60 // grid.interval_minutes
+    cfg = SimSettings(
+        floor_per_mwh,
+        caps,
+        tuple(cap_strikes),
+        antithetic,
+        sampler,
+        keep_paths,
+        (7 * hour_slots, 22 * hour_slots),
+        model.load.spike_uplift,
+    )
+    blocks = _blocks(n_paths, seed, sampler, n_days, antithetic)
+    acc = _Acc.zeros(len(months), n_paths, len(cap_strikes), grid.n_intervals, keep_paths)
+    per_chunk = max(1, paths_per_chunk // BLOCK_PATHS)
+    for first in range(0, len(blocks), per_chunk):
+        _run_chunk(
+            model, grid, blocks[first : first + per_chunk], first * BLOCK_PATHS, day_month, cfg, acc
+        )
+    agg = MonthlyPriceAggregates(
+        months=months,
+        hours_per_interval=grid.hours_per_interval,
+        n_all=np.bincount(day_month, minlength=len(months)) * slots,
+        n_peak=_peak_counts(grid, day_month, len(months), cfg.peak_slots),
+        price_sum_all=acc.price_all,
+        price_sum_peak=acc.price_peak,
+        cap_strikes=list(cap_strikes),
+        cap_excess_sum=acc.cap_excess,
+    )
+    return SimulationResult(
+        grid,
+        agg,
+        acc.cost,
+        acc.energy,
+        acc.spikes,
+        acc.negatives,
+        acc.events,
+        acc.events_expected,
+        acc.level_ms,
+        acc.slow_ms,
+        acc.driver_ms,
+        _groups(n_paths, antithetic, sampler),
+        acc.kept_price,
+        acc.kept_load,
+    )
+
+
+def _peak_counts(
+    grid: Grid, day_month: NDArray[np.int64], n_months: int, peak: tuple[int, int]
+) -> NDArray[np.int64]:
+    weekday = ~grid.features().weekend[:: grid.slots_per_day]
+    return np.bincount(day_month, weights=weekday * (peak[1] - peak[0]), minlength=n_months).astype(
+        np.int64
+    )
+
+
+@dataclass
+class _State:
+    level: FloatArray  # (K, 1, nb): daily deviation of the log level
+    slow: FloatArray  # slow log level factor
+    driver: FloatArray
+    fast: FloatArray  # (K, 1, nb)
+    spikes: list[SpikeState]
+
+
+def _run_chunk(
+    model: MarketModel,
+    grid: Grid,
+    blocks: list[_Block],
+    offset: int,
+    day_month: NDArray[np.int64],
+    cfg: SimSettings,
+    acc: _Acc,
+) -> None:
+    k, nb = len(blocks), blocks[0].n
+    if any(b.n != nb for b in blocks):  # a short last block: run it on its own
+        for i, b in enumerate(blocks):
+            _run_chunk(model, grid, [b], offset + i * nb, day_month, cfg, acc)
+        return
+    p = model.price
+    shape3 = (k, 1, nb)
+    # the fast factor is carried in units of its innovation s.d. (see _day)
+    fast0 = np.concatenate([_normals(b, (1, 1, nb), cfg.antithetic) for b in blocks])
+    fast0 /= np.sqrt(1.0 - np.exp(-2 * p.fast.kappa * p.interval_minutes / 1440.0))
+    state = _State(
+        np.full(shape3, p.level_now),
+        np.full(shape3, p.slow_now),
+        np.full(shape3, model.load.driver_now),
+        fast0,
+        [SpikeState.empty(nb) for _ in blocks],
+    )
+    cols = slice(offset, offset + k * nb)
+    slots = grid.slots_per_day
+    feats = grid.features(0, grid.n_intervals)
+    for d in range(grid.n_intervals // slots):
+        month, weekend = int(feats.month[d * slots]), bool(feats.weekend[d * slots])
+        mi = int(day_month[d])
+        if d == 0 or day_month[d - 1] != mi:
+            acc.level_ms[mi, cols] = state.level.reshape(-1)
+            acc.slow_ms[mi, cols] = state.slow.reshape(-1)
+            acc.driver_ms[mi, cols] = state.driver.reshape(-1)
+        _day(model, blocks, state, d, month, weekend, mi, cols, cfg, acc, slots)
+
+
+def _draw_fast(blocks: list[_Block], slots: int, antithetic: bool) -> FloatArray:
+    nb = blocks[0].n
+    buf = np.empty((len(blocks), slots, nb))
+    for i, b in enumerate(blocks):
+        if antithetic:
+            half = b.rng.standard_normal((slots, nb // 2))
+            buf[i, :, : nb // 2] = half
+            np.negative(half, out=buf[i, :, nb // 2 :])
+        else:
+            b.rng.standard_normal(out=buf[i])
+    return buf
+
+
+def _draw_daily(blocks: list[_Block], d: int, antithetic: bool) -> FloatArray:
+    out = []
+    for b in blocks:
+        if b.sobol_normals is not None:
+            out.append(b.sobol_normals[:, 3 * d : 3 * d + 3].T)
+        else:
+            out.append(_normals(b, (3, b.n), antithetic))
+    return np.stack(out)  # (K, 3, nb)
+
+
+def _apply_spikes(
+    model: MarketModel,
+    blocks: list[_Block],
+    state: _State,
+    month: int,
+    price: FloatArray,
+    slots: int,
+) -> tuple[FloatArray, FloatArray, tuple[NDArray[np.int64], ...]]:
+    """Write the day's spike cells into ``price``; return event counts and the cells."""
+    p = model.price
+    mult = np.exp(
+        p.gamma_slow * state.slow
+        + p.gamma_level * state.level / 100.0
+        + p.gamma_driver * state.driver
+        - p.intensity_log_norm
+    )
+    k, nb = len(blocks), blocks[0].n
+    starts, expected = np.zeros((k, nb)), np.zeros((k, nb))
+    cells: list[list[NDArray[np.int64]]] = [[], [], []]
+    for i, b in enumerate(blocks):
+        ev = draw_day_events(p.spikes, month, mult[i, 0], state.spikes[i], b.rng, slots)
+        starts[i], expected[i] = ev.starts, ev.expected
+        if ev.rows.size == 0:
+            continue
+        where = (np.full(ev.rows.size, i), ev.rows, ev.cols)
+        if p.spikes.model == "jump_ou":
+            np.add.at(price, where, ev.values)
+        else:
+            np.maximum.at(price, where, ev.values)
+        for lst, arr in zip(cells, where, strict=True):
+            lst.append(arr)
+    spike_cells = tuple(np.concatenate(c) if c else np.zeros(0, dtype=np.int64) for c in cells)
+    return starts, expected, spike_cells
+
+
+def _ar1_in_place(z: FloatArray, a: float, z0: FloatArray) -> None:
+    """``z[:, s] = a z[:, s-1] + z[:, s]`` along the slot axis (``z[:, -1]`` := ``z0``)."""
+    z[:, 0:1] += a * z0
+    for s in range(1, z.shape[1]):
+        z[:, s] += a * z[:, s - 1]
+
+
+def _day(
+    model: MarketModel,
+    blocks: list[_Block],
+    state: _State,
+    d: int,
+    month: int,
+    weekend: bool,
+    mi: int,
+    cols: slice,
+    cfg: SimSettings,
+    acc: _Acc,
+    slots: int,
+) -> None:
+    p, ld = model.price, model.load
+    _, a_f, sd_f = p.fast.ar1(p.interval_minutes / 1440.0)
+    price = _draw_fast(blocks, slots, cfg.antithetic)  # unit innovations; Z / sd_f below
+    daily = _draw_daily(blocks, d, cfg.antithetic)
+    _ar1_in_place(price, a_f, state.fast)
+    state.fast = price[:, -1:, :].copy()
+    price *= (sd_f * p.vol_per_mwh[month])[None, :, None]
+    price += p.shape_per_mwh[month, int(weekend)][None, :, None]
+    price *= np.exp(state.slow)
+    price += state.level
+    starts, expected, cells = _apply_spikes(model, blocks, state, month, price, slots)
+    np.clip(price, cfg.floor_per_mwh, cfg.cap_per_mwh_by_day[d], out=price)
+    load_shape = ld.shape_kwh[month, int(weekend)]
+    _accumulate(
+        price, load_shape, np.exp(state.driver[:, 0, :]), cells, weekend, mi, cols, cfg, acc
+    )
+    _count(price, cols, acc, p.spikes.threshold_per_mwh)
+    acc.events[cols] += starts.reshape(-1)
+    acc.events_expected[cols] += expected.reshape(-1)
+    if cfg.keep_paths and cols.start == 0:
+        _keep(price, load_shape, state, cells, ld.spike_uplift, d, slots, cfg.keep_paths, acc)
+    _step_daily_factors(model, state, daily)
+
+
+def _keep(
+    price: FloatArray,
+    load_shape: FloatArray,
+    state: _State,
+    cells: tuple[NDArray[np.int64], ...],
+    uplift: float,
+    d: int,
+    slots: int,
+    keep: int,
+    acc: _Acc,
+) -> None:
+    load = load_shape[None, :, None] * np.exp(state.driver)
+    load[cells] *= 1.0 + uplift
+    rows = slice(d * slots, (d + 1) * slots)
+    acc.kept_price[rows] = np.moveaxis(price, 1, 0).reshape(slots, -1)[:, :keep]
+    acc.kept_load[rows] = np.moveaxis(load, 1, 0).reshape(slots, -1)[:, :keep]
+
+
+def _accumulate(
+    price: FloatArray,
+    load_shape: FloatArray,
+    driver_scale: FloatArray,
+    cells: tuple[NDArray[np.int64], ...],
+    weekend: bool,
+    mi: int,
+    cols: slice,
+    cfg: SimSettings,
+    acc: _Acc,
+) -> None:
+    """Monthly sums: price (all, peak), cost and energy (load = shape x driver, uplifted in
+    spike cells), cap excess. One matrix product gives the three weighted slot sums."""
+    slots = price.shape[1]
+    weights = np.zeros((3, slots))
+    weights[0] = 1.0
+    if not weekend:
+        weights[1, cfg.peak_slots[0] : cfg.peak_slots[1]] = 1.0
+    weights[2] = load_shape
+    sums = np.matmul(weights, price)  # (K, 3, nb)
+    acc.price_all[mi, cols] += sums[:, 0].reshape(-1)
+    acc.price_peak[mi, cols] += sums[:, 1].reshape(-1)
+    cost = sums[:, 2] * driver_scale
+    energy = np.broadcast_to(load_shape.sum() * driver_scale, cost.shape).copy()
+    if cells[0].size and cfg.load_uplift:
+        k, r, j = cells
+        extra = load_shape[r] * driver_scale[k, j] * cfg.load_uplift
+        np.add.at(cost, (k, j), extra * price[cells])
+        np.add.at(energy, (k, j), extra)
+    acc.cost[mi, cols] += cost.reshape(-1) / 1000.0
+    acc.energy[mi, cols] += energy.reshape(-1)
+    excess = np.empty_like(price)
+    for s, strike in enumerate(cfg.cap_strikes):
+        np.maximum(price, strike, out=excess)
+        acc.cap_excess[s, mi, cols] += (excess.sum(axis=1) - strike * slots).reshape(-1)
+
+
+def _count(price: FloatArray, cols: slice, acc: _Acc, threshold: float) -> None:
+    acc.spikes[cols] += np.add.reduce(price > threshold, axis=1, dtype=np.int64).reshape(-1)
+    acc.negatives[cols] += np.add.reduce(price < 0.0, axis=1, dtype=np.int64).reshape(-1)
+
+
+def _step_daily_factors(model: MarketModel, state: _State, daily: FloatArray) -> None:
+    c_l, a_l, sd_l = model.price.level.ar1(1.0)
+    c_x, a_x, sd_x = model.load.driver.ar1(1.0)
+    rho = model.rho_level_driver
+    c_s, a_s, sd_s = model.price.slow.ar1(1.0)
+    z1, z2, z3 = daily[:, 0:1, :], daily[:, 1:2, :], daily[:, 2:3, :]
+    state.level = c_l + a_l * state.level + sd_l * z1
+    state.slow = c_s + a_s * state.slow + sd_s * z3
+    state.driver = c_x + a_x * state.driver + sd_x * (rho * z1 + np.sqrt(1 - rho * rho) * z2)
