@@ -164,8 +164,93 @@ FROM enrolments_raw e JOIN ingested_files f USING (file_id)
 QUALIFY e.file_id = max(e.file_id) OVER (PARTITION BY e.account);
 """
 
+_V2 = """
+CREATE SEQUENCE bill_run_seq START 1;
+CREATE TABLE billing_runs (
+    run_id        BIGINT PRIMARY KEY,
+    started_at    TIMESTAMPTZ NOT NULL,
+    finished_at   TIMESTAMPTZ,
+    data_as_of    TIMESTAMPTZ NOT NULL,         -- reads/prices as known at this instant
+    period_start  DATE NOT NULL,
+    period_end    DATE NOT NULL,                -- exclusive
+    shadow        BOOLEAN NOT NULL,
+    status        VARCHAR NOT NULL,             -- running | done | failed
+    bills         INTEGER NOT NULL DEFAULT 0,
+    bills_held    INTEGER NOT NULL DEFAULT 0,
+    notes         VARCHAR
+);
+
+-- Every product version a run used, with its full text, so any bill can be recomputed.
+CREATE TABLE product_versions (
+    product         VARCHAR NOT NULL,
+    product_version VARCHAR NOT NULL,           -- sha256 of the file text, first 12 hex digits
+    kind            VARCHAR NOT NULL,
+    source_path     VARCHAR NOT NULL,
+    content         VARCHAR NOT NULL,
+    first_run_id    BIGINT NOT NULL,
+    PRIMARY KEY (product, product_version)
+);
+
+CREATE TABLE bills (
+    bill_id             VARCHAR PRIMARY KEY,
+    run_id              BIGINT NOT NULL,
+    account             VARCHAR NOT NULL,
+    nmi                 VARCHAR NOT NULL,
+    period_start        DATE NOT NULL,          -- first day billed on this product
+    period_end          DATE NOT NULL,          -- exclusive
+    cycle_start         DATE NOT NULL,          -- the account's billing cycle
+    cycle_end           DATE NOT NULL,          -- exclusive
+    product             VARCHAR NOT NULL,
+    product_version     VARCHAR NOT NULL,
+    currency            VARCHAR NOT NULL,
+    total_ex_gst        DECIMAL(18,2),          -- NULL only while held
+    gst                 DECIMAL(18,2),
+    total_inc_gst       DECIMAL(18,2),
+    status              VARCHAR NOT NULL,       -- draft | held | shadow | superseded | issued
+    hold_reason         VARCHAR,
+    estimated_intervals INTEGER NOT NULL DEFAULT 0,
+    shadow              BOOLEAN NOT NULL,
+    created_at          TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE bill_lines (
+    bill_id        VARCHAR NOT NULL,
+    line_no        INTEGER NOT NULL,
+    component      VARCHAR NOT NULL,
+    detail         VARCHAR NOT NULL,
+    quantity       DOUBLE NOT NULL,
+    unit           VARCHAR NOT NULL,
+    rate           DOUBLE,                      -- NULL when no kWh (spot-linked average)
+    amount_ex_gst  DECIMAL(18,2) NOT NULL,
+    gst            DECIMAL(18,2) NOT NULL,
+    amount_inc_gst DECIMAL(18,2) NOT NULL,
+    taxable        BOOLEAN NOT NULL,
+    date_from      DATE NOT NULL,
+    date_to        DATE NOT NULL,               -- inclusive
+    n_intervals    BIGINT NOT NULL,
+    explanation    VARCHAR NOT NULL,
+    PRIMARY KEY (bill_id, line_no)
+);
+
+-- Audits: each must return no rows after a run.
+CREATE VIEW audit_bill_line_sums AS
+SELECT b.bill_id, b.total_ex_gst, b.gst, sum(l.amount_ex_gst) AS lines_ex, sum(l.gst) AS lines_gst
+FROM bills b JOIN bill_lines l USING (bill_id)
+GROUP BY b.bill_id, b.total_ex_gst, b.gst, b.total_inc_gst
+HAVING sum(l.amount_ex_gst) <> b.total_ex_gst OR sum(l.gst) <> b.gst
+    OR b.total_inc_gst <> b.total_ex_gst + b.gst;
+
+CREATE VIEW audit_duplicate_bills AS
+SELECT run_id, account, period_start, product, count(*) AS n
+FROM bills GROUP BY run_id, account, period_start, product HAVING count(*) > 1;
+
+CREATE VIEW audit_feed_in_gst AS
+SELECT bill_id, line_no, component FROM bill_lines WHERE NOT taxable AND gst <> 0;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "store: files, quarantine, meter reads, prices, thresholds, customers", _V1),
+    Migration(2, "billing: runs, product versions, bills, bill lines, audits", _V2),
     Migration(3, "nightly: runs, stages, audits, wholesale settlement", NIGHTLY_SQL),
 )
 

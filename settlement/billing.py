@@ -1,0 +1,199 @@
+"""Bill runs: segments from the store, intervals and prices into the tariff calculus, bills out.
+
+Public API (called by the CLI and the nightly run):
+
+- :func:`load_products` ``(dir) -> dict[str, Product]`` reads ``*.toml`` product files.
+- :func:`bill_accounts` ``(store, period_start, period_end, accounts=None, products=None, *,
+  shadow=False, status="draft") -> BillRunResult`` bills every account cycle that STARTS in
+  ``[period_start, period_end)``: actual bills on each account's enrolled product(s), or with
+  ``shadow=True`` one shadow bill per account and chosen product for the same days.
+- :func:`compare_products` runs a shadow run and reports winners and losers per account and cohort.
+
+Billing cycles: ``monthly`` cycles start on ``cycle_day`` of every month; ``quarterly`` ones on
+``cycle_day`` of January, April, July and October. A cycle is cut at move-in/move-out and at
+product switches (one bill per product segment, fixed charges prorated by the days of the
+segment). Reads and prices are taken as known at the run's start (``meter_reads_as_of``), so a
+bill can be recomputed later (:mod:`settlement.billing_explain`). Quality ``N`` reads count as
+missing; quality ``E`` (forward estimate) is billed and flagged. A segment missing any import read,
+any read of a channel it has, or (spot-linked products) any price, is held with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from settlement.billing_io import (
+    fetch_intervals,
+    segments_frame,
+    write_bills,
+)
+from settlement.store import Store
+from tariffs.calculus import Context, first_day_without, span_days
+from tariffs.calendar import holiday_dates
+from tariffs.errors import AuditFailedError, ConfigError
+from tariffs.lines import SegmentBills, bill_segments
+from tariffs.product import Product, parse_product
+
+Progress = Callable[[str, int, int | None], None]
+AUDITS = ("audit_bill_line_sums", "audit_duplicate_bills", "audit_feed_in_gst")
+
+
+@dataclass
+class BillRunResult:
+    """What a bill run produced."""
+
+    run_id: int
+    period_start: date
+    period_end: date
+    shadow: bool
+    bills: int = 0
+    held: int = 0
+    total_inc_gst: dict[str, float] = field(default_factory=dict)  # by currency
+    holds: list[tuple[str, str, str]] = field(default_factory=list)  # (bill_id, account, reason)
+    bill_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary."""
+        return {
+            "run_id": self.run_id,
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
+            "shadow": self.shadow,
+            "bills": self.bills,
+            "held": self.held,
+            "total_inc_gst": self.total_inc_gst,
+            "holds": [list(h) for h in self.holds[:50]],
+        }
+
+
+def read_product_file(path: Path) -> Product:
+    """Read and validate one product file (errors name the file and key)."""
+    return parse_product(path.read_text(encoding="utf-8"), str(path))
+
+
+def load_products(directory: str | Path) -> dict[str, Product]:
+    """Every ``*.toml`` product in ``directory`` by id; ids must be unique and match file names."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ConfigError(f"product folder {folder} does not exist")
+    out: dict[str, Product] = {}
+    for path in sorted(folder.glob("*.toml")):
+        product = read_product_file(path)
+        if product.id in out:
+            raise ConfigError(f"product id {product.id!r} is defined twice (second in {path})")
+        out[product.id] = product
+    return out
+
+
+def product_texts(directory: str | Path) -> dict[str, tuple[str, str]]:
+    """``{product id: (path, text)}`` for recording product versions with a run."""
+    res = {}
+    for path in sorted(Path(directory).glob("*.toml")):
+        res[read_product_file(path).id] = (str(path), path.read_text(encoding="utf-8"))
+    return res
+
+
+def _price_group(
+    product: Product, timezone: str, segs: pl.DataFrame, iv: pl.DataFrame
+) -> SegmentBills:
+    years = sorted({d.year for d in span_days(segs)} | {segs["start"].min().year})  # type: ignore[union-attr]
+    ctx = Context(
+        product, product.timezone or timezone, tuple(holiday_dates(product.holidays, years))
+    )
+    return bill_segments(ctx, iv, segs.select("seg", "start", "end", "cycle_days", "concession"))
+
+
+def _rate_hold(product: Product, timezone: str, segs: pl.DataFrame) -> str | None:
+    ctx = Context(product, timezone, ())
+    missing = first_day_without(ctx, span_days(segs))
+    return (
+        None
+        if missing is None
+        else f"product {product.id}: {missing[0]} has no rate on {missing[1]}"
+    )
+
+
+def bill_accounts(
+    store: Store,
+    period_start: date,
+    period_end: date,
+    accounts: Sequence[str] | None = None,
+    products: dict[str, Product] | None = None,
+    *,
+    shadow: bool = False,
+    status: str = "draft",
+    product_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    as_of: datetime | None = None,
+    write: bool = True,
+) -> BillRunResult:
+    """Bill the cycles starting in ``[period_start, period_end)`` (see module docstring).
+
+    ``products`` defaults to :func:`load_products` of ``product_dir``; with ``shadow=True`` every
+    product given is billed for every account. Raises :class:`AuditFailedError` when a post-run
+    audit finds rows (the run's writes are rolled back).
+    """
+    if period_end <= period_start:
+        raise ConfigError(f"period end {period_end} must be after its start {period_start}")
+    if products is None:
+        if product_dir is None:
+            raise ConfigError("give products or product_dir")
+        products = load_products(product_dir)
+    texts = product_texts(product_dir) if product_dir is not None else {}
+    note = progress or (lambda _d, _a, _t: None)
+    run_id, _started = _start_run(store, period_start, period_end, shadow, as_of)
+    segs = segments_frame(store, period_start, period_end, accounts, products, shadow=shadow)
+    note("segments", segs.height, segs.height)
+    results: list[tuple[Product, pl.DataFrame, SegmentBills | None, str | None]] = []
+    groups = segs.partition_by("product", "timezone", as_dict=True, maintain_order=True)
+    for (pid, tz), group in groups.items():
+        product = products[str(pid)]
+        hold = _rate_hold(product, str(tz), group)
+        if hold is not None:
+            results.append((product, group, None, hold))
+            continue
+        iv, input_holds = fetch_intervals(store, group, product.needs_spot)
+        priced = _price_group(product, str(tz), group, iv)
+        priced.holds = pl.concat([priced.holds, input_holds])
+        results.append((product, group, priced, None))
+        note(f"priced {pid} ({tz})", group.height, segs.height)
+    result = BillRunResult(run_id, period_start, period_end, shadow)
+    with store.transaction():
+        write_bills(store, run_id, results, texts, shadow=shadow, status=status, result=result)
+        _audit(store, run_id)
+        store.con.execute(
+            "UPDATE billing_runs SET finished_at = now(), status = 'done', bills = ?, "
+            "bills_held = ? WHERE run_id = ?",
+            [result.bills, result.held, run_id],
+        )
+    note("written", result.bills, result.bills)
+    return result
+
+
+def _start_run(
+    store: Store, start: date, end: date, shadow: bool, as_of: datetime | None
+) -> tuple[int, datetime]:
+    row = store.con.execute(
+        "INSERT INTO billing_runs (run_id, started_at, data_as_of, period_start, period_end, "
+        "shadow, status) VALUES (nextval('bill_run_seq'), now(), coalesce(?::TIMESTAMPTZ, now()),"
+        " ?, ?, ?, 'running') RETURNING run_id, data_as_of",
+        [as_of, start, end, shadow],
+    ).fetchall()
+    return int(row[0][0]), row[0][1]
+
+
+def _audit(store: Store, run_id: int) -> None:
+    for view in AUDITS:
+        n = store.con.execute(f"SELECT count(*) FROM {view}").fetchone()
+        if n and n[0]:
+            raise AuditFailedError(f"bill run {run_id}: audit {view} returned {n[0]} row(s)")
+
+
+def cohort_columns() -> Iterable[str]:
+    """Customer attributes that define cohorts in comparisons."""
+    return ("solar", "battery", "ev", "concession", "vpp")

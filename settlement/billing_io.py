@@ -1,0 +1,355 @@
+"""Store side of billing: billing segments, interval and price fetches, and writing bills.
+
+SQL here is fixed text with ``?`` parameters and registered frames; nothing from a product file or
+argument is pasted into SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from settlement.store import Store
+from tariffs.errors import ConfigError
+from tariffs.lines import SegmentBills
+from tariffs.product import Product
+
+if TYPE_CHECKING:
+    from settlement.billing import BillRunResult
+
+_CYCLES_SQL = """
+WITH c AS (
+    SELECT * FROM customers WHERE ?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], account)
+), months AS (
+    SELECT unnest(generate_series(date_trunc('month', ?::DATE) - INTERVAL 1 MONTH,
+                                  ?::DATE::TIMESTAMP, INTERVAL 1 MONTH))::DATE AS m
+), cycles AS (
+    SELECT c.*, make_date(year(m), month(m), c.cycle_day) AS cycle_start,
+           (make_date(year(m), month(m), c.cycle_day)
+             + CASE WHEN c.billing_cycle = 'quarterly' THEN INTERVAL 3 MONTH
+                    ELSE INTERVAL 1 MONTH END)::DATE AS cycle_end
+    FROM c, months
+    WHERE c.billing_cycle = 'monthly' OR (month(m) - 1) % 3 = 0
+)
+SELECT *, greatest(cycle_start, move_in) AS s0,
+       least(cycle_end, coalesce(move_out, cycle_end)) AS s1
+FROM cycles WHERE cycle_start >= ?::DATE AND cycle_start < ?::DATE
+"""
+
+_SEGMENTS_SQL = """
+SELECT y.account, y.nmi, y.region, y.timezone, y.dlf * y.mlf AS loss_factor, y.concession,
+       y.cycle_start, y.cycle_end, (y.cycle_end - y.cycle_start)::INTEGER AS cycle_days,
+       e.product, greatest(y.s0, e.effective_from) AS start,
+       least(y.s1, coalesce(e.effective_to, y.s1)) AS "end",
+       y.solar_kw > 0 AS solar, y.battery_kwh > 0 AS battery, y.ev,
+       y.vpp_contract IS NOT NULL AS vpp
+FROM _cycles y JOIN enrolments e ON e.account = y.account
+WHERE least(y.s1, coalesce(e.effective_to, y.s1)) > greatest(y.s0, e.effective_from)
+"""
+
+_SHADOW_SQL = """
+SELECT y.account, y.nmi, y.region, y.timezone, y.dlf * y.mlf AS loss_factor, y.concession,
+       y.cycle_start, y.cycle_end, (y.cycle_end - y.cycle_start)::INTEGER AS cycle_days,
+       p.product, y.s0 AS start, y.s1 AS "end",
+       y.solar_kw > 0 AS solar, y.battery_kwh > 0 AS battery, y.ev,
+       y.vpp_contract IS NOT NULL AS vpp
+FROM _cycles y, (SELECT unnest(?::VARCHAR[]) AS product) p
+WHERE y.s1 > y.s0
+"""
+
+
+def segments_frame(
+    store: Store,
+    period_start: date,
+    period_end: date,
+    accounts: Sequence[str] | None,
+    products: dict[str, Product],
+    *,
+    shadow: bool,
+) -> pl.DataFrame:
+    """One row per (account, billing cycle, product) segment, numbered ``seg`` from 1."""
+    acc = list(accounts) if accounts is not None else None
+    cycles = store.con.sql(
+        _CYCLES_SQL, params=[acc, acc, period_start, period_end, period_start, period_end]
+    )
+    store.con.register("_cycles", cycles.pl().to_arrow())
+    try:
+        if shadow:
+            rel = store.con.sql(_SHADOW_SQL, params=[sorted(products)])
+        else:
+            rel = store.con.sql(_SEGMENTS_SQL)
+        segs = rel.pl()
+    finally:
+        store.con.unregister("_cycles")
+    unknown = sorted(set(segs["product"].unique().to_list()) - set(products))
+    if unknown:
+        raise ConfigError(f"accounts are enrolled on products with no product file: {unknown}")
+    segs = segs.sort("account", "start", "product").with_row_index("seg", offset=1)
+    return segs.with_columns(
+        pl.col("seg").cast(pl.Int64),
+        pl.col("cycle_days").cast(pl.Int32),
+        pl.col("concession").cast(pl.Boolean),
+    )
+
+
+_READS_SQL = """
+SELECT s.seg, m.interval_start, min(m.interval_minutes)::INTEGER AS interval_minutes,
+       sum(m.kwh) FILTER (WHERE m.suffix = 'E1') AS import_kwh,
+       sum(m.kwh) FILTER (WHERE m.suffix = 'E2') AS controlled_kwh,
+       sum(m.kwh) FILTER (WHERE m.suffix = 'B1') AS export_kwh,
+       bool_or(m.quality = 'E') AS estimated
+FROM _segs s JOIN {source} m
+  ON m.nmi = s.nmi AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
+WHERE m.quality <> 'N' AND m.suffix IN ('E1', 'E2', 'B1')
+GROUP BY s.seg, m.interval_start
+"""
+
+_PRICES_SQL = """
+WITH p AS (SELECT * FROM {source} WHERE list_contains(?::VARCHAR[], region)
+           AND interval_start >= ?::TIMESTAMPTZ - INTERVAL 1 DAY AND interval_start < ?::TIMESTAMPTZ)
+SELECT region, time_bucket(to_minutes(?::INTEGER), interval_start) AS interval_start,
+       sum(price_per_mwh * interval_minutes) / sum(interval_minutes) AS spot_per_mwh
+FROM p WHERE interval_minutes <= ?::INTEGER
+GROUP BY ALL HAVING sum(interval_minutes) = ?::INTEGER
+UNION ALL
+SELECT region, unnest(generate_series(interval_start,
+         interval_start + to_minutes(interval_minutes - ?::INTEGER), to_minutes(?::INTEGER))),
+       price_per_mwh
+FROM p WHERE interval_minutes > ?::INTEGER
+"""
+
+
+def _utc_bounds(store: Store, segs: pl.DataFrame) -> pl.DataFrame:
+    store.con.register(
+        "_s",
+        segs.select("seg", "nmi", "region", "timezone", "loss_factor", "start", "end").to_arrow(),
+    )
+    try:
+        return store.con.sql(
+            "SELECT seg, nmi, region, loss_factor, timezone(timezone, start::TIMESTAMP) AS utc_from,"
+            ' timezone(timezone, "end"::TIMESTAMP) AS utc_to FROM _s'
+        ).pl()
+    finally:
+        store.con.unregister("_s")
+
+
+def fetch_intervals(
+    store: Store, segs: pl.DataFrame, needs_spot: bool, as_of: datetime | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Interval frame for the calculus, and holds for missing reads (one row per reason).
+
+    ``as_of=None`` reads the current views; a time reads ``meter_reads_as_of``/``prices_as_of``.
+    """
+    bounds = _utc_bounds(store, segs)
+    reads_src = "meter_reads" if as_of is None else "meter_reads_as_of(?::TIMESTAMPTZ)"
+    store.con.register("_segs", bounds.to_arrow())
+    try:
+        sql = _READS_SQL.format(source=reads_src)
+        iv = store.con.sql(sql, params=[] if as_of is None else [as_of]).pl()
+    finally:
+        store.con.unregister("_segs")
+    holds = _read_holds(iv, bounds)
+    iv = iv.join(bounds.select("seg", "region", "loss_factor"), on="seg")
+    if needs_spot and iv.height:
+        iv = _attach_prices(store, iv, bounds, as_of)
+    else:
+        iv = iv.with_columns(pl.lit(None, pl.Float64).alias("spot_per_mwh"))
+    iv = iv.with_columns(
+        pl.col("controlled_kwh").fill_null(0.0),
+        pl.col("export_kwh").fill_null(0.0),
+        pl.col("interval_minutes").cast(pl.Int32),
+        pl.col("interval_start").dt.convert_time_zone("UTC"),
+    )
+    return iv, holds
+
+
+def _read_holds(iv: pl.DataFrame, bounds: pl.DataFrame) -> pl.DataFrame:
+    """Holds when a segment lacks import reads, or has gaps in a channel it has at all."""
+    counts = iv.group_by("seg").agg(
+        pl.col("interval_minutes").min().alias("minutes"),
+        pl.col("import_kwh").is_not_null().sum().alias("n_import"),
+        pl.col("controlled_kwh").is_not_null().sum().alias("n_cl"),
+        pl.col("export_kwh").is_not_null().sum().alias("n_export"),
+    )
+    span = (pl.col("utc_to") - pl.col("utc_from")).dt.total_minutes()
+    j = bounds.select("seg", span.alias("span")).join(counts, on="seg", how="left")
+    j = j.with_columns((pl.col("span") // pl.col("minutes")).alias("expected"))
+    reasons = []
+    for col, name in (
+        ("n_import", "import (E1)"),
+        ("n_cl", "controlled load (E2)"),
+        ("n_export", "export (B1)"),
+    ):
+        gap = pl.col("expected") - pl.col(col)
+        cond = gap > 0 if col == "n_import" else (pl.col(col) > 0) & (gap > 0)
+        reasons.append(
+            j.filter(cond).select(
+                "seg", pl.format("missing {} {} read(s)", gap, pl.lit(name)).alias("reason")
+            )
+        )
+    none = j.filter(pl.col("minutes").is_null()).select(
+        "seg", pl.lit("no meter reads in the period").alias("reason")
+    )
+    return pl.concat([none, *reasons])
+
+
+def _attach_prices(
+    store: Store, iv: pl.DataFrame, bounds: pl.DataFrame, as_of: datetime | None
+) -> pl.DataFrame:
+    src = "prices" if as_of is None else "prices_as_of(?::TIMESTAMPTZ)"
+    regions = bounds["region"].unique().to_list()
+    lo, hi = bounds["utc_from"].min(), bounds["utc_to"].max()
+    frames = []
+    for m in iv["interval_minutes"].unique().to_list():
+        params = ([as_of] if as_of is not None else []) + [regions, lo, hi, m, m, m, m, m, m]
+        frames.append(
+            store.con.sql(_PRICES_SQL.format(source=src), params=params)
+            .pl()
+            .with_columns(pl.lit(m, pl.Int32).alias("interval_minutes"))
+        )
+    prices = pl.concat(frames).with_columns(
+        pl.col("interval_start").dt.convert_time_zone("UTC"),
+        pl.col("interval_minutes").cast(iv["interval_minutes"].dtype),
+    )
+    prices = prices.unique(["region", "interval_start", "interval_minutes"], keep="first")
+    iv = iv.with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
+    return iv.join(prices, on=["region", "interval_start", "interval_minutes"], how="left")
+
+
+def _bill_frames(
+    run_id: int,
+    product: Product,
+    group: pl.DataFrame,
+    priced: SegmentBills | None,
+    rate_hold: str | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if priced is None:
+        holds = group.select("seg", pl.lit(rate_hold).alias("hold_reason"))
+        lines = pl.DataFrame()
+        est = pl.DataFrame(schema={"seg": pl.Int64, "estimated_intervals": pl.Int64})
+    else:
+        holds = priced.holds.group_by("seg").agg(
+            pl.col("reason").sort().str.join("; ").alias("hold_reason")
+        )
+        lines = priced.lines.join(holds, on="seg", how="anti")
+        est = priced.estimated
+    bill_id = pl.format("{}/{}/{}/r{}", "account", "product", "start", pl.lit(run_id))
+    bills = (
+        group.join(holds, on="seg", how="left")
+        .join(est, on="seg", how="left")
+        .with_columns(
+            bill_id.alias("bill_id"),
+            pl.lit(product.version or "inline").alias("product_version"),
+            pl.lit(product.currency).alias("currency"),
+            pl.col("estimated_intervals").fill_null(0),
+        )
+    )
+    if lines.height:
+        tot = lines.group_by("seg").agg(
+            pl.sum("amount_ex_tax_cents").alias("ex_cents"), pl.sum("tax_cents").alias("tax_cents")
+        )
+        bills = bills.join(tot, on="seg", how="left")
+        lines = lines.join(bills.select("seg", "bill_id"), on="seg").with_columns(
+            (pl.int_range(pl.len()).over("seg") + 1).alias("line_no")
+        )
+    else:
+        bills = bills.with_columns(
+            pl.lit(None, pl.Int64).alias("ex_cents"), pl.lit(None, pl.Int64).alias("tax_cents")
+        )
+    return bills, lines
+
+
+def write_bills(
+    store: Store,
+    run_id: int,
+    results: list[tuple[Product, pl.DataFrame, SegmentBills | None, str | None]],
+    texts: dict[str, tuple[str, str]],
+    *,
+    shadow: bool,
+    status: str,
+    result: BillRunResult,
+) -> None:
+    """Insert bills, lines and product versions of a run (inside the caller's transaction)."""
+    for product, group, priced, rate_hold in results:
+        bills, lines = _bill_frames(run_id, product, group, priced, rate_hold)
+        _record_product(store, product, texts, run_id)
+        ok_status = "shadow" if shadow else status
+        bills = bills.with_columns(
+            pl.when(pl.col("hold_reason").is_not_null())
+            .then(pl.lit("held"))
+            .otherwise(pl.lit(ok_status))
+            .alias("status"),
+            pl.lit(shadow).alias("shadow"),
+        )
+        _insert(store, bills, lines, run_id)
+        held = bills.filter(pl.col("status") == "held")
+        result.held += held.height
+        result.bills += bills.height - held.height
+        result.holds += [
+            (r["bill_id"], r["account"], r["hold_reason"])
+            for r in held.head(200).iter_rows(named=True)
+        ]
+        cents = (
+            bills.filter(pl.col("status") != "held")
+            .select((pl.col("ex_cents") + pl.col("tax_cents")).sum())
+            .item()
+        )
+        result.total_inc_gst[product.currency] = (
+            result.total_inc_gst.get(product.currency, 0.0) + (cents or 0) / 100
+        )
+    _supersede(store, run_id, shadow)
+
+
+def _insert(store: Store, bills: pl.DataFrame, lines: pl.DataFrame, run_id: int) -> None:
+    cols = ["bill_id", "account", "nmi", "start", "end", "cycle_start", "cycle_end", "product", "product_version",
+            "currency", "ex_cents", "tax_cents", "status", "hold_reason", "estimated_intervals", "shadow"]  # fmt: skip
+    store.con.register("_b", bills.select(cols).to_arrow())
+    try:
+        store.con.execute(
+            'INSERT INTO bills SELECT bill_id, ?, account, nmi, start, "end", cycle_start, cycle_end,'
+            " product, product_version, currency, (ex_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
+            " (tax_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
+            " ((ex_cents + tax_cents)::DECIMAL(18,2) * 0.01)::DECIMAL(18,2), status, hold_reason,"
+            " estimated_intervals, shadow, now() FROM _b",
+            [run_id],
+        )
+    finally:
+        store.con.unregister("_b")
+    if not lines.height:
+        return
+    lcols = ["bill_id", "line_no", "component", "detail", "quantity", "unit", "rate", "amount_ex_tax_cents",
+             "tax_cents", "taxable", "date_from", "date_to", "n_intervals", "explanation"]  # fmt: skip
+    store.con.register("_l", lines.select(lcols).to_arrow())
+    try:
+        store.con.execute(
+            "INSERT INTO bill_lines SELECT bill_id, line_no, component, detail, quantity, unit, rate,"
+            " (amount_ex_tax_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
+            " (tax_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
+            " ((amount_ex_tax_cents + tax_cents)::DECIMAL(18,2) * 0.01)::DECIMAL(18,2), taxable,"
+            " date_from, date_to, n_intervals, explanation FROM _l"
+        )
+    finally:
+        store.con.unregister("_l")
+
+
+def _record_product(
+    store: Store, product: Product, texts: dict[str, tuple[str, str]], run_id: int
+) -> None:
+    path, text = texts.get(product.id, ("(in memory)", product.model_dump_json()))
+    store.con.execute(
+        "INSERT INTO product_versions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [product.id, product.version or "inline", product.kind, path, text, run_id],
+    )
+
+
+def _supersede(store: Store, run_id: int, shadow: bool) -> None:
+    """Earlier drafts (or shadows) for the same account cycles become ``superseded``."""
+    store.con.execute(
+        "UPDATE bills SET status = 'superseded' WHERE run_id <> ? AND shadow = ? "
+        "AND status IN ('draft', 'shadow', 'held') AND (account, cycle_start) IN "
+        "(SELECT account, cycle_start FROM bills WHERE run_id = ?)",
+        [run_id, shadow, run_id],
+    )
