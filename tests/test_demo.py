@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 from datetime import date
 from pathlib import Path
 
@@ -202,3 +203,79 @@ def test_customer_file_is_valid_and_product_mix_follows_der() -> None:
     assert rows["account"].n_unique() < rows.height  # product switches
     assert rows["dlf"].is_between(1.03, 1.06).all() and rows["mlf"].is_between(0.99, 1.01).all()
     assert rows["cycle_day"].is_between(1, 28).all()
+
+
+def _ingestion_available() -> bool:
+    try:
+        for name in ("settlement.nem12", "settlement.prices", "settlement.customers"):
+            importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+needs_ingestion = pytest.mark.skipif(
+    not _ingestion_available(), reason="settlement.nem12 / settlement.prices not importable yet"
+)
+
+
+@needs_ingestion
+def test_round_trip_through_the_real_ingestion(tmp_path: Path) -> None:
+    from settlement.demo.run import ingest_demo
+
+    cfg = load_demo_config(**SMALL)
+    with Store.open(tmp_path / "s.duckdb") as store:
+        gen = generate_demo(tmp_path / "out", cfg, store)
+        reports = ingest_demo(store, gen)
+        assert all(r.rows_quarantined == 0 for r in reports.values()), {
+            k: r.to_dict() for k, r in reports.items()
+        }
+        con = store.con
+        n_prices, lo, hi = con.execute(
+            "SELECT count(*), min(price_per_mwh), max(price_per_mwh) FROM prices"
+        ).fetchone()  # type: ignore[misc]
+        assert n_prices == cfg.days * 288
+        assert lo == pytest.approx(gen.prices.price_per_mwh.min())
+        assert hi == pytest.approx(gen.prices.price_per_mwh.max())
+        supplied_days = (
+            np.minimum(gen.customers.supply_to, cfg.days) - gen.customers.supply_from
+        ).clip(0)
+        channels = 1 + (gen.households.solar_kw > 0)
+        expected = int((supplied_days * channels).sum()) * 48
+        (current,) = con.execute("SELECT count(*) FROM meter_reads").fetchone()  # type: ignore[misc]
+        assert current == expected
+        (raw,) = con.execute("SELECT count(*) FROM meter_reads_raw").fetchone()  # type: ignore[misc]
+        assert raw == gen.readings_written > current  # revisions add versions
+        (estimates_now,) = con.execute(
+            "SELECT count(*) FROM meter_reads WHERE quality <> 'A'"
+        ).fetchone()  # type: ignore[misc]
+        assert estimates_now == 0  # every estimate was revised by a later file
+        (estimates_raw,) = con.execute(
+            "SELECT count(*) FROM meter_reads_raw WHERE quality = 'E' AND suffix = 'E1'"
+        ).fetchone()  # type: ignore[misc]
+        assert estimates_raw == gen.estimated_days * 48 > 0
+        (accounts,) = con.execute("SELECT count(*) FROM customers").fetchone()  # type: ignore[misc]
+        assert accounts == gen.customers.rows["account"].n_unique()
+
+
+@needs_ingestion
+def test_build_demo_twice_is_a_no_op_and_the_cli_summarises(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from settlement.demo.run import build_demo
+
+    first = build_demo(tmp_path, households=8, days=31)
+    files_before = _hashes(tmp_path / "inbox")
+    assert first.rows_quarantined == 0 and first.rows_loaded > 0
+    assert first.households == 8 and first.readings > 0 and first.e1_kwh > 0
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(tmp_path), "--households", "8", "--days", "31"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "households" in result.output and "negative price share" in result.output
+    assert _hashes(tmp_path / "inbox") == files_before
+    again = build_demo(tmp_path, households=8, days=31)
+    assert again.rows_loaded == 0
+    assert {f.status for r in again.reports.values() for f in r.files} == {"duplicate"}
+    assert again.readings == first.readings and again.e1_kwh == first.e1_kwh

@@ -208,6 +208,15 @@ def generate_demo(
     )
 
 
+def _one_task(progress: Progress, description: str, total: int) -> Progress:
+    """Fold an ingestion's per-file progress calls into one task with a fixed total."""
+
+    def report(_: str, advance: int, __: int | None) -> None:
+        progress(description, advance, total)
+
+    return report
+
+
 def ingest_demo(
     store: Store, generated: GeneratedDemo, progress: Progress | None = None
 ) -> dict[str, IngestReport]:
@@ -216,11 +225,20 @@ def ingest_demo(
     from settlement.nem12 import ingest_meter_files
     from settlement.prices import ingest_price_files
 
-    return {
-        "prices": ingest_price_files(store, generated.price_files, progress=progress),
-        "customers": ingest_customer_file(store, generated.customer_file),
-        "meter": ingest_meter_files(store, generated.meter_files, progress=progress),
-    }
+    report = progress or _noop
+    n_price = len(generated.price_files)
+    meter_bytes = sum(p.stat().st_size for p in generated.meter_files)
+    prices = ingest_price_files(
+        store, generated.price_files, progress=_one_task(report, "ingest prices", n_price)
+    )
+    customers = ingest_customer_file(store, generated.customer_file)
+    report("ingest customers", 1, 1)
+    meter = ingest_meter_files(
+        store,
+        generated.meter_files,
+        progress=_one_task(report, "ingest meter data (bytes)", meter_bytes),
+    )
+    return {"prices": prices, "customers": customers, "meter": meter}
 
 
 @dataclass
