@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import demo, ingest, nightly, quarantine
+from cli import bill, demo, explain, ingest, nightly, products, quarantine
 
 app = typer.Typer(
     name="fairshare",
@@ -21,6 +21,9 @@ app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)
 app.command("quarantine")(quarantine.quarantine)
 app.command("demo")(demo.demo)
+app.add_typer(bill.app, name="bill")
+app.add_typer(products.app, name="products")
+app.add_typer(explain.app, name="explain")
 
 
 if __name__ == "__main__":  # pragma: no cover

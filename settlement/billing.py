@@ -33,9 +33,9 @@ from settlement.billing_io import (
     write_bills,
 )
 from settlement.store import Store
-from tariffs.calculus import Context, first_day_without, span_days
+from tariffs.calculus import Context, dated_parameters, first_day_without, span_days
 from tariffs.calendar import holiday_dates
-from tariffs.errors import AuditFailedError, ConfigError
+from tariffs.errors import AuditFailedError, ConfigError, FairshareError
 from tariffs.lines import SegmentBills, bill_segments
 from tariffs.product import Product, parse_product
 
@@ -197,3 +197,80 @@ def _audit(store: Store, run_id: int) -> None:
 def cohort_columns() -> Iterable[str]:
     """Customer attributes that define cohorts in comparisons."""
     return ("solar", "battery", "ev", "concession", "vpp")
+
+
+def parse_period(text: str) -> tuple[date, date]:
+    """``2024-07`` (a month), ``2024Q3`` (a quarter) or ``2024-07-01..2024-10-01`` (end exclusive)."""
+    t = text.strip()
+    try:
+        if ".." in t:
+            a, b = t.split("..", 1)
+            return date.fromisoformat(a), date.fromisoformat(b)
+        if len(t) == 6 and t[4] in "Qq":
+            year, q = int(t[:4]), int(t[5])
+            if not 1 <= q <= 4:
+                raise ValueError
+            start = date(year, 3 * q - 2, 1)
+            return start, date(year + (q == 4), 1 if q == 4 else 3 * q + 1, 1)
+        year, month = (int(x) for x in t.split("-"))
+        return date(year, month, 1), date(year + (month == 12), 1 if month == 12 else month + 1, 1)
+    except ValueError as exc:
+        raise ConfigError(
+            f"period {text!r} must be YYYY-MM, YYYYQn or YYYY-MM-DD..YYYY-MM-DD"
+        ) from exc
+
+
+def list_bills(store: Store, period: str, status: str | None = None) -> pl.DataFrame:
+    """Bills whose cycle starts in ``period`` (optionally of one status)."""
+    start, end = parse_period(period)
+    return store.con.sql(
+        "SELECT bill_id, account, period_start, period_end, product, status, total_inc_gst,"
+        " hold_reason FROM bills WHERE cycle_start >= ? AND cycle_start < ?"
+        " AND (?::VARCHAR IS NULL OR status = ?) ORDER BY account, period_start, product",
+        params=[start, end, status, status],
+    ).pl()
+
+
+def validate_product_files(paths: Sequence[str | Path]) -> list[dict[str, object]]:
+    """Validate each product file (folders: their ``*.toml``); one result per file."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(p.glob("*.toml")) if p.is_dir() else [p]
+    results: list[dict[str, object]] = []
+    for f in files:
+        try:
+            prod = read_product_file(f)
+            results.append(
+                {
+                    "path": str(f),
+                    "ok": True,
+                    "message": f"{prod.id} ({prod.kind}, version {prod.version})",
+                }
+            )
+        except (FairshareError, OSError) as exc:
+            results.append({"path": str(f), "ok": False, "message": str(exc)})
+    return results
+
+
+def describe_product(
+    directory: str | Path, product_id: str, on: date | None
+) -> list[dict[str, object]]:
+    """Every dated parameter of a product (or those in force on ``on``), with its source."""
+    products = load_products(directory)
+    if product_id not in products:
+        raise ConfigError(f"no product {product_id!r} in {directory} (have {sorted(products)})")
+    rows: list[dict[str, object]] = []
+    for path, entries in dated_parameters(products[product_id]):
+        chosen = [e for e in entries if on is None or e.effective_from <= on]
+        if on is not None:
+            chosen = chosen[-1:]
+        rows += [
+            {
+                "parameter": path,
+                "effective_from": e.effective_from.isoformat(),
+                "value": e.value,
+                "source": e.source,
+            }
+            for e in chosen
+        ]
+    return rows

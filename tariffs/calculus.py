@@ -24,7 +24,7 @@ from tariffs.calendar import (
     windows_expr,
     with_local_attributes,
 )
-from tariffs.dated import Dated, dated_expr, dated_from_expr
+from tariffs.dated import Dated, DatedEntry, dated_expr, dated_from_expr, first_missing_day
 from tariffs.product import (
     Adder,
     BlockEnergy,
@@ -454,23 +454,23 @@ def component_lines(ctx: Context, iv: pl.LazyFrame, segments: pl.DataFrame) -> p
     )
 
 
+def dated_parameters(obj: object, path: str = "") -> list[tuple[str, Dated]]:
+    """Every dated parameter of a product as ``(dotted path, entries)``."""
+    found: list[tuple[str, Dated]] = []
+    if isinstance(obj, list) and obj and isinstance(obj[0], DatedEntry):
+        return [(path, obj)]
+    if isinstance(obj, list):
+        for i, x in enumerate(obj):
+            found += dated_parameters(x, f"{path}[{i}]")
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            found += dated_parameters(getattr(obj, name), f"{path}.{name}" if path else name)
+    return found
+
+
 def first_day_without(ctx: Context, days: list[date]) -> tuple[str, date] | None:
     """A (parameter, day) with no rate in force among ``days``, else ``None`` (checked up front)."""
-    from tariffs.dated import first_missing_day
-
-    def walk(obj: object, path: str) -> list[tuple[str, Dated]]:
-        found: list[tuple[str, Dated]] = []
-        if isinstance(obj, list) and obj and hasattr(obj[0], "effective_from"):
-            return [(path, obj)]
-        if isinstance(obj, list):
-            for i, x in enumerate(obj):
-                found += walk(x, f"{path}[{i}]")
-        elif isinstance(obj, BaseModel):
-            for name in type(obj).model_fields:
-                found += walk(getattr(obj, name), f"{path}.{name}" if path else name)
-        return found
-
-    for path, entries in walk(ctx.product, ""):
+    for path, entries in dated_parameters(ctx.product):
         if path.startswith("safe_harbour"):
             continue
         missing = first_missing_day(entries, days)

@@ -1,0 +1,72 @@
+"""``fairshare explain bill BILL_ID``: how every line of a bill was computed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import DEFAULT_DB_PATH, DbOption, JsonOption, out, print_json, run_guarded
+from settlement.store import Store
+
+app = typer.Typer(help="Explain how a figure was computed.", no_args_is_help=True)
+
+
+@app.command("bill")
+def bill(
+    bill_id: Annotated[str, typer.Argument(help="Bill id, e.g. A1/sh-tou/2024-07-01/r3.")],
+    db: DbOption = DEFAULT_DB_PATH,
+    intervals: Annotated[int, typer.Option(help="Interval rows to print per line (0: none).")] = 6,
+    csv: Annotated[
+        Path | None, typer.Option(help="Write the full interval drill-down to this CSV.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show every line with its arithmetic and the intervals behind it (recomputed from the
+    product version and the data as known at the run, and checked against the stored bill).
+
+    Example: fairshare explain bill 'A1/sh-tou/2024-07-01/r1' --intervals 10 --csv a1.csv
+    """
+    from settlement.billing_explain import explain_bill
+
+    def go() -> None:
+        with Store.open(db, read_only=True) as store:
+            ex = explain_bill(store, bill_id)
+        if csv is not None:
+            ex.intervals.write_csv(csv)
+        if as_json:
+            print_json({"bill": ex.bill, "lines": ex.lines.to_dicts(), "reproduced": ex.reproduced,
+                        "intervals": ex.intervals.head(intervals * 20).to_dicts()})  # fmt: skip
+            return
+        b = ex.bill
+        out.print(
+            f"[bold]{b['bill_id']}[/] {b['account']} {b['product']}@{b['product_version']} "
+            f"{b['period_start']}..{b['period_end']} (cycle {b['cycle_start']}..{b['cycle_end']}) "
+            f"status {b['status']}" + (f": {b['hold_reason']}" if b["hold_reason"] else "")
+        )
+        for line in ex.lines.iter_rows(named=True):
+            out.print(
+                f"  {line['line_no']:>2}. {line['component']} {line['detail']}: "
+                f"{line['amount_ex_gst']} + tax {line['gst']} = {line['amount_inc_gst']}\n"
+                f"      {line['explanation']}"
+            )
+            rows = ex.intervals.filter(
+                (ex.intervals["component"] == line["component"])
+                & (ex.intervals["detail"] == line["detail"])
+            )
+            if intervals and rows.height:
+                table = Table(show_header=True, box=None, padding=(0, 1))
+                for col in rows.columns:
+                    table.add_column(col)
+                for r in rows.head(intervals).iter_rows():
+                    table.add_row(*[f"{x:.6g}" if isinstance(x, float) else str(x) for x in r])
+                out.print(table)
+                out.print(f"      ... {rows.height:,} interval rows")
+        out.print(
+            f"total ex tax {b['total_ex_gst']}, tax {b['gst']}, incl. tax {b['total_inc_gst']}; "
+            f"recomputed from inputs: {'matches' if ex.reproduced else 'n/a' if ex.reproduced is None else 'DIFFERS'}"
+        )
+
+    run_guarded(go)
