@@ -13,7 +13,7 @@ before the price files of the same call, so their cap/floor history checks those
 from __future__ import annotations
 
 import zoneinfo
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -165,10 +165,13 @@ def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
     return result
 
 
-def _commit(store: Store, prep: Prepared) -> FileResult:
-    """Load a prepared file, unless its bytes are already in the store (``duplicate``)."""
+def _commit(store: Store, prep: Prepared, recheck: bool = True) -> FileResult:
+    """Load a prepared file, unless its bytes are already in the store (``duplicate``).
+
+    ``recheck=False`` skips the registry look-up when the caller knows the hash is new.
+    """
     result = FileResult(path=str(prep.path), kind="prices", status="loaded", sha256=prep.sha256)
-    previous = already_ingested(store, "prices", prep.sha256)
+    previous = already_ingested(store, "prices", prep.sha256) if recheck else None
     if previous is not None:
         result.status = "duplicate"
         result.file_id = previous
@@ -199,6 +202,7 @@ def _pipeline(
 ) -> Iterator[FileResult]:
     """Parse ahead in worker threads while the store loads files one transaction at a time."""
     thresholds = market_thresholds(store)
+    repeated = Counter(sha for _, _, sha in todo)  # same bytes twice in one call
     with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
         pending: deque[Future[Prepared]] = deque()
         items = iter(todo)
@@ -207,7 +211,8 @@ def _pipeline(
                 pending.append(pool.submit(_prepare, *item, thresholds, timezone, regions))
             if not pending:
                 return
-            yield _commit(store, pending.popleft().result())
+            prep = pending.popleft().result()
+            yield _commit(store, prep, recheck=repeated[prep.sha256] > 1)
 
 
 def ingest_price_files(

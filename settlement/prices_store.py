@@ -60,6 +60,44 @@ def _new_versions(rows: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _insert(store: Store, file_id: int, new: pl.DataFrame) -> None:
+    """Append ``new`` rows; a null ``version_at`` becomes the file's ingest time."""
+    table = new.select(
+        "region",
+        "interval_start",
+        pl.col("interval_minutes").cast(pl.Int16),
+        "price_per_mwh",
+        "version_at",
+        pl.col("source_line").cast(pl.Int32),
+        "is_current",
+    )
+    store.con.register("_price_new", table.to_arrow())
+    try:
+        store.con.execute(
+            "INSERT INTO price_reads_raw SELECT region, interval_start, interval_minutes, "
+            "price_per_mwh, coalesce(version_at, (SELECT ingested_at FROM ingested_files "
+            "WHERE file_id = $fid)), $fid, source_line, is_current FROM _price_new",
+            {"fid": file_id},
+        )
+    finally:
+        store.con.unregister("_price_new")
+
+
+def _supersede(store: Store, file_id: int, replaced: pl.DataFrame) -> None:
+    """Clear ``is_current`` of the older rows of intervals where this file's row is current."""
+    store.con.register("_price_replaced", replaced.to_arrow())
+    try:
+        store.con.execute(
+            "UPDATE price_reads_raw AS p SET is_current = FALSE FROM _price_replaced k "
+            "WHERE p.is_current AND p.file_id <> ? AND p.interval_start BETWEEN ? AND ? "
+            "AND p.region = k.region AND p.interval_start = k.interval_start "
+            "AND p.interval_minutes = k.interval_minutes",
+            [file_id, replaced["interval_start"].min(), replaced["interval_start"].max()],
+        )
+    finally:
+        store.con.unregister("_price_replaced")
+
+
 def store_price_rows(store: Store, file_id: int, rows: pl.DataFrame) -> tuple[int, int]:
     """Insert the new versions among ``rows`` (``ROW_COLUMNS``); return (loaded, duplicate).
 
@@ -68,37 +106,17 @@ def store_price_rows(store: Store, file_id: int, rows: pl.DataFrame) -> tuple[in
     """
     if rows.height == 0:
         return 0, 0
-    con = store.con
-    found = con.execute("SELECT ingested_at FROM ingested_files WHERE file_id = ?", [file_id])
-    ingested_at = found.fetchone()[0]  # type: ignore[index]
-    rows = rows.with_columns(pl.col("version_at").fill_null(ingested_at))
-    new = _new_versions(rows, _existing(store, rows))
-    table = new.select(
-        "region",
-        "interval_start",
-        pl.col("interval_minutes").cast(pl.Int16),
-        "price_per_mwh",
-        "version_at",
-        pl.lit(file_id, pl.Int64).alias("file_id"),
-        pl.col("source_line").cast(pl.Int32),
-        "is_current",
-    )
+    old = _existing(store, rows)
+    if old.height:  # versions are compared: give version-less rows their ingest time now
+        found = store.con.execute(
+            "SELECT ingested_at FROM ingested_files WHERE file_id = ?", [file_id]
+        ).fetchone()
+        rows = rows.with_columns(pl.col("version_at").fill_null(found[0] if found else None))
+    new = _new_versions(rows, old)
+    _insert(store, file_id, new)
     replaced = new.filter("_replaces").select(KEY)
-    con.register("_price_new", table.to_arrow())
-    con.register("_price_replaced", replaced.to_arrow())
-    try:
-        con.execute("INSERT INTO price_reads_raw SELECT * FROM _price_new")
-        if replaced.height:
-            con.execute(
-                "UPDATE price_reads_raw AS p SET is_current = FALSE FROM _price_replaced k "
-                "WHERE p.is_current AND p.file_id <> ? AND p.interval_start BETWEEN ? AND ? "
-                "AND p.region = k.region AND p.interval_start = k.interval_start "
-                "AND p.interval_minutes = k.interval_minutes",
-                [file_id, replaced["interval_start"].min(), replaced["interval_start"].max()],
-            )
-    finally:
-        con.unregister("_price_new")
-        con.unregister("_price_replaced")
+    if replaced.height:
+        _supersede(store, file_id, replaced)
     return new.height, rows.height - new.height
 
 

@@ -356,3 +356,41 @@ def test_progress_callback_is_called_per_file(store: Store, tmp_path: Path) -> N
     calls: list[tuple[str, int, int | None]] = []
     ingest_price_files(store, [tmp_path], progress=lambda d, a, t: calls.append((d, a, t)))
     assert calls == [(f"prices {f.name}", 1, 1)]
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def test_cli_ingest_prices_exit_codes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    db = tmp_path / "cli.duckdb"
+    good = write(tmp_path / "good.csv", PD_HEADER + "NSW1,2024/01/01 00:05:00,1,10,TRADE\n")
+    generic = write(
+        tmp_path / "gb.csv",
+        "region,interval_end,price_per_mwh\nNSW1,2024-01-01 01:00,5\nNSW1,2024-01-01 01:30,6\n",
+    )
+    runner = CliRunner()
+    ok = runner.invoke(
+        app,
+        [
+            "ingest",
+            "prices",
+            str(good),
+            str(generic),
+            "--db",
+            str(db),
+            "--json",
+            "--timezone",
+            "Australia/Brisbane",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert '"rows_loaded": 3' in ok.output
+    bad = write(tmp_path / "bad.csv", PD_HEADER + "NSW1,2024/01/01 00:10:00,1,oops,TRADE\n")
+    partial = runner.invoke(app, ["ingest", "prices", str(bad), "--db", str(db)])
+    assert partial.exit_code == 3
+    zone = runner.invoke(app, ["ingest", "prices", str(good), "--db", str(db), "--timezone", "X/Y"])
+    assert zone.exit_code == 2
