@@ -21,7 +21,9 @@ from tariffs.product import Holidays, TouPeriod, Window
 
 
 def holiday_dates(calendar: Holidays, years: Sequence[int]) -> list[date]:
-    """Public holidays of ``calendar`` in ``years`` (sorted)."""
+    """Public holidays of ``calendar`` in ``years`` (sorted; none for country ``none``)."""
+    if calendar.country.lower() == "none":
+        return []
     hol = holidays_lib.country_holidays(
         calendar.country, subdiv=calendar.subdivision, years=list(years)
     )

@@ -239,7 +239,10 @@ Component = Annotated[
 
 
 class Holidays(_Model):
-    """Public-holiday calendar (``holidays`` package country and subdivision codes)."""
+    """Public-holiday calendar (``holidays`` package country and subdivision codes).
+
+    ``country = "none"`` means no public holidays (every day is a weekday or weekend).
+    """
 
     country: str = "AU"
     subdivision: str | None = None
