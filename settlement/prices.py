@@ -34,7 +34,13 @@ from settlement.ingest_common import (
 from settlement.prices_parse import Parsed, parse_file
 from settlement.prices_read import Sniffed, sniff
 from settlement.prices_rules import NEM_REGIONS, NEM_TZ, Checked, financial_year, finish_rows
-from settlement.prices_store import market_thresholds, store_mms_thresholds, store_price_rows
+from settlement.prices_store import (
+    PriceBatch,
+    market_thresholds,
+    price_batch,
+    store_mms_thresholds,
+    store_price_rows,
+)
 from settlement.store import Store
 from tariffs.errors import ConfigError, PriceFileError
 
@@ -106,6 +112,7 @@ class Prepared:
     sha256: str
     parsed: Parsed | None = None
     checked: Checked | None = None
+    batch: PriceBatch | None = None
     error: PriceFileError | None = None
 
 
@@ -136,13 +143,14 @@ def _prepare(
         parsed = parse_file(sniffed, timezone, regions)
     except PriceFileError as exc:
         return Prepared(path, sha256, error=exc)
-    return Prepared(path, sha256, parsed, _check(parsed, thresholds))
+    checked = _check(parsed, thresholds)
+    return Prepared(path, sha256, parsed, checked, price_batch(checked.good, checked.repeats > 0))
 
 
 def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
     """Register, load thresholds and prices, quarantine, finish: one transaction."""
-    parsed, checked, path = prep.parsed, prep.checked, prep.path
-    assert parsed is not None and checked is not None
+    parsed, checked, batch, path = prep.parsed, prep.checked, prep.batch, prep.path
+    assert parsed is not None and checked is not None and batch is not None
     with store.transaction():
         result.file_id = register_file(store, path, "prices", result.sha256, parsed.fmt)
         result.warnings = list(parsed.warnings)
@@ -153,10 +161,11 @@ def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
             result.warnings += notes
             if added:  # this file's own thresholds apply to its prices
                 checked = _check(parsed, market_thresholds(store))
+                batch = price_batch(checked.good, checked.repeats > 0)
         result.warnings += checked.warnings
         bad = checked.bad
         result.rows_quarantined = quarantine_rows(store, result.file_id, str(path), bad)
-        loaded, duplicate = store_price_rows(store, result.file_id, checked.good)
+        loaded, duplicate = store_price_rows(store, result.file_id, batch)
         result.rows_loaded += loaded
         result.rows_duplicate += duplicate
         result.errors = _error_lines(path, bad)

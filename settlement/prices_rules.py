@@ -67,6 +67,7 @@ class Checked:
     good: pl.DataFrame
     bad: pl.DataFrame
     warnings: list[str] = field(default_factory=list)
+    repeats: int = 0  # good rows whose interval an earlier good row of the file already gave
 
 
 def empty_quarantine() -> pl.DataFrame:
@@ -354,4 +355,5 @@ def finish_rows(
     )
     good = passed.sort("source_line").select(ROW_COLUMNS)
     bad = pl.concat([parse_bad_rows, quarantine_of(marked, checks)], how="vertical_relaxed")
-    return Checked(good, bad, _warnings(summary.row(0, named=True)))
+    stats = summary.row(0, named=True)
+    return Checked(good, bad, _warnings(stats), int(stats["repeats"] or 0))

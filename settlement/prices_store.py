@@ -10,28 +10,57 @@ is the one with the greatest (version_at, file_id, source_line).
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 import polars as pl
+import pyarrow as pa
 
 from settlement.store import Store
 
 KEY = ["region", "interval_start", "interval_minutes"]
 
 
-def _existing(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
-    """Stored rows for the regions and time span of ``rows`` (zone maps prune the scan)."""
-    regions = rows["region"].unique().sort().to_list()
-    marks = ", ".join("?" for _ in regions)
+@dataclass
+class PriceBatch:
+    """A file's checked rows, prepared off the store (worker thread) for :func:`store_price_rows`.
+
+    ``arrow`` is the insert table for the common case: no stored row overlaps and no interval
+    repeats within the file, so every row is new and current.
+    """
+
+    rows: pl.DataFrame
+    repeats: bool
+    regions: list[str]
+    lo: dt.datetime | None
+    hi: dt.datetime | None
+    arrow: pa.Table
+
+
+def price_batch(rows: pl.DataFrame, repeats: bool) -> PriceBatch:
+    """Bundle ``rows`` (``ROW_COLUMNS``) with what the store step needs."""
+    return PriceBatch(
+        rows,
+        repeats,
+        rows["region"].unique().sort().to_list(),
+        rows["interval_start"].min(),  # type: ignore[arg-type]
+        rows["interval_start"].max(),  # type: ignore[arg-type]
+        _insert_table(rows.with_columns(is_current=pl.lit(True))).to_arrow(),
+    )
+
+
+def _existing(store: Store, batch: PriceBatch) -> pl.DataFrame:
+    """Stored rows for the regions and time span of the batch (zone maps prune the scan)."""
+    marks = ", ".join("?" for _ in batch.regions)
     return store.con.execute(
         "SELECT region, interval_start, interval_minutes, price_per_mwh, version_at, is_current "
         f"FROM price_reads_raw WHERE interval_start BETWEEN ? AND ? AND region IN ({marks})",
-        [rows["interval_start"].min(), rows["interval_start"].max(), *regions],
+        [batch.lo, batch.hi, *batch.regions],
     ).pl()
 
 
 def _new_versions(rows: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
     """The rows to insert, with ``is_current`` set against the stored current rows ``old``."""
-    if old.height == 0 and not rows.select(pl.struct(KEY).is_duplicated().any()).item():
-        return rows.with_columns(is_current=pl.lit(True), _replaces=pl.lit(False))
     rows = rows.with_columns(
         _conflict=pl.col("price_per_mwh").min().over(KEY) != pl.col("price_per_mwh").max().over(KEY)
     )
@@ -60,9 +89,8 @@ def _new_versions(rows: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _insert(store: Store, file_id: int, new: pl.DataFrame) -> None:
-    """Append ``new`` rows; a null ``version_at`` becomes the file's ingest time."""
-    table = new.select(
+def _insert_table(new: pl.DataFrame) -> pl.DataFrame:
+    return new.select(
         "region",
         "interval_start",
         pl.col("interval_minutes").cast(pl.Int16),
@@ -71,7 +99,11 @@ def _insert(store: Store, file_id: int, new: pl.DataFrame) -> None:
         pl.col("source_line").cast(pl.Int32),
         "is_current",
     )
-    store.con.register("_price_new", table.to_arrow())
+
+
+def _insert(store: Store, file_id: int, table: pa.Table) -> None:
+    """Append ``table`` (:func:`_insert_table` columns); null ``version_at`` = the ingest time."""
+    store.con.register("_price_new", table)
     try:
         store.con.execute(
             "INSERT INTO price_reads_raw SELECT region, interval_start, interval_minutes, "
@@ -98,22 +130,26 @@ def _supersede(store: Store, file_id: int, replaced: pl.DataFrame) -> None:
         store.con.unregister("_price_replaced")
 
 
-def store_price_rows(store: Store, file_id: int, rows: pl.DataFrame) -> tuple[int, int]:
-    """Insert the new versions among ``rows`` (``ROW_COLUMNS``); return (loaded, duplicate).
+def store_price_rows(store: Store, file_id: int, batch: PriceBatch) -> tuple[int, int]:
+    """Insert the new versions among the batch's rows; return (loaded, duplicate).
 
     Call inside the file's transaction, after :func:`~settlement.ingest_common.register_file`.
     ``version_at`` null means "no version in the file": the file's ``ingested_at`` is used.
     """
+    rows = batch.rows
     if rows.height == 0:
         return 0, 0
-    old = _existing(store, rows)
+    old = _existing(store, batch)
+    if old.height == 0 and not batch.repeats:  # all new, all current: the common case
+        _insert(store, file_id, batch.arrow)
+        return rows.height, 0
     if old.height:  # versions are compared: give version-less rows their ingest time now
         found = store.con.execute(
             "SELECT ingested_at FROM ingested_files WHERE file_id = ?", [file_id]
         ).fetchone()
         rows = rows.with_columns(pl.col("version_at").fill_null(found[0] if found else None))
     new = _new_versions(rows, old)
-    _insert(store, file_id, new)
+    _insert(store, file_id, _insert_table(new).to_arrow())
     replaced = new.filter("_replaces").select(KEY)
     if replaced.height:
         _supersede(store, file_id, replaced)
