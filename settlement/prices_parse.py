@@ -29,6 +29,7 @@ from settlement.prices_read import (
 from settlement.prices_read import field as fld
 from settlement.prices_rules import (
     CANDIDATE_SCHEMA,
+    FIVE_MINUTE_SETTLEMENT_END_OF_30,
     NEM_REGIONS,
     NEM_TZ,
     UTC_DT,
@@ -272,6 +273,12 @@ def _mms_prices(
         version_at=nem_to_utc(parse_aemo_time(pl.col("_changed_text"))),
         _mod=(end_nem.dt.hour().cast(pl.Int32) * 60 + end_nem.dt.minute()).replace(0, 1440),
     )
+    early = d.filter(end_nem <= FIVE_MINUTE_SETTLEMENT_END_OF_30).height
+    if table == "DISPATCH.PRICE" and early:
+        warnings.append(
+            f"{early:,} DISPATCH.PRICE row(s) end before five-minute settlement (2021-10-01): "
+            "5-minute dispatch prices, not the 30-minute trading prices settled then"
+        )
     checks = [
         Check(
             "INTERVENTION",
@@ -367,7 +374,10 @@ def _footer_warning(body: pl.DataFrame) -> list[str]:
         return ['no C,"END OF REPORT" footer: the file may be truncated']
     count = split_header(text)[-1]
     if count.isdigit() and int(count) != body.height:
-        return [f"footer says {int(count):,} records, the file holds {body.height:,}"]
+        return [
+            f"footer counts {int(count):,} records but this copy holds {body.height:,} "
+            "(a filtered or truncated file?)"
+        ]
     return []
 
 

@@ -191,6 +191,7 @@ def store_mms_thresholds(
         pl.col("market_price_cap").alias("_cap"),
         pl.col("market_price_floor").alias("_floor"),
         pl.col("source").alias("_source"),
+        pl.col("cumulative_price_threshold").alias("_cpt"),
     )
     joined = rows.join(existing, on="effective_from", how="left")
     present = joined.filter(pl.col("_cap").is_not_null())
@@ -208,6 +209,16 @@ def store_mms_thresholds(
         warnings.append(
             f"{present.height - differ.height} MARKET_PRICE_THRESHOLDS entr(y/ies) match the "
             "stored cap and floor (kept as stored)"
+        )
+    cpt = present.filter(
+        pl.col("cumulative_price_threshold").is_not_null()
+        & pl.col("cumulative_price_threshold").ne_missing(pl.col("_cpt"))
+    )
+    if cpt.height:
+        dates = ", ".join(str(d) for d in cpt["effective_from"].to_list())
+        warnings.append(
+            f"the file gives a cumulative price threshold the store lacks or differs from for "
+            f"{dates} (kept as stored)"
         )
     new = joined.filter(pl.col("_cap").is_null()).select(
         "effective_from", "market_price_cap", "market_price_floor", "cumulative_price_threshold"
