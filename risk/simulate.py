@@ -52,7 +52,8 @@ class SimulationResult:
     """Per-path results of a simulation.
 
     Monthly arrays are ``(n_months, n_paths)``: ``cost_aud`` wholesale cost of the cohort's
-    average customer [$], ``energy_kwh``; ``level_at_month_start`` (daily deviation [$/MWh]),
+    average customer [$], ``energy_kwh``, ``energy_peak_kwh`` (weekday 07-22 market time);
+    ``level_at_month_start`` (daily deviation [$/MWh]),
     ``slow_at_month_start`` (log) and ``driver_at_month_start`` are the daily factors on each
     month's first day (LSM states). Per path: ``spike_intervals``,
     ``negative_intervals``, ``spike_events`` and their conditional expectation
@@ -65,6 +66,7 @@ class SimulationResult:
     prices: MonthlyPriceAggregates
     cost_aud: FloatArray
     energy_kwh: FloatArray
+    energy_peak_kwh: FloatArray
     spike_intervals: FloatArray
     negative_intervals: FloatArray
     spike_events: FloatArray
@@ -146,6 +148,7 @@ class _Acc:
     cap_excess: FloatArray
     cost: FloatArray
     energy: FloatArray
+    energy_peak: FloatArray
     spikes: FloatArray
     negatives: FloatArray
     events: FloatArray
@@ -163,6 +166,7 @@ class _Acc:
             z((n_months, n_paths)),
             z((n_months, n_paths)),
             z((n_strikes, n_months, n_paths)),
+            z((n_months, n_paths)),
             z((n_months, n_paths)),
             z((n_months, n_paths)),
             z(n_paths),
@@ -202,7 +206,7 @@ def simulate_market(
     cap_strikes: tuple[float, ...] = (300.0,),
     antithetic: bool = False,
     sampler: Sampler = "pseudo",
-    paths_per_chunk: int = 4 * BLOCK_PATHS,
+    paths_per_chunk: int = 16 * BLOCK_PATHS,
     keep_paths: int = 0,
 ) -> SimulationResult:
     """Simulate ``n_paths`` joint price and load paths over ``grid`` (whole market days).
@@ -241,7 +245,8 @@ def simulate_market(
         model.load.spike_uplift,
     )
     blocks = _blocks(n_paths, seed, sampler, n_days, antithetic)
-    acc = _Acc.zeros(len(months), n_paths, len(cap_strikes), grid.n_intervals, keep_paths)
+    n_pad = len(blocks) * BLOCK_PATHS
+    acc = _Acc.zeros(len(months), n_pad, len(cap_strikes), grid.n_intervals, keep_paths)
     per_chunk = max(1, paths_per_chunk // BLOCK_PATHS)
     for first in range(0, len(blocks), per_chunk):
         _run_chunk(
@@ -252,23 +257,25 @@ def simulate_market(
         hours_per_interval=grid.hours_per_interval,
         n_all=np.bincount(day_month, minlength=len(months)) * slots,
         n_peak=_peak_counts(grid, day_month, len(months), cfg.peak_slots),
-        price_sum_all=acc.price_all,
-        price_sum_peak=acc.price_peak,
+        price_sum_all=acc.price_all[:, :n_paths],
+        price_sum_peak=acc.price_peak[:, :n_paths],
         cap_strikes=list(cap_strikes),
-        cap_excess_sum=acc.cap_excess,
+        cap_excess_sum=acc.cap_excess[:, :, :n_paths],
     )
+    t = slice(0, n_paths)
     return SimulationResult(
         grid,
         agg,
-        acc.cost,
-        acc.energy,
-        acc.spikes,
-        acc.negatives,
-        acc.events,
-        acc.events_expected,
-        acc.level_ms,
-        acc.slow_ms,
-        acc.driver_ms,
+        acc.cost[:, t],
+        acc.energy[:, t],
+        acc.energy_peak[:, t],
+        acc.spikes[t],
+        acc.negatives[t],
+        acc.events[t],
+        acc.events_expected[t],
+        acc.level_ms[:, t],
+        acc.slow_ms[:, t],
+        acc.driver_ms[:, t],
         _groups(n_paths, antithetic, sampler),
         acc.kept_price,
         acc.kept_load,
@@ -302,22 +309,18 @@ def _run_chunk(
     cfg: SimSettings,
     acc: _Acc,
 ) -> None:
-    k, nb = len(blocks), blocks[0].n
-    if any(b.n != nb for b in blocks):  # a short last block: run it on its own
-        for i, b in enumerate(blocks):
-            _run_chunk(model, grid, [b], offset + i * nb, day_month, cfg, acc)
-        return
+    k, nb = len(blocks), BLOCK_PATHS  # a short last block is padded (padding is trimmed)
     p = model.price
     shape3 = (k, 1, nb)
     # the fast factor is carried in units of its innovation s.d. (see _day)
-    fast0 = np.concatenate([_normals(b, (1, 1, nb), cfg.antithetic) for b in blocks])
+    fast0 = np.concatenate([_pad(_normals(b, (1, 1, b.n), cfg.antithetic)) for b in blocks])
     fast0 /= np.sqrt(1.0 - np.exp(-2 * p.fast.kappa * p.interval_minutes / 1440.0))
     state = _State(
         np.full(shape3, p.level_now),
         np.full(shape3, p.slow_now),
         np.full(shape3, model.load.driver_now),
         fast0,
-        [SpikeState.empty(nb) for _ in blocks],
+        [SpikeState.empty(b.n) for b in blocks],
     )
     cols = slice(offset, offset + k * nb)
     slots = grid.slots_per_day
@@ -332,16 +335,27 @@ def _run_chunk(
         _day(model, blocks, state, d, month, weekend, mi, cols, cfg, acc, slots)
 
 
+def _pad(x: FloatArray) -> FloatArray:
+    """Pad the path axis (last) with zeros to ``BLOCK_PATHS``."""
+    if x.shape[-1] == BLOCK_PATHS:
+        return x
+    width = [(0, 0)] * (x.ndim - 1) + [(0, BLOCK_PATHS - x.shape[-1])]
+    return np.pad(x, width)
+
+
 def _draw_fast(blocks: list[_Block], slots: int, antithetic: bool) -> FloatArray:
-    nb = blocks[0].n
-    buf = np.empty((len(blocks), slots, nb))
+    buf = np.empty((len(blocks), slots, BLOCK_PATHS))
     for i, b in enumerate(blocks):
+        n = b.n
         if antithetic:
-            half = b.rng.standard_normal((slots, nb // 2))
-            buf[i, :, : nb // 2] = half
-            np.negative(half, out=buf[i, :, nb // 2 :])
-        else:
+            half = b.rng.standard_normal((slots, n // 2))
+            buf[i, :, : n // 2] = half
+            np.negative(half, out=buf[i, :, n // 2 : n])
+        elif n == BLOCK_PATHS:
             b.rng.standard_normal(out=buf[i])
+        else:
+            buf[i, :, :n] = b.rng.standard_normal((slots, n))
+        buf[i, :, n:] = 0.0
     return buf
 
 
@@ -349,9 +363,9 @@ def _draw_daily(blocks: list[_Block], d: int, antithetic: bool) -> FloatArray:
     out = []
     for b in blocks:
         if b.sobol_normals is not None:
-            out.append(b.sobol_normals[:, 3 * d : 3 * d + 3].T)
+            out.append(_pad(b.sobol_normals[:, 3 * d : 3 * d + 3].T))
         else:
-            out.append(_normals(b, (3, b.n), antithetic))
+            out.append(_pad(_normals(b, (3, b.n), antithetic)))
     return np.stack(out)  # (K, 3, nb)
 
 
@@ -371,12 +385,12 @@ def _apply_spikes(
         + p.gamma_driver * state.driver
         - p.intensity_log_norm
     )
-    k, nb = len(blocks), blocks[0].n
+    k, nb = len(blocks), BLOCK_PATHS
     starts, expected = np.zeros((k, nb)), np.zeros((k, nb))
     cells: list[list[NDArray[np.int64]]] = [[], [], []]
     for i, b in enumerate(blocks):
-        ev = draw_day_events(p.spikes, month, mult[i, 0], state.spikes[i], b.rng, slots)
-        starts[i], expected[i] = ev.starts, ev.expected
+        ev = draw_day_events(p.spikes, month, mult[i, 0, : b.n], state.spikes[i], b.rng, slots)
+        starts[i, : b.n], expected[i, : b.n] = ev.starts, ev.expected
         if ev.rows.size == 0:
             continue
         where = (np.full(ev.rows.size, i), ev.rows, ev.cols)
@@ -393,8 +407,10 @@ def _apply_spikes(
 def _ar1_in_place(z: FloatArray, a: float, z0: FloatArray) -> None:
     """``z[:, s] = a z[:, s-1] + z[:, s]`` along the slot axis (``z[:, -1]`` := ``z0``)."""
     z[:, 0:1] += a * z0
+    tmp = np.empty_like(z[:, 0])
     for s in range(1, z.shape[1]):
-        z[:, s] += a * z[:, s - 1]
+        np.multiply(z[:, s - 1], a, out=tmp)
+        z[:, s] += tmp
 
 
 def _day(
@@ -475,14 +491,17 @@ def _accumulate(
     acc.price_all[mi, cols] += sums[:, 0].reshape(-1)
     acc.price_peak[mi, cols] += sums[:, 1].reshape(-1)
     cost = sums[:, 2] * driver_scale
-    energy = np.broadcast_to(load_shape.sum() * driver_scale, cost.shape).copy()
+    energy = load_shape.sum() * driver_scale
+    energy_peak = float(load_shape @ weights[1]) * driver_scale
     if cells[0].size and cfg.load_uplift:
         k, r, j = cells
         extra = load_shape[r] * driver_scale[k, j] * cfg.load_uplift
         np.add.at(cost, (k, j), extra * price[cells])
         np.add.at(energy, (k, j), extra)
+        np.add.at(energy_peak, (k, j), extra * weights[1, r])
     acc.cost[mi, cols] += cost.reshape(-1) / 1000.0
     acc.energy[mi, cols] += energy.reshape(-1)
+    acc.energy_peak[mi, cols] += energy_peak.reshape(-1)
     excess = np.empty_like(price)
     for s, strike in enumerate(cfg.cap_strikes):
         np.maximum(price, strike, out=excess)

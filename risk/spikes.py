@@ -26,6 +26,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 N_QUANTILES = 201
+QUANTILE_GRID = np.linspace(0.0, 1.0, N_QUANTILES)
 PRIOR_INTERVALS = 200.0  # shrinkage of (month, hour) start probabilities towards month x hour
 
 
@@ -206,7 +207,7 @@ def draw_day_events(
     cum = np.cumsum(p_slot) / max(float(p_slot.sum()), 1e-300)
     start = np.minimum(np.searchsorted(cum, rng.random(path.size)), slots - 1)
     u = rng.random(path.size)
-    value = np.interp(u, np.linspace(0, 1, N_QUANTILES), params.level_quantiles_per_mwh)
+    value = np.interp(u, QUANTILE_GRID, params.level_quantiles_per_mwh)
     if params.model == "jump_ou":
         length = np.full(path.size, _jump_length(params.decay))
     else:
