@@ -261,7 +261,12 @@ def ingest_price_files(
 
     todo: list[tuple[Path, Sniffed | PriceFileError, str]] = []
     for path, sniffed in _sniff_all(files):
-        sha = sha256_file(path)
+        try:
+            sha = sha256_file(path)
+        except OSError as exc:  # missing or unreadable: nothing to register
+            error = str(PriceFileError(path, f"cannot read the file: {exc}"))
+            done(FileResult(str(path), "prices", "rejected", rows_quarantined=1, errors=[error]))
+            continue
         previous = already_ingested(store, "prices", sha)
         if previous is not None:
             done(FileResult(str(path), "prices", "duplicate", sha, previous))

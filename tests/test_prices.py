@@ -394,3 +394,10 @@ def test_cli_ingest_prices_exit_codes(tmp_path: Path) -> None:
     assert partial.exit_code == 3
     zone = runner.invoke(app, ["ingest", "prices", str(good), "--db", str(db), "--timezone", "X/Y"])
     assert zone.exit_code == 2
+
+
+def test_missing_file_is_reported_not_raised(store: Store, tmp_path: Path) -> None:
+    report = ingest_price_files(store, [tmp_path / "nope.csv"])
+    assert report.files[0].status == "rejected"
+    assert "cannot read the file" in report.files[0].errors[0]
+    assert int(report.exit_code) == 3
