@@ -113,6 +113,13 @@ def draw_customers(rng: np.random.Generator, hh: Households, cfg: DemoConfig) ->
                         supply_to=supply_to)  # fmt: skip
 
 
+def _account_ids(numbers: np.ndarray) -> np.ndarray:
+    """``A`` + the number zero-padded to 7 digits (vectorised; empty in, empty out)."""
+    if numbers.size == 0:
+        return np.array([], dtype=str)
+    return np.char.add("A", np.char.zfill(numbers.astype(str), 7))
+
+
 def _frame(
     hh: Households,
     cfg: DemoConfig,
@@ -126,7 +133,7 @@ def _frame(
     numbers = idx + 1 if account_no is None else account_no
     return pl.DataFrame(
         {
-            "account": [f"A{k:07d}" for k in numbers],
+            "account": _account_ids(numbers),
             "nmi": hh.nmi[idx],
             "region": cfg.region,
             "timezone": cfg.timezone,

@@ -65,7 +65,8 @@ def draw_households(rng: np.random.Generator, cfg: DemoConfig) -> Households:
     """Draw ``cfg.households`` households: loads, solar (~35%), batteries among solar homes,
     EVs (twice as likely in solar homes), VPP contracts among battery owners."""
     n, lc, sc, bc, ec = cfg.households, cfg.load, cfg.solar, cfg.battery, cfg.ev
-    nmi = np.array([f"{cfg.nmi_prefix}{i:0{10 - len(cfg.nmi_prefix)}d}" for i in range(1, n + 1)])
+    digits = np.char.zfill(np.arange(1, n + 1).astype(str), 10 - len(cfg.nmi_prefix))
+    nmi = np.char.add(cfg.nmi_prefix, digits)
     annual = lc.annual_kwh_median * np.exp(lc.annual_kwh_sigma * rng.standard_normal(n))
     home_day = rng.random(n) < lc.home_day_share
     has_ac = rng.random(n) < lc.ac_share

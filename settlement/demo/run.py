@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -122,50 +123,92 @@ def _delivery(cal: Calendar, hi: int) -> tuple[date, datetime]:
     return end, datetime(end.year, end.month, end.day, 6)
 
 
+@dataclass(frozen=True)
+class _MeterInputs:
+    """The half-hourly drivers and masks shared by every month of meter data."""
+
+    cal: Calendar
+    temp: np.ndarray
+    sun: np.ndarray
+    clear: np.ndarray
+    solar_scale: float
+    supplied: np.ndarray
+    estimated: np.ndarray
+
+
+def _meter_inputs(
+    cfg: DemoConfig, book: CustomerBook, weather: Weather, quirks: np.random.SeedSequence
+) -> _MeterInputs:
+    cal = build_calendar(cfg.start, cfg.days, cfg.meter_interval_minutes, cfg.timezone)
+    sun = clear_sky_shape(cal, cfg.latitude_deg, cfg.longitude_deg)
+    clear = weather.clear_fraction[cal.day]
+    last_month_day = int(cal.day[cal.month_bounds()[-1][0]])
+    day_no = np.arange(cfg.days)
+    return _MeterInputs(
+        cal=cal,
+        temp=temperature_c(weather, cal),
+        sun=sun,
+        clear=clear,
+        solar_scale=solar_scale(sun, clear, cal.hours, cfg.solar.yield_kwh_per_kw, cfg.days),
+        supplied=(day_no >= book.supply_from[:, None]) & (day_no < book.supply_to[:, None]),
+        estimated=_estimated_days(np.random.default_rng(quirks), cfg, book, last_month_day),
+    )
+
+
+def _simulate_month(
+    cfg: DemoConfig, hh: Households, inp: _MeterInputs, lo: int, hi: int,
+    ss: np.random.SeedSequence, state: CarryState,
+) -> tuple[files.MeterMonth, CarryState]:  # fmt: skip
+    """One month's import/export per household, day and interval, and the carried state."""
+    part = inp.cal.window(lo, hi)
+    flows, state = simulate_period(
+        np.random.default_rng(ss), hh, part, inp.temp[lo:hi], inp.sun[lo:hi],
+        inp.clear[lo:hi], inp.solar_scale, state, cfg,
+    )  # fmt: skip
+    d0, d1 = int(part.day[0]), int(part.day[-1]) + 1
+    shape = (hh.count, d1 - d0, inp.cal.per_day)
+    month = files.MeterMonth(
+        first_day=cfg.start + timedelta(days=d0),
+        day_offset=d0,
+        import_kwh=flows.import_kwh.reshape(shape),
+        export_kwh=flows.export_kwh.reshape(shape),
+        delivered_at=_delivery(inp.cal, hi)[1],
+    )
+    return month, state
+
+
 def _write_meter(
     out: Path, cfg: DemoConfig, hh: Households, book: CustomerBook, weather: Weather,
     seeds: dict[str, np.random.SeedSequence], progress: Progress,
 ) -> tuple[list[Path], int, int]:  # fmt: skip
-    """Simulate the households month by month and write one NEM12 file per month."""
-    cal = build_calendar(cfg.start, cfg.days, cfg.meter_interval_minutes, cfg.timezone)
-    temp = temperature_c(weather, cal)
-    sun = clear_sky_shape(cal, cfg.latitude_deg, cfg.longitude_deg)
-    clear = weather.clear_fraction[cal.day]
-    scale = solar_scale(sun, clear, cal.hours, cfg.solar.yield_kwh_per_kw, cfg.days)
-    bounds = cal.month_bounds()
-    estimated = _estimated_days(
-        np.random.default_rng(seeds["quirks"]), cfg, book, int(cal.day[bounds[-1][0]])
-    )
-    day_no = np.arange(cfg.days)
-    supplied = (day_no >= book.supply_from[:, None]) & (day_no < book.supply_to[:, None])
-    month_seeds = seeds["noise"].spawn(len(bounds))
-    state, revisions, paths, readings = CarryState.initial(hh), None, [], 0
-    for (lo, hi), ss in zip(bounds, month_seeds, strict=True):
-        part = cal.window(lo, hi)
-        flows, state = simulate_period(np.random.default_rng(ss), hh, part, temp[lo:hi],
-                                       sun[lo:hi], clear[lo:hi], scale, state, cfg)  # fmt: skip
-        d0, d1 = int(part.day[0]), int(part.day[-1]) + 1
-        shape = (hh.count, d1 - d0, cal.per_day)
-        _, delivered = _delivery(cal, hi)
-        month = files.MeterMonth(
-            first_day=cfg.start + timedelta(days=d0),
-            day_offset=d0,
-            import_kwh=flows.import_kwh.reshape(shape),
-            export_kwh=flows.export_kwh.reshape(shape),
-            delivered_at=delivered,
-        )
-        frame, next_revisions = files.month_frames(
-            month, hh.nmi, hh.solar_kw > 0, supplied[:, d0:d1], estimated[:, d0:d1],
-            cfg.meter_interval_minutes,
-        )  # fmt: skip
-        path, count = files.write_meter_file(
-            out, month, frame, revisions, cfg.participant, cfg.retailer
-        )
-        revisions = next_revisions
-        paths.append(path)
-        readings += count
-        progress("generate meter data", 1, len(bounds))
-    return paths, readings, int(estimated.sum())
+    """Simulate the households month by month and write one NEM12 file per month.
+
+    Month ``m`` is written on a worker thread while month ``m + 1`` is simulated (polars
+    releases the GIL); at most one write is in flight, so memory stays at ~two months.
+    """
+    inp = _meter_inputs(cfg, book, weather, seeds["quirks"])
+    bounds = inp.cal.month_bounds()
+    state, revisions = CarryState.initial(hh), None
+    done: list[tuple[Path, int]] = []
+    in_flight: Future[tuple[Path, int]] | None = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for (lo, hi), ss in zip(bounds, seeds["noise"].spawn(len(bounds)), strict=True):
+            month, state = _simulate_month(cfg, hh, inp, lo, hi, ss, state)
+            d0, d1 = month.day_offset, month.day_offset + month.import_kwh.shape[1]
+            frame, next_revisions = files.month_frames(
+                month, hh.nmi, hh.solar_kw > 0, inp.supplied[:, d0:d1],
+                inp.estimated[:, d0:d1], cfg.meter_interval_minutes,
+            )  # fmt: skip
+            if in_flight is not None:
+                done.append(in_flight.result())
+                progress("generate meter data", 1, len(bounds))
+            in_flight = pool.submit(files.write_meter_file, out, month, frame, revisions,
+                                    cfg.participant, cfg.retailer)  # fmt: skip
+            revisions = next_revisions
+        if in_flight is not None:
+            done.append(in_flight.result())
+            progress("generate meter data", 1, len(bounds))
+    return [p for p, _ in done], sum(c for _, c in done), int(inp.estimated.sum())
 
 
 def generate_demo(

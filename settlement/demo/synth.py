@@ -139,6 +139,11 @@ def build_calendar(start: date, days: int, minutes: int, timezone: str) -> Calen
     )
 
 
+def _days(start: date, days: int) -> pl.Series:
+    """The market days ``start`` .. ``start + days - 1`` as a Date series."""
+    return pl.date_range(start, start + timedelta(days=days - 1), eager=True)
+
+
 @dataclass(frozen=True)
 class Weather:
     """Daily weather of the demo year (one value per market day).
@@ -160,7 +165,7 @@ def simulate_weather(rng: np.random.Generator, start: date, days: int) -> Weathe
     Seasonal mean maximum ~26 degC in late January and ~17 degC in July (BoM Sydney climate
     averages); summer heatwaves of 2-4 days add 6-14 degC; hot days are sunnier.
     """
-    doy = np.array([(start + timedelta(days=d)).timetuple().tm_yday for d in range(days)])
+    doy = _days(start, days).dt.ordinal_day().to_numpy().astype(np.int64)
     seasonal = 21.5 + 4.5 * np.cos(2 * np.pi * (doy - 25) / 365.25)
     anomaly = ar1(rng.normal(0.0, 2.2, days), 0.7)
     summer = np.cos(2 * np.pi * (doy - 25) / 365.25).clip(0, None)
@@ -211,9 +216,7 @@ def clear_sky_shape(cal: Calendar, latitude_deg: float, longitude_deg: float) ->
 
 def _season_factor(cal: Calendar, pc: PriceConfig) -> np.ndarray:
     """Multiplier of the price level by month of the market day (southern seasons)."""
-    month_of_year = (
-        np.array([(cal.start + timedelta(days=int(d))).month for d in range(cal.day[-1] + 1)])
-    )[cal.day]
+    month_of_year = _days(cal.start, int(cal.day[-1]) + 1).dt.month().to_numpy()[cal.day]
     table = np.ones(13)
     table[[6, 7, 8]] = pc.seasonal_winter
     table[[9, 10, 11]] = pc.seasonal_spring
