@@ -1,0 +1,116 @@
+"""Safe-harbour price: the flat or TOU rate that recovers the full cost stack at a target margin.
+
+Per safe-harbour customer and path: wholesale cost ``C``, net hedge cost ``H`` (the book's cost
+less its payoff, shared over the book's customers), other cost-stack items ``o x E``. Revenue is
+``R x E`` (flat) or ``R (ratio x E_peak + E_offpeak)`` (TOU, ``R`` the off-peak rate). The rate
+solves (scipy ``brentq``)::
+
+    E[revenue] - E[C + H + oE] - k (CVaR_a(L) - E[L]) - reentry(R) = margin x E[revenue]
+
+with ``L = C + H + oE - revenue`` the per-path loss (volume risk makes the premium depend on
+``R``) and ``reentry(R)`` the re-entry option's cost per safe-harbour customer (the option value
+to a dynamic customer times dynamic customers per safe-harbour customer, less up-front charges).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import optimize
+
+from risk.settings import RiskSettings
+from risk.simulate import SimulationResult
+from risk.stats import Estimate, mc_mean, risk_premium
+
+FloatArray = NDArray[np.float64]
+ReentryCost = Callable[[float], float]
+
+
+@dataclass(frozen=True)
+class SafeHarbourPrice:
+    """The solved rate(s) [$/kWh ex GST] and the cost stack per kWh."""
+
+    structure: str
+    rate_per_kwh: float
+    peak_rate_per_kwh: float | None
+    stack_per_kwh: dict[str, Estimate]
+    expected_kwh: float
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready result."""
+        return {
+            "structure": self.structure,
+            "rate_per_kwh": self.rate_per_kwh,
+            "offpeak_rate_per_kwh"
+            if self.peak_rate_per_kwh
+            else "flat_rate_per_kwh": self.rate_per_kwh,
+            "peak_rate_per_kwh": self.peak_rate_per_kwh,
+            "expected_kwh_per_customer": self.expected_kwh,
+            "cost_stack_per_kwh": {k: v.to_dict() for k, v in self.stack_per_kwh.items()},
+        }
+
+
+def _revenue_units(sim: SimulationResult, settings: RiskSettings) -> FloatArray:
+    """kWh-equivalents that multiply the rate ``R`` on each path."""
+    energy = sim.energy_kwh.sum(axis=0)
+    if settings.safe_harbour.structure == "flat":
+        return np.asarray(energy)
+    peak = sim.energy_peak_kwh.sum(axis=0)
+    return np.asarray(settings.safe_harbour.peak_to_offpeak_ratio * peak + (energy - peak))
+
+
+def solve_safe_harbour_rate(
+    sim: SimulationResult,
+    hedge_payoffs_aud: FloatArray | None,
+    settings: RiskSettings,
+    reentry_cost_aud: ReentryCost | None = None,
+    bracket_per_kwh: tuple[float, float] = (0.0, 5.0),
+) -> SafeHarbourPrice:
+    """Solve for the safe-harbour rate on simulated paths.
+
+    Parameters
+    ----------
+    sim : simulated paths of the cohort's average customer.
+    hedge_payoffs_aud : ``(n_paths, n_instruments)`` payoffs of the book for all its customers
+        (``settings.hedging.customers``), or None for an unhedged product.
+    settings : risk settings (margin, cost stack, risk aversion, TOU structure).
+    reentry_cost_aud : re-entry cost per safe-harbour customer over the horizon as a function of
+        the flat-equivalent rate [$/kWh], or None.
+    """
+    sh, hs = settings.safe_harbour, settings.hedging
+    energy = sim.energy_kwh.sum(axis=0)
+    wholesale = sim.cost_aud.sum(axis=0)
+    hedge = np.zeros_like(wholesale)
+    if hedge_payoffs_aud is not None:
+        hedge = -hedge_payoffs_aud.sum(axis=1) / hs.customers
+    other = sum(sh.other_costs_per_kwh.values()) * energy
+    units = _revenue_units(sim, settings)
+    mean_e = float(energy.mean())
+    flat_equiv = float(units.mean()) / mean_e
+
+    def gap(rate: float) -> float:
+        revenue = rate * units
+        loss = wholesale + hedge + other - revenue
+        premium = risk_premium(loss, hs.risk_aversion_k, hs.cvar_alpha).value
+        reentry = reentry_cost_aud(rate * flat_equiv) if reentry_cost_aud else 0.0
+        return float(-loss.mean() - premium - reentry - sh.target_margin * revenue.mean())
+
+    lo, hi = bracket_per_kwh
+    rate = float(optimize.brentq(gap, lo, hi, xtol=1e-7))
+    revenue = rate * units
+    loss = wholesale + hedge + other - revenue
+    stack = {
+        "wholesale_energy": mc_mean(wholesale, groups=sim.groups).scale(1 / mean_e),
+        "hedge_net_cost": mc_mean(hedge, groups=sim.groups).scale(1 / mean_e),
+        "risk_premium": risk_premium(loss, hs.risk_aversion_k, hs.cvar_alpha).scale(1 / mean_e),
+        "reentry_option": Estimate(
+            (reentry_cost_aud(rate * flat_equiv) if reentry_cost_aud else 0.0) / mean_e, 0.0
+        ),
+        **{k: Estimate(v, 0.0) for k, v in sh.other_costs_per_kwh.items()},
+        "margin": Estimate(sh.target_margin * float(revenue.mean()) / mean_e, 0.0),
+    }
+    peak_rate = rate * sh.peak_to_offpeak_ratio if sh.structure == "tou" else None
+    return SafeHarbourPrice(sh.structure, rate, peak_rate, stack, mean_e)
