@@ -279,3 +279,17 @@ def test_build_demo_twice_is_a_no_op_and_the_cli_summarises(tmp_path: Path) -> N
     assert again.rows_loaded == 0
     assert {f.status for r in again.reports.values() for f in r.files} == {"duplicate"}
     assert again.readings == first.readings and again.e1_kwh == first.e1_kwh
+
+
+@needs_ingestion
+def test_a_different_demo_is_not_mixed_into_an_existing_store(tmp_path: Path) -> None:
+    from settlement.demo.run import build_demo
+    from tariffs.errors import ConfigError
+
+    build_demo(tmp_path, households=5, days=31)
+    with pytest.raises(ConfigError, match="households differ"):
+        build_demo(tmp_path, households=6, days=31)
+    other = build_demo(tmp_path, households=6, days=31, db=tmp_path / "other.duckdb")
+    assert other.households == 6  # a fresh store is fine
+    again = build_demo(tmp_path, households=5, days=31)  # the first store still matches
+    assert again.households == 5 and again.rows_loaded == 0

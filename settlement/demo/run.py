@@ -12,6 +12,7 @@ weather or the price path.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +44,7 @@ from settlement.demo.synth import (
 )
 from settlement.ingest_common import IngestReport
 from settlement.store import Store
+from tariffs.errors import ConfigError
 
 Progress = Callable[[str, int, int | None], None]
 """``(description, advance, total)``, as in docs/CONTRACTS.md."""
@@ -116,11 +118,11 @@ def _estimated_days(
     return out
 
 
-def _delivery(cal: Calendar, hi: int) -> tuple[date, datetime]:
-    """The first day of the month ending at interval ``hi`` and when its data is delivered
-    (the day after the month's last day, 06:00 NEM time)."""
+def _delivery(cal: Calendar, hi: int) -> datetime:
+    """When the month ending at interval ``hi`` is delivered: 06:00 NEM time on the day after
+    its last day (the NEM12 UpdateDateTime and 100-record DateTime)."""
     end = cal.start + timedelta(days=int(cal.day[hi - 1]) + 1)
-    return end, datetime(end.year, end.month, end.day, 6)
+    return datetime(end.year, end.month, end.day, 6)
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def _simulate_month(
         day_offset=d0,
         import_kwh=flows.import_kwh.reshape(shape),
         export_kwh=flows.export_kwh.reshape(shape),
-        delivered_at=_delivery(inp.cal, hi)[1],
+        delivered_at=_delivery(inp.cal, hi),
     )
     return month, state
 
@@ -307,10 +309,11 @@ class DemoSummary:
     generate_seconds: float
     ingest_seconds: float
     reports: dict[str, IngestReport] = field(default_factory=dict)
+    generated: GeneratedDemo | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form (ingest reports summarised)."""
-        out = {k: v for k, v in self.__dict__.items() if k != "reports"}
+        """JSON-ready form (ingest reports summarised, generator arrays left out)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("reports", "generated")}
         out["reports"] = {k: r.to_dict() for k, r in self.reports.items()}
         return out
 
@@ -336,6 +339,36 @@ def _store_stats(store: Store, region: str) -> dict[str, float]:
     }  # fmt: skip
 
 
+_OUR_FILES = ("NEM12#DEMO*", "PRICE_AND_DEMAND_*", "customers.csv")
+
+
+def _check_inputs(cfg: DemoConfig, db_path: Path) -> None:
+    """Refuse to mix a differently configured demo into a store that holds one; record this
+    demo's inputs beside the store (``<db>.demo.json``)."""
+    wanted = json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    manifest = db_path.with_name(db_path.name + ".demo.json")
+    if db_path.exists() and manifest.exists():
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+        new = cfg.model_dump(mode="json")
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        if changed:
+            raise ConfigError(
+                f"store {db_path} holds a demo generated with other inputs "
+                f"({', '.join(changed)} differ); use another --out/--db or delete it"
+            )
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(wanted, encoding="utf-8")
+
+
+def _clear_inbox(out_dir: Path) -> None:
+    """Remove files an earlier demo generated (only the demo's own name patterns), so the inbox
+    holds exactly this demo's files."""
+    for sub in INBOX_DIRS.values():
+        for pattern in _OUR_FILES:
+            for stale in (out_dir / sub).glob(pattern):
+                stale.unlink()
+
+
 def build_demo(
     out_dir: Path,
     households: int | None = None,
@@ -355,6 +388,8 @@ def build_demo(
     out_dir = Path(out_dir)
     db_path = Path(db) if db is not None else out_dir / "fairshare.duckdb"
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_inputs(cfg, db_path)
+    _clear_inbox(out_dir)
     with Store.open(db_path) as store:
         generated = generate_demo(out_dir, cfg, store, progress)
         t0 = time.perf_counter()
@@ -371,5 +406,6 @@ def build_demo(
         generate_seconds=generated.seconds,
         ingest_seconds=ingest_seconds,
         reports=reports,
+        generated=generated,
         **stats,  # type: ignore[arg-type]
     )
