@@ -139,6 +139,22 @@ def test_solar_is_zero_at_night_and_only_on_solar_homes(summer) -> None:  # type
     assert (f.solar_kwh[solar].sum(axis=1) > 0).all()
 
 
+def test_load_and_price_share_the_temperature_driver(cfg: DemoConfig, summer) -> None:  # type: ignore[no-untyped-def]
+    _, f, _, _ = summer
+    seeds = seed_streams(cfg.seed)
+    weather = simulate_weather(np.random.default_rng(seeds["weather"]), cfg.start, cfg.days)
+    cal = build_calendar(cfg.start, cfg.days, 5, cfg.timezone)
+    cap, floor = np.full(cal.size, 17500.0), np.full(cal.size, -1000.0)
+    sun = clear_sky_shape(cal, cfg.latitude_deg, cfg.longitude_deg)
+    path = simulate_prices(np.random.default_rng(seeds["prices"]), cal, weather, cfg.prices,
+                           sun, cap, floor)  # fmt: skip
+    price_30 = path.price_per_mwh.reshape(-1, 6).mean(axis=1)
+    load = f.load_kwh.sum(axis=0)
+    assert np.corrcoef(load, price_30)[0, 1] > 0.2  # price-volume correlation
+    daily_load = load.reshape(cfg.days, -1).sum(axis=1)
+    assert np.corrcoef(daily_load, weather.tmax_c)[0, 1] > 0.3  # hot summer days use more
+
+
 def test_household_shares_follow_the_config() -> None:
     cfg = load_demo_config(households=4000)
     hh = draw_households(np.random.default_rng(seed_streams(cfg.seed)["attributes"]), cfg)
