@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import bill, demo, explain, ingest, nightly, products, quarantine
+from cli import bill, demo, explain, ingest, nightly, products, quarantine, risk
 
 app = typer.Typer(
     name="fairshare",
@@ -24,6 +24,7 @@ app.command("demo")(demo.demo)
 app.add_typer(bill.app, name="bill")
 app.add_typer(products.app, name="products")
 app.add_typer(explain.app, name="explain")
+app.add_typer(risk.app, name="risk")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,7 +41,7 @@ class LoadModelParams:
         """JSON-ready parameters."""
         return {
             "interval_minutes": self.interval_minutes,
-            "shape_kwh": np.round(self.shape_kwh, 5).tolist(),
+            "shape_kwh": self.shape_kwh.tolist(),
             "driver_ou_per_day": self.driver.to_dict(),
             "driver_now": self.driver_now,
             "spike_uplift": self.spike_uplift,

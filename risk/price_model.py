@@ -60,8 +60,8 @@ class PriceModelParams:
         """JSON-ready parameters."""
         return {
             "interval_minutes": self.interval_minutes,
-            "shape_per_mwh": np.round(self.shape_per_mwh, 3).tolist(),
-            "vol_per_mwh": np.round(self.vol_per_mwh, 3).tolist(),
+            "shape_per_mwh": self.shape_per_mwh.tolist(),
+            "vol_per_mwh": self.vol_per_mwh.tolist(),
             "fast_ou_per_day": self.fast.to_dict(),
             "level_ou_per_day": self.level.to_dict(),
             "level_now": self.level_now,

@@ -56,10 +56,10 @@ class SpikeParams:
         return {
             "model": self.model,
             "threshold_per_mwh": self.threshold_per_mwh,
-            "start_prob_by_month_hour": np.round(self.start_prob, 6).tolist(),
+            "start_prob_by_month_hour": self.start_prob.tolist(),
             "p_stay": self.p_stay,
             "decay": self.decay,
-            "level_quantiles_per_mwh": np.round(self.level_quantiles_per_mwh, 2).tolist(),
+            "level_quantiles_per_mwh": self.level_quantiles_per_mwh.tolist(),
             "mean_duration_intervals": self.mean_duration_intervals,
             "historical_share": self.share,
         }

@@ -21,7 +21,7 @@ from risk.hedging import HedgeBook
 from risk.load_model import calibrate_load_model, innovation_correlation
 from risk.price_model import calibrate_price_model
 from risk.settings import RiskSettings
-from risk.simulate import MarketModel
+from risk.simulate import MarketModel, SimulationResult
 from settlement.store import Store
 from tariffs.errors import ConfigError, FairshareError
 
@@ -201,3 +201,224 @@ def calibrate_from_arrays(
         label=label,
     )
     return MarketModel(params, load, innovation_correlation(level, driver_on_price))
+
+
+# --- runs: store -> arrays -> risk ------------------------------------------------------------
+
+
+def _history_tail(grid: Grid, values: np.ndarray, days: int) -> tuple[Grid, np.ndarray]:
+    """The last ``days`` whole market days of a series."""
+    n = min(days * grid.slots_per_day, grid.n_intervals)
+    start = grid.start_utc + np.timedelta64((grid.n_intervals - n) * grid.interval_minutes, "m")
+    return Grid(start, grid.interval_minutes, n, grid.market_offset_minutes), values[-n:]
+
+
+def _common_load(
+    store: Store, settings: RiskSettings, price_grid: Grid, price: np.ndarray
+) -> tuple[Grid, np.ndarray, int]:
+    """The cohort's average load; with fewer than 28 days of reads, a flat 0.3 kWh profile on the
+    price grid stands in (recorded in the model notes)."""
+    try:
+        grid, kwh, n = load_cohort_load(store, settings.region, settings.cohort)
+    except RiskInputError:
+        return price_grid, np.full(price.size, 0.3), 0
+    if grid.n_intervals < 28 * grid.slots_per_day:
+        return price_grid, np.full(price.size, 0.3), 0
+    return grid, kwh, n
+
+
+def calibrate_from_store(
+    store: Store, settings: RiskSettings, until: dt.date | None = None
+) -> tuple[MarketModel, dict[str, Any]]:
+    """Calibrate the region's price model and the cohort's load model from the store, and
+    validate it: a simulation over the last year of history against that history.
+
+    Returns the model and a report (parameters summary and validation table).
+    """
+    from risk.simulate import simulate_market
+    from risk.validation import validation_report
+
+    price_grid, price = load_prices(store, settings.region, until)
+    load_grid, load, n_customers = _common_load(store, settings, price_grid, price)
+    label = f"{settings.region} prices to {until or 'end of store'}, cohort {settings.cohort}"
+    model = calibrate_from_arrays(price_grid, price, load_grid, load, settings, label)
+    if n_customers == 0:
+        model.price.notes.append("no cohort meter data: flat 0.3 kWh/interval load profile")
+    tail_grid, tail_price = _history_tail(price_grid, price, 365)
+    sim = simulate_market(
+        model,
+        tail_grid,
+        min(settings.simulation.n_paths, 512),
+        settings.simulation.seed,
+        caps_by_fy=settings.caps_by_fy,
+        floor_per_mwh=settings.floor_per_mwh,
+        keep_paths=max(settings.simulation.keep_paths, 8),
+    )
+    tail_load = None
+    if load_grid == price_grid:
+        tail_load = _history_tail(load_grid, load, 365)[1]
+    report = {
+        "region": settings.region,
+        "cohort": settings.cohort,
+        "cohort_customers": n_customers,
+        "history_intervals": int(np.isfinite(price).sum()),
+        "validation": validation_report(
+            sim, tail_price, tail_load, settings.model.spike_threshold_per_mwh
+        ),
+    }
+    return model, report
+
+
+def horizon_grid(settings: RiskSettings) -> Grid:
+    """The simulated horizon of the settings (whole market days, 30-minute intervals)."""
+    from risk.calendar import grid_for_period
+
+    sim = settings.simulation
+    return grid_for_period(sim.horizon_start.isoformat(), sim.horizon_days)
+
+
+def simulate(
+    model: MarketModel, settings: RiskSettings, cap_strikes: tuple[float, ...] = (300.0,)
+) -> SimulationResult:
+    """Run the Monte Carlo of the settings (see :func:`risk.simulate.simulate_market`)."""
+    from risk.simulate import simulate_market
+
+    s = settings.simulation
+    return simulate_market(
+        model,
+        horizon_grid(settings),
+        s.n_paths,
+        s.seed,
+        caps_by_fy=settings.caps_by_fy,
+        floor_per_mwh=settings.floor_per_mwh,
+        cap_strikes=cap_strikes,
+        antithetic=s.antithetic,
+        sampler=s.sampler,
+        paths_per_chunk=s.paths_per_chunk,
+        keep_paths=s.keep_paths,
+    )
+
+
+def load_model_params(path: str | Path) -> MarketModel:
+    """A calibrated model from the JSON written by ``fairshare risk calibrate``."""
+    import json
+
+    from risk.serialize import market_model_from_dict
+
+    try:
+        data = json.loads(Path(path).read_text())
+        return market_model_from_dict(data.get("model", data))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a fairshare risk model file: {exc}") from exc
+
+
+def simulation_summary(sim: SimulationResult, settings: RiskSettings) -> dict[str, Any]:
+    """Headline figures of a simulation, each Monte Carlo mean with its standard error."""
+    from risk.stats import mc_mean
+    from risk.validation import path_statistics
+
+    stats = path_statistics(sim, settings.model.spike_threshold_per_mwh)
+    out: dict[str, Any] = {
+        name: {
+            **mc_mean(values, groups=sim.groups).to_dict(),
+            "p01": float(np.quantile(values, 0.01)),
+            "p99": float(np.quantile(values, 0.99)),
+        }
+        for name, values in stats.items()
+    }
+    cost = sim.cost_aud.sum(axis=0)
+    energy = sim.energy_kwh.sum(axis=0)
+    out["wholesale_cost_aud_per_customer"] = mc_mean(cost, groups=sim.groups).to_dict()
+    out["energy_kwh_per_customer"] = mc_mean(energy, groups=sim.groups).to_dict()
+    out["paths"] = sim.n_paths
+    out["intervals"] = sim.grid.n_intervals
+    return out
+
+
+def price_demo_safe_harbour(
+    store: Store,
+    settings_path: str | Path | None = None,
+    hedge_book_path: str | Path | None = None,
+    *,
+    n_paths: int | None = None,
+    model_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Price the demo retailer's safe-harbour product from the store (used by ``fairshare demo``).
+
+    Calibrates (or loads ``model_path``), simulates the settings' horizon, values the hedge book
+    (default ``data/hedges/demo-hedge-book.toml`` when it exists), solves the safe-harbour rate
+    with its re-entry cost and prices the re-entry levers. ``n_paths`` overrides the settings.
+    Returns a JSON-ready dict.
+    """
+    from risk.pricing import price_safe_harbour
+
+    settings = load_settings(settings_path)
+    if n_paths is not None:
+        settings = settings.model_copy(
+            update={"simulation": settings.simulation.model_copy(update={"n_paths": n_paths})}
+        )
+    book = load_hedge_book(hedge_book_path) if hedge_book_path else None
+    report: dict[str, Any] = {}
+    if model_path:
+        model = load_model_params(model_path)
+    else:
+        model, report = calibrate_from_store(store, settings)
+    strikes = tuple(book.cap_strikes()) if book and book.cap_strikes() else (300.0,)
+    sim = simulate(model, settings, strikes)
+    out = price_safe_harbour(sim, book, settings)
+    out["simulation"] = simulation_summary(sim, settings)
+    out["validation"] = report.get("validation")
+    out["settings"] = settings.model_dump(mode="json")
+    return out
+
+
+def _model_and_sim(
+    store: Store,
+    settings: RiskSettings,
+    model_path: str | Path | None,
+    cap_strikes: tuple[float, ...] = (300.0,),
+) -> tuple[MarketModel, SimulationResult]:
+    model = (
+        load_model_params(model_path) if model_path else calibrate_from_store(store, settings)[0]
+    )
+    return model, simulate(model, settings, cap_strikes)
+
+
+def run_simulation(
+    store: Store, settings: RiskSettings, model_path: str | Path | None = None
+) -> dict[str, Any]:
+    """``fairshare risk simulate``: headline simulated statistics with standard errors."""
+    _, sim = _model_and_sim(store, settings, model_path)
+    return {"simulation": simulation_summary(sim, settings)}
+
+
+def run_hedge(
+    store: Store, settings: RiskSettings, book: HedgeBook, model_path: str | Path | None = None
+) -> dict[str, Any]:
+    """``fairshare risk hedge``: the book's payoff and the cost distribution with and without it,
+    minimum-variance and CVaR-optimal volumes, risk premium."""
+    from risk.valuation import value_hedge_book
+
+    _, sim = _model_and_sim(store, settings, model_path, tuple(book.cap_strikes()) or (300.0,))
+    return {
+        "hedge_book": value_hedge_book(sim, book, settings.hedging).to_dict(),
+        "book": book.name,
+    }
+
+
+def run_reentry(
+    store: Store,
+    settings: RiskSettings,
+    rate_per_kwh: float,
+    model_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """``fairshare risk reentry``: the option at a given safe-harbour rate, and its levers."""
+    from risk.reentry import ReentryInputs, reentry_levers, value_reentry
+
+    _, sim = _model_and_sim(store, settings, model_path)
+    inputs = ReentryInputs.from_simulation(sim, settings.reentry)
+    return {
+        "rate_per_kwh": rate_per_kwh,
+        "reentry": value_reentry(inputs, rate_per_kwh, settings.reentry).to_dict(),
+        "reentry_levers": reentry_levers(inputs, rate_per_kwh, settings.reentry),
+    }
