@@ -9,7 +9,6 @@ one day are held, with per-path monthly sums accumulated (see :class:`Simulation
 
 from __future__ import annotations
 
-import datetime as dt
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -21,67 +20,22 @@ from scipy.stats import qmc
 
 from risk.calendar import Grid
 from risk.hedging import MonthlyPriceAggregates
-from risk.load_model import LoadModelParams
-from risk.price_model import PriceModelParams
+from risk.results import (
+    Accumulators,
+    MarketModel,
+    SimSettings,
+    SimulationResult,
+    accumulate,
+    count_extremes,
+    month_starts,
+    peak_counts,
+)
 from risk.spikes import SpikeState, draw_day_events
 
 FloatArray = NDArray[np.float64]
 Sampler = Literal["pseudo", "sobol"]
 BLOCK_PATHS = 1024
-
-
-@dataclass
-class MarketModel:
-    """Price model, cohort load model and the correlation of their daily innovations."""
-
-    price: PriceModelParams
-    load: LoadModelParams
-    rho_level_driver: float = 0.0
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready parameters."""
-        return {
-            "price": self.price.to_dict(),
-            "load": self.load.to_dict(),
-            "rho_level_driver": self.rho_level_driver,
-        }
-
-
-@dataclass
-class SimulationResult:
-    """Per-path results of a simulation.
-
-    Monthly arrays are ``(n_months, n_paths)``: ``cost_aud`` wholesale cost of the cohort's
-    average customer [$], ``energy_kwh``, ``energy_peak_kwh`` (weekday 07-22 market time);
-    ``level_at_month_start`` (daily deviation [$/MWh]),
-    ``slow_at_month_start`` (log) and ``driver_at_month_start`` are the daily factors on each
-    month's first day (LSM states). Per path: ``spike_intervals``,
-    ``negative_intervals``, ``spike_events`` and their conditional expectation
-    ``spike_events_expected`` (their difference has mean zero: a control variate). ``groups``
-    labels independent replicates (antithetic pairs or Sobol blocks) for standard errors.
-    ``kept_price_per_mwh`` / ``kept_load_kwh`` hold the first ``keep_paths`` full paths.
-    """
-
-    grid: Grid
-    prices: MonthlyPriceAggregates
-    cost_aud: FloatArray
-    energy_kwh: FloatArray
-    energy_peak_kwh: FloatArray
-    spike_intervals: FloatArray
-    negative_intervals: FloatArray
-    spike_events: FloatArray
-    spike_events_expected: FloatArray
-    level_at_month_start: FloatArray
-    slow_at_month_start: FloatArray
-    driver_at_month_start: FloatArray
-    groups: NDArray[np.int64]
-    kept_price_per_mwh: NDArray[np.float32]
-    kept_load_kwh: NDArray[np.float32]
-
-    @property
-    def n_paths(self) -> int:
-        """Number of simulated paths."""
-        return int(self.cost_aud.shape[1])
+__all__ = ["BLOCK_PATHS", "MarketModel", "SimulationResult", "simulate_market"]
 
 
 @dataclass
@@ -128,71 +82,6 @@ def _groups(n_paths: int, antithetic: bool, sampler: Sampler) -> NDArray[np.int6
         size = np.minimum(BLOCK_PATHS, n_paths - block * BLOCK_PATHS)
         return block * BLOCK_PATHS + pos % (size // 2)
     return idx
-
-
-def month_starts(grid: Grid) -> tuple[list[dt.date], NDArray[np.int64]]:
-    """First day of each simulated month and each market day's month index."""
-    f = grid.features()
-    day_month = f.month_key[:: grid.slots_per_day]
-    keys = np.unique(day_month)
-    months = [dt.date(1970 + int(k) // 12, int(k) % 12 + 1, 1) for k in keys]
-    return months, np.searchsorted(keys, day_month)
-
-
-@dataclass
-class _Acc:
-    """Accumulators for all paths (filled chunk by chunk)."""
-
-    price_all: FloatArray
-    price_peak: FloatArray
-    cap_excess: FloatArray
-    cost: FloatArray
-    energy: FloatArray
-    energy_peak: FloatArray
-    spikes: FloatArray
-    negatives: FloatArray
-    events: FloatArray
-    events_expected: FloatArray
-    level_ms: FloatArray
-    slow_ms: FloatArray
-    driver_ms: FloatArray
-    kept_price: NDArray[np.float32]
-    kept_load: NDArray[np.float32]
-
-    @classmethod
-    def zeros(cls, n_months: int, n_paths: int, n_strikes: int, n_int: int, keep: int) -> _Acc:
-        z = np.zeros
-        return cls(
-            z((n_months, n_paths)),
-            z((n_months, n_paths)),
-            z((n_strikes, n_months, n_paths)),
-            z((n_months, n_paths)),
-            z((n_months, n_paths)),
-            z((n_months, n_paths)),
-            z(n_paths),
-            z(n_paths),
-            z(n_paths),
-            z(n_paths),
-            z((n_months, n_paths)),
-            z((n_months, n_paths)),
-            z((n_months, n_paths)),
-            np.zeros((n_int, keep), dtype=np.float32),
-            np.zeros((n_int, keep), dtype=np.float32),
-        )
-
-
-@dataclass(frozen=True)
-class SimSettings:
-    """Engine options resolved from :class:`risk.settings.SimulationSettings`."""
-
-    floor_per_mwh: float
-    cap_per_mwh_by_day: FloatArray
-    cap_strikes: tuple[float, ...]
-    antithetic: bool
-    sampler: Sampler
-    keep_paths: int
-    peak_slots: tuple[int, int]
-    load_uplift: float
 
 
 def simulate_market(
@@ -246,7 +135,7 @@ def simulate_market(
     )
     blocks = _blocks(n_paths, seed, sampler, n_days, antithetic)
     n_pad = len(blocks) * BLOCK_PATHS
-    acc = _Acc.zeros(len(months), n_pad, len(cap_strikes), grid.n_intervals, keep_paths)
+    acc = Accumulators.zeros(len(months), n_pad, len(cap_strikes), grid.n_intervals, keep_paths)
     per_chunk = max(1, paths_per_chunk // BLOCK_PATHS)
     for first in range(0, len(blocks), per_chunk):
         _run_chunk(
@@ -256,7 +145,7 @@ def simulate_market(
         months=months,
         hours_per_interval=grid.hours_per_interval,
         n_all=np.bincount(day_month, minlength=len(months)) * slots,
-        n_peak=_peak_counts(grid, day_month, len(months), cfg.peak_slots),
+        n_peak=peak_counts(grid, day_month, len(months), cfg.peak_slots),
         price_sum_all=acc.price_all[:, :n_paths],
         price_sum_peak=acc.price_peak[:, :n_paths],
         cap_strikes=list(cap_strikes),
@@ -282,15 +171,6 @@ def simulate_market(
     )
 
 
-def _peak_counts(
-    grid: Grid, day_month: NDArray[np.int64], n_months: int, peak: tuple[int, int]
-) -> NDArray[np.int64]:
-    weekday = ~grid.features().weekend[:: grid.slots_per_day]
-    return np.bincount(day_month, weights=weekday * (peak[1] - peak[0]), minlength=n_months).astype(
-        np.int64
-    )
-
-
 @dataclass
 class _State:
     level: FloatArray  # (K, 1, nb): daily deviation of the log level
@@ -307,7 +187,7 @@ def _run_chunk(
     offset: int,
     day_month: NDArray[np.int64],
     cfg: SimSettings,
-    acc: _Acc,
+    acc: Accumulators,
 ) -> None:
     k, nb = len(blocks), BLOCK_PATHS  # a short last block is padded (padding is trimmed)
     p = model.price
@@ -423,7 +303,7 @@ def _day(
     mi: int,
     cols: slice,
     cfg: SimSettings,
-    acc: _Acc,
+    acc: Accumulators,
     slots: int,
 ) -> None:
     p, ld = model.price, model.load
@@ -439,10 +319,8 @@ def _day(
     starts, expected, cells = _apply_spikes(model, blocks, state, month, price, slots)
     np.clip(price, cfg.floor_per_mwh, cfg.cap_per_mwh_by_day[d], out=price)
     load_shape = ld.shape_kwh[month, int(weekend)]
-    _accumulate(
-        price, load_shape, np.exp(state.driver[:, 0, :]), cells, weekend, mi, cols, cfg, acc
-    )
-    _count(price, cols, acc, p.spikes.threshold_per_mwh)
+    accumulate(price, load_shape, np.exp(state.driver[:, 0, :]), cells, weekend, mi, cols, cfg, acc)
+    count_extremes(price, cols, acc, p.spikes.threshold_per_mwh)
     acc.events[cols] += starts.reshape(-1)
     acc.events_expected[cols] += expected.reshape(-1)
     if cfg.keep_paths and cols.start == 0:
@@ -459,58 +337,13 @@ def _keep(
     d: int,
     slots: int,
     keep: int,
-    acc: _Acc,
+    acc: Accumulators,
 ) -> None:
     load = load_shape[None, :, None] * np.exp(state.driver)
     load[cells] *= 1.0 + uplift
     rows = slice(d * slots, (d + 1) * slots)
     acc.kept_price[rows] = np.moveaxis(price, 1, 0).reshape(slots, -1)[:, :keep]
     acc.kept_load[rows] = np.moveaxis(load, 1, 0).reshape(slots, -1)[:, :keep]
-
-
-def _accumulate(
-    price: FloatArray,
-    load_shape: FloatArray,
-    driver_scale: FloatArray,
-    cells: tuple[NDArray[np.int64], ...],
-    weekend: bool,
-    mi: int,
-    cols: slice,
-    cfg: SimSettings,
-    acc: _Acc,
-) -> None:
-    """Monthly sums: price (all, peak), cost and energy (load = shape x driver, uplifted in
-    spike cells), cap excess. One matrix product gives the three weighted slot sums."""
-    slots = price.shape[1]
-    weights = np.zeros((3, slots))
-    weights[0] = 1.0
-    if not weekend:
-        weights[1, cfg.peak_slots[0] : cfg.peak_slots[1]] = 1.0
-    weights[2] = load_shape
-    sums = np.matmul(weights, price)  # (K, 3, nb)
-    acc.price_all[mi, cols] += sums[:, 0].reshape(-1)
-    acc.price_peak[mi, cols] += sums[:, 1].reshape(-1)
-    cost = sums[:, 2] * driver_scale
-    energy = load_shape.sum() * driver_scale
-    energy_peak = float(load_shape @ weights[1]) * driver_scale
-    if cells[0].size and cfg.load_uplift:
-        k, r, j = cells
-        extra = load_shape[r] * driver_scale[k, j] * cfg.load_uplift
-        np.add.at(cost, (k, j), extra * price[cells])
-        np.add.at(energy, (k, j), extra)
-        np.add.at(energy_peak, (k, j), extra * weights[1, r])
-    acc.cost[mi, cols] += cost.reshape(-1) / 1000.0
-    acc.energy[mi, cols] += energy.reshape(-1)
-    acc.energy_peak[mi, cols] += energy_peak.reshape(-1)
-    excess = np.empty_like(price)
-    for s, strike in enumerate(cfg.cap_strikes):
-        np.maximum(price, strike, out=excess)
-        acc.cap_excess[s, mi, cols] += (excess.sum(axis=1) - strike * slots).reshape(-1)
-
-
-def _count(price: FloatArray, cols: slice, acc: _Acc, threshold: float) -> None:
-    acc.spikes[cols] += np.add.reduce(price > threshold, axis=1, dtype=np.int64).reshape(-1)
-    acc.negatives[cols] += np.add.reduce(price < 0.0, axis=1, dtype=np.int64).reshape(-1)
 
 
 def _step_daily_factors(model: MarketModel, state: _State, daily: FloatArray) -> None:

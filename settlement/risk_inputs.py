@@ -359,12 +359,12 @@ def price_demo_safe_harbour(
         )
     book = load_hedge_book(hedge_book_path) if hedge_book_path else None
     report: dict[str, Any] = {}
-    if model_path:
-        model = load_model_params(model_path)
-    else:
-        model, report = calibrate_from_store(store, settings)
     strikes = tuple(book.cap_strikes()) if book and book.cap_strikes() else (300.0,)
-    sim = simulate(model, settings, strikes)
+    if settings.model.source == "parametric" and not model_path:
+        model, report = calibrate_from_store(store, settings)
+        sim = simulate(model, settings, strikes)
+    else:
+        sim = SOURCES[settings.model.source](store, settings, model_path, strikes)
     out = price_safe_harbour(sim, book, settings)
     out["simulation"] = simulation_summary(sim, settings)
     out["validation"] = report.get("validation")
@@ -372,23 +372,92 @@ def price_demo_safe_harbour(
     return out
 
 
-def _model_and_sim(
+def _simulate_parametric(
+    store: Store,
+    settings: RiskSettings,
+    model_path: str | Path | None,
+    cap_strikes: tuple[float, ...],
+) -> SimulationResult:
+    model = (
+        load_model_params(model_path) if model_path else calibrate_from_store(store, settings)[0]
+    )
+    return simulate(model, settings, cap_strikes)
+
+
+def _simulate_bootstrap(
+    store: Store,
+    settings: RiskSettings,
+    model_path: str | Path | None,
+    cap_strikes: tuple[float, ...],
+) -> SimulationResult:
+    """Block bootstrap of joint history: prices with the cohort's load where both exist (else
+    the load model's shape, from a calibration, on the price days)."""
+    from risk.bootstrap import simulate_bootstrap
+
+    price_grid, price = load_prices(store, settings.region)
+    load_grid, load, n_customers = _common_load(store, settings, price_grid, price)
+    if n_customers == 0 or load_grid != price_grid:
+        model = (
+            load_model_params(model_path)
+            if model_path
+            else calibrate_from_store(store, settings)[0]
+        )
+        f = price_grid.features()
+        shape = model.load.shape_kwh[f.month, f.weekend.astype(int), f.slot]
+        if n_customers:
+            joint = _on_grid(load_grid, load, price_grid)
+            load = np.where(np.isfinite(joint), joint, np.nan)
+            if np.isfinite(load).sum() < 28 * price_grid.slots_per_day:
+                load = shape
+        else:
+            load = shape
+    s = settings.simulation
+    return simulate_bootstrap(
+        price,
+        load,
+        price_grid,
+        horizon_grid(settings),
+        s.n_paths,
+        s.seed,
+        caps_by_fy=settings.caps_by_fy,
+        floor_per_mwh=settings.floor_per_mwh,
+        cap_strikes=cap_strikes,
+        threshold_per_mwh=settings.model.spike_threshold_per_mwh,
+        block_days=settings.model.bootstrap_block_days,
+        keep_paths=s.keep_paths,
+    )
+
+
+def _on_grid(src: Grid, values: np.ndarray, dst: Grid) -> np.ndarray:
+    """Values of ``src`` placed on the intervals of ``dst`` (NaN where absent)."""
+    offset = int((src.start_utc - dst.start_utc).astype("timedelta64[m]").astype(np.int64))
+    shift = offset // dst.interval_minutes
+    out = np.full(dst.n_intervals, np.nan)
+    lo, hi = max(shift, 0), min(shift + src.n_intervals, dst.n_intervals)
+    if hi > lo:
+        out[lo:hi] = values[lo - shift : hi - shift]
+    return out
+
+
+# model source (a validated setting) -> simulation
+SOURCES = {"parametric": _simulate_parametric, "bootstrap": _simulate_bootstrap}
+
+
+def _simulate_source(
     store: Store,
     settings: RiskSettings,
     model_path: str | Path | None,
     cap_strikes: tuple[float, ...] = (300.0,),
-) -> tuple[MarketModel, SimulationResult]:
-    model = (
-        load_model_params(model_path) if model_path else calibrate_from_store(store, settings)[0]
-    )
-    return model, simulate(model, settings, cap_strikes)
+) -> SimulationResult:
+    """Simulate with the model source the settings name (dispatched through ``SOURCES``)."""
+    return SOURCES[settings.model.source](store, settings, model_path, cap_strikes)
 
 
 def run_simulation(
     store: Store, settings: RiskSettings, model_path: str | Path | None = None
 ) -> dict[str, Any]:
     """``fairshare risk simulate``: headline simulated statistics with standard errors."""
-    _, sim = _model_and_sim(store, settings, model_path)
+    sim = _simulate_source(store, settings, model_path)
     return {"simulation": simulation_summary(sim, settings)}
 
 
@@ -399,7 +468,7 @@ def run_hedge(
     minimum-variance and CVaR-optimal volumes, risk premium."""
     from risk.valuation import value_hedge_book
 
-    _, sim = _model_and_sim(store, settings, model_path, tuple(book.cap_strikes()) or (300.0,))
+    sim = _simulate_source(store, settings, model_path, tuple(book.cap_strikes()) or (300.0,))
     return {
         "hedge_book": value_hedge_book(sim, book, settings.hedging).to_dict(),
         "book": book.name,
@@ -415,7 +484,7 @@ def run_reentry(
     """``fairshare risk reentry``: the option at a given safe-harbour rate, and its levers."""
     from risk.reentry import ReentryInputs, reentry_levers, value_reentry
 
-    _, sim = _model_and_sim(store, settings, model_path)
+    sim = _simulate_source(store, settings, model_path)
     inputs = ReentryInputs.from_simulation(sim, settings.reentry)
     return {
         "rate_per_kwh": rate_per_kwh,

@@ -192,3 +192,15 @@ def test_price_demo_safe_harbour(risk_env: tuple[Path, Path]) -> None:
     sh = out["safe_harbour"]
     assert 0.1 < sh["rate_per_kwh"] < 1.0
     assert out["simulation"]["paths"] == 128
+
+
+def test_bootstrap_source_via_cli(risk_env: tuple[Path, Path], tmp_path: Path) -> None:
+    db, settings = risk_env
+    boot = tmp_path / "boot.toml"
+    boot.write_text(settings.read_text() + '\n[model]\nsource = "bootstrap"\n')
+    res = runner.invoke(
+        app, ["risk", "simulate", "--db", str(db), "--settings", str(boot), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.stdout)["simulation"]
+    assert figures["paths"] == 256 and figures["energy_kwh_per_customer"]["value"] > 0

@@ -169,3 +169,31 @@ def test_clipped_to_floor_and_cap() -> None:
     assert june.max() == pytest.approx(17500.0)
     assert july.max() == pytest.approx(20300.0)
     assert kept.min() >= -1000.0 - 1e-3
+
+
+def test_bootstrap_resamples_joint_history() -> None:
+    from risk.bootstrap import simulate_bootstrap
+
+    hist_grid = grid_for_period("2022-07-01", 2 * 365)
+    hist = simulate_market(synthetic_model(), hist_grid, 2, 8, caps_by_fy=CAPS, keep_paths=1)
+    price = hist.kept_price_per_mwh[:, 0].astype(float)
+    load = hist.kept_load_kwh[:, 0].astype(float)
+    horizon = grid_for_period("2024-07-01", 90)
+    kw = {"caps_by_fy": CAPS, "keep_paths": 2}
+    a = simulate_bootstrap(price, load, hist_grid, horizon, 1500, 4, **kw)
+    b = simulate_bootstrap(price, load, hist_grid, horizon, 1024, 4, **kw)
+    np.testing.assert_array_equal(a.cost_aud[:, :1024], b.cost_aud)  # chunk invariance
+    # every simulated day is a historical day: kept paths' days are rows of the history
+    days = {tuple(np.round(r, 3)) for r in price.reshape(-1, 48)}
+    kept = a.kept_price_per_mwh[:, 0].astype(float).reshape(-1, 48)
+    assert all(tuple(np.round(r, 3)) in days for r in kept[:10])
+    # the joint cost equals the sum of price x load of the resampled days
+    np.testing.assert_allclose(
+        a.cost_aud[:, 0].sum(),
+        (a.kept_price_per_mwh[:, 0].astype(float) * a.kept_load_kwh[:, 0]).sum() / 1000,
+        rtol=1e-4,
+    )
+    jul_sep = (hist_grid.features().month[::48] >= 6) & (hist_grid.features().month[::48] <= 8)
+    hist_mean = price.reshape(-1, 48)[jul_sep].mean()
+    est = mc_mean(a.prices.price_sum_all.sum(axis=0) / horizon.n_intervals)
+    assert abs(est.value - hist_mean) < 0.1 * abs(hist_mean)
