@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from settlement.closing import HASH_SQL
 from settlement.store import Store
 
 
@@ -91,6 +92,82 @@ AUDITS: list[Audit] = [
 ]
 
 
+BILL_AUDITS: list[Audit] = [
+    Audit(
+        "issued_bills_unchanged",
+        "every issued bill (header and lines) hashes to what it hashed to when issued",
+        """
+        SELECT i.bill_id, i.content_sha256 AS at_issue, h.content_sha256 AS now
+        FROM bill_issues i LEFT JOIN (HASH) h USING (bill_id)
+        WHERE h.content_sha256 IS DISTINCT FROM i.content_sha256
+        """,
+        ("bill_issues",),
+    ),
+    Audit(
+        "one_issued_bill_per_account_period",
+        "no account has two issued bills for the same period and product",
+        """
+        SELECT account, period_start, product, count(*) AS n FROM bills
+        WHERE status = 'issued' GROUP BY ALL HAVING count(*) > 1
+        """,
+        ("bill_issues",),
+    ),
+    Audit(
+        "issued_bills_have_amounts",
+        "no NULL (or NaN) amount on an issued bill or its lines",
+        """
+        SELECT b.bill_id, l.line_no FROM bills b LEFT JOIN bill_lines l USING (bill_id)
+        WHERE b.status = 'issued' AND (b.total_ex_gst IS NULL OR b.gst IS NULL
+              OR b.total_inc_gst IS NULL OR l.amount_inc_gst IS NULL OR isnan(l.quantity))
+        """,
+        ("bill_issues",),
+    ),
+    Audit(
+        "issued_lines_sum_to_totals",
+        "the lines of every issued bill add up to its totals to the cent",
+        """
+        SELECT b.bill_id, b.total_ex_gst, sum(l.amount_ex_gst) AS lines_ex, b.gst,
+               sum(l.gst) AS lines_gst
+        FROM bills b JOIN bill_lines l USING (bill_id) WHERE b.status = 'issued'
+        GROUP BY b.bill_id, b.total_ex_gst, b.gst, b.total_inc_gst
+        HAVING sum(l.amount_ex_gst) <> b.total_ex_gst OR sum(l.gst) <> b.gst
+            OR b.total_inc_gst <> b.total_ex_gst + b.gst
+        """,
+        ("bill_issues",),
+    ),
+    Audit(
+        "billed_energy_equals_metered",
+        "each kWh component of a bill issued in the range bills exactly the metered energy of "
+        "its channel over the bill's period (bills issued from data as known at issue)",
+        """
+        WITH billed AS (
+            SELECT b.bill_id, b.nmi, l.component, pc.suffix, c.timezone,
+                   b.period_start, b.period_end, sum(l.quantity) AS billed_kwh
+            FROM bills b JOIN bill_issues i USING (bill_id)
+            JOIN bill_lines l USING (bill_id)
+            JOIN product_channels pc ON pc.product = b.product AND pc.component = l.component
+            JOIN customers c ON c.account = b.account
+            WHERE b.status = 'issued' AND l.unit = 'kWh'
+              AND b.period_end - 1 BETWEEN $date_from AND $date_to
+            GROUP BY ALL
+        ), metered AS (
+            SELECT bl.bill_id, bl.component, sum(m.kwh) AS metered_kwh
+            FROM billed bl JOIN meter_reads m ON m.nmi = bl.nmi AND m.suffix = bl.suffix
+             AND m.quality <> 'N'
+             AND m.interval_start >= timezone(bl.timezone, bl.period_start::TIMESTAMP)
+             AND m.interval_start < timezone(bl.timezone, bl.period_end::TIMESTAMP)
+            GROUP BY ALL
+        )
+        SELECT bl.bill_id, bl.component, bl.billed_kwh, m.metered_kwh
+        FROM billed bl LEFT JOIN metered m USING (bill_id, component)
+        WHERE abs(bl.billed_kwh - coalesce(m.metered_kwh, 0)) > 1e-6
+          AND NOT EXISTS (SELECT 1 FROM bill_adjustments a WHERE a.original_bill_id = bl.bill_id)
+        """,
+        ("bill_issues", "product_channels"),
+    ),
+]
+
+
 def _exists(store: Store, table: str) -> bool:
     rows = store.con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
@@ -110,11 +187,12 @@ def run_audits(
     """Run every applicable audit over the date range; return results (also for passes)."""
     results = []
     params = {"date_from": date_from, "date_to": date_to}
-    for audit in AUDITS:
+    for audit in [*AUDITS, *BILL_AUDITS]:
         if not all(_exists(store, t) for t in audit.needs):
             continue
         used = {k: v for k, v in params.items() if f"${k}" in audit.sql}
-        rel = store.con.execute(f"SELECT * FROM ({audit.sql}) LIMIT 1000001", used)
+        sql = audit.sql.replace("(HASH)", f"({HASH_SQL})")
+        rel = store.con.execute(f"SELECT * FROM ({sql}) LIMIT 1000001", used)
         cols = [d[0] for d in rel.description or []]
         rows = rel.fetchall()
         sample = [dict(zip(cols, r, strict=True)) for r in rows[:sample_rows]]

@@ -130,12 +130,17 @@ def bill_accounts(
     product_dir: str | Path | None = None,
     progress: Progress | None = None,
     as_of: datetime | None = None,
-    write: bool = True,
+    batch_size: int = 20_000,
+    run_id: int | None = None,
 ) -> BillRunResult:
     """Bill the cycles starting in ``[period_start, period_end)`` (see module docstring).
 
     ``products`` defaults to :func:`load_products` of ``product_dir``; with ``shadow=True`` every
-    product given is billed for every account. Raises :class:`AuditFailedError` when a post-run
+    product given is billed for every account. Segments are priced in batches of ``batch_size``
+    (all accounts of a batch at once) to bound memory. ``as_of`` is recorded as the run's data
+    instant (default: now). ``run_id`` fixes the billing-run id (the nightly run derives it from
+    its own id so that a rerun after a crash rewrites the same bills; an unfinished run of that
+    id is discarded first). Raises :class:`AuditFailedError` when a post-run
     audit finds rows (the run's writes are rolled back).
     """
     if period_end <= period_start:
@@ -146,22 +151,26 @@ def bill_accounts(
         products = load_products(product_dir)
     texts = product_texts(product_dir) if product_dir is not None else {}
     note = progress or (lambda _d, _a, _t: None)
-    run_id, _started = _start_run(store, period_start, period_end, shadow, as_of)
+    run_id, _started = _start_run(store, period_start, period_end, shadow, as_of, run_id)
     segs = segments_frame(store, period_start, period_end, accounts, products, shadow=shadow)
     note("segments", segs.height, segs.height)
     results: list[tuple[Product, pl.DataFrame, SegmentBills | None, str | None]] = []
     groups = segs.partition_by("product", "timezone", as_dict=True, maintain_order=True)
+    done = 0
     for (pid, tz), group in groups.items():
         product = products[str(pid)]
         hold = _rate_hold(product, str(tz), group)
         if hold is not None:
             results.append((product, group, None, hold))
             continue
-        iv, input_holds = fetch_intervals(store, group, product.needs_spot)
-        priced = _price_group(product, str(tz), group, iv)
-        priced.holds = pl.concat([priced.holds, input_holds])
-        results.append((product, group, priced, None))
-        note(f"priced {pid} ({tz})", group.height, segs.height)
+        for batch in group.iter_slices(batch_size):
+            iv, input_holds = fetch_intervals(store, batch, product.needs_spot)
+            priced = _price_group(product, str(tz), batch, iv)
+            del iv
+            priced.holds = pl.concat([priced.holds, input_holds])
+            results.append((product, batch, priced, None))
+            done += batch.height
+            note(f"priced {pid} ({tz})", done, segs.height)
     result = BillRunResult(run_id, period_start, period_end, shadow)
     with store.transaction():
         write_bills(store, run_id, results, texts, shadow=shadow, status=status, result=result)
@@ -176,13 +185,26 @@ def bill_accounts(
 
 
 def _start_run(
-    store: Store, start: date, end: date, shadow: bool, as_of: datetime | None
+    store: Store,
+    start: date,
+    end: date,
+    shadow: bool,
+    as_of: datetime | None,
+    run_id: int | None = None,
 ) -> tuple[int, datetime]:
+    if run_id is not None:  # a given id: discard what an earlier attempt of it left behind
+        with store.transaction() as con:
+            con.execute(
+                "DELETE FROM bill_lines WHERE bill_id IN (SELECT bill_id FROM bills WHERE run_id = ?)",
+                [run_id],
+            )
+            con.execute("DELETE FROM bills WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM billing_runs WHERE run_id = ?", [run_id])
     row = store.con.execute(
         "INSERT INTO billing_runs (run_id, started_at, data_as_of, period_start, period_end, "
-        "shadow, status) VALUES (nextval('bill_run_seq'), now(), coalesce(?::TIMESTAMPTZ, now()),"
-        " ?, ?, ?, 'running') RETURNING run_id, data_as_of",
-        [as_of, start, end, shadow],
+        "shadow, status) VALUES (coalesce(?, nextval('bill_run_seq')), now(), "
+        "coalesce(?::TIMESTAMPTZ, now()), ?, ?, ?, 'running') RETURNING run_id, data_as_of",
+        [run_id, as_of, start, end, shadow],
     ).fetchall()
     return int(row[0][0]), row[0][1]
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from settlement.audits import AuditResult, run_audits
+from settlement.closing import close_cycles, stage_channels
 from settlement.config import NightlyConfig
 from settlement.failpoints import failpoint
 from settlement.inbox import ingest_inbox, pending_files
@@ -122,13 +123,22 @@ def run_nightly(
             if progress:
                 progress("settle", i, len(days) + len(resettle))
         d |= totals | {"days": len(days), "resettled_days": [x.isoformat() for x in resettle]}
+    with stage(store, slog, "bill") as d:
+        closed = close_cycles(store, run_id, date_from, date_to, cfg.products,
+                              cfg.back_billing_months)  # fmt: skip
+        stage_channels(store, cfg.products)
+        d |= closed.to_dict()
     with stage(store, slog, "audit") as d:
         audits = run_audits(store, date_from, date_to)
         failpoint("audit.after_queries")
         _record_audits(store, run_id, attempt, audits)
         d |= {"failed": [a.name for a in audits if not a.passed], "count": len(audits)}
     failed = [a for a in audits if not a.passed]
-    exit_code = ExitCode.AUDIT_FAILED if failed else report.exit_code
+    exit_code = (
+        ExitCode.AUDIT_FAILED if failed
+        else ExitCode.HELD if closed.bills_held
+        else report.exit_code
+    )  # fmt: skip
     manifest = _manifest(store, run_id, key, code, params, slog, audits, report.to_dict())
     snapshot = None
     if cfg.snapshot:
@@ -137,7 +147,7 @@ def run_nightly(
                 store,
                 cfg.runs,
                 run_id,
-                _snapshot_tables(date_from, date_to),
+                _snapshot_tables(run_id),
                 manifest | {"stages": slog.stages},
             )
             snapshot = str(path)
@@ -195,11 +205,32 @@ def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditRe
         )
 
 
-def _snapshot_tables(d1: dt.date, d2: dt.date) -> dict[str, str]:
-    lit = f"DATE '{d1.isoformat()}' AND DATE '{d2.isoformat()}'"  # dates, never user text
+def _snapshot_tables(run_id: str) -> dict[str, tuple[str, list[Any]]]:
+    """Queries (with parameters) whose results form the run's read-only snapshot."""
+    issued = "SELECT bill_id FROM bill_issues WHERE nightly_run_id = ?"
+    window = (
+        "SELECT * EXCLUDE (run_id) FROM wholesale_settlement WHERE settlement_date BETWEEN "
+        "(SELECT date_from FROM runs WHERE run_id = ?) AND (SELECT date_to FROM runs WHERE run_id = ?)"
+    )
     return {
-        "wholesale_settlement": "SELECT * EXCLUDE (run_id) FROM wholesale_settlement "
-        f"WHERE settlement_date BETWEEN {lit} ORDER BY account, interval_start",
+        "wholesale_settlement": (f"{window} ORDER BY account, interval_start", [run_id, run_id]),
+        "bills": (
+            f"SELECT * EXCLUDE (created_at) FROM bills WHERE bill_id IN ({issued}) ORDER BY bill_id",
+            [run_id],
+        ),
+        "bill_lines": (
+            f"SELECT * FROM bill_lines WHERE bill_id IN ({issued}) ORDER BY bill_id, line_no",
+            [run_id],
+        ),
+        "bill_adjustments": (
+            "SELECT * FROM bill_adjustments WHERE detected_run_id = ? ORDER BY original_bill_id",
+            [run_id],
+        ),
+        "audit_results": (
+            "SELECT audit, description, failing_rows, sample FROM audit_results WHERE run_id = ? "
+            "AND attempt = (SELECT attempts FROM runs WHERE run_id = ?) ORDER BY audit",
+            [run_id, run_id],
+        ),
     }
 
 

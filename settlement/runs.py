@@ -98,7 +98,11 @@ def stage(store: Store, log: StageLog, name: str) -> Iterator[dict[str, Any]]:
 
 
 def publish_snapshot(
-    store: Store, runs_dir: Path, run_id: str, tables: dict[str, str], manifest: dict[str, Any]
+    store: Store,
+    runs_dir: Path,
+    run_id: str,
+    tables: dict[str, tuple[str, list[Any]]],
+    manifest: dict[str, Any],
 ) -> Path:
     """Write each query's result as read-only Parquet plus ``manifest.json``, atomically.
 
@@ -111,10 +115,10 @@ def publish_snapshot(
     final = runs_dir / run_id
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    for name, sql in tables.items():
+    for name, (sql, params) in tables.items():
         target = staging / f"{name}.parquet"
-        literal = str(target).replace("'", "''")  # a path literal; COPY takes no parameter here
-        store.con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)")
+        literal = str(target).replace("'", "''")  # COPY's file name cannot be a parameter
+        store.con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)", params)
         target.chmod(0o444)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     (staging / "manifest.json").chmod(0o444)

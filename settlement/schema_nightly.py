@@ -59,4 +59,33 @@ CREATE TABLE wholesale_settlement (
     status           VARCHAR NOT NULL,         -- ok | estimated | missing_price
     run_id           VARCHAR NOT NULL
 );
+
+-- Bills issued by a nightly run, with the content hash audited on every later run.
+CREATE TABLE bill_issues (
+    bill_id           VARCHAR PRIMARY KEY,
+    nightly_run_id    VARCHAR NOT NULL,
+    input_max_file_id BIGINT NOT NULL,         -- newest ingested file when the bill was issued
+    content_sha256    VARCHAR NOT NULL
+);
+-- Corrections of issued bills: a credit and a rebill, applied as lines on the next bill.
+CREATE TABLE bill_adjustments (
+    original_bill_id   VARCHAR NOT NULL,       -- the issued bill being corrected
+    rebill_bill_id     VARCHAR,                -- the recomputation (status 'rebill')
+    account            VARCHAR NOT NULL,
+    detected_run_id    VARCHAR NOT NULL,
+    detected_file_id   BIGINT NOT NULL,        -- newest ingested file at detection (orders revisions)
+    credit_ex_gst      DECIMAL(18,2) NOT NULL,
+    credit_gst         DECIMAL(18,2) NOT NULL,
+    rebill_ex_gst      DECIMAL(18,2) NOT NULL,
+    rebill_gst         DECIMAL(18,2) NOT NULL,
+    status             VARCHAR NOT NULL,       -- pending | pending_written_off | applied | applied_written_off | held
+    hold_reason        VARCHAR NOT NULL,
+    applied_to_bill_id VARCHAR,
+    PRIMARY KEY (original_bill_id, detected_run_id)
+);
+-- How far (file_id) revisions of issued bills have been looked for.
+CREATE TABLE revision_checks (
+    nightly_run_id VARCHAR PRIMARY KEY,
+    max_file_id    BIGINT NOT NULL
+);
 """

@@ -172,7 +172,7 @@ def bill_segments(
     ctx: Context, intervals: pl.LazyFrame | pl.DataFrame, segments: pl.DataFrame
 ) -> SegmentBills:
     """Price ``segments`` on ``ctx.product`` from their ``intervals`` (see tariffs.calculus)."""
-    iv = localise(ctx, intervals)
+    iv = localise(ctx, intervals).collect().lazy()
     holds = input_holds(ctx, iv)
     held = holds.select("seg").unique()
     good_iv = iv.join(held.lazy(), on="seg", how="anti")

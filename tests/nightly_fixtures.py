@@ -11,15 +11,15 @@ import polars as pl
 from settlement.customers import COLUMNS
 from settlement.nem12_writer import write_nem12
 
-START = dt.date(2024, 1, 1)
-DAYS = 6
+START = dt.date(2024, 7, 1)
+DAYS = 31
 ACCOUNTS = ("A1", "A2", "A3")
 NMIS = {a: f"41020000{i:02d}" for i, a in enumerate(ACCOUNTS, 1)}
 
 
 def customers_csv(path: Path) -> Path:
     rows = [
-        f"{a},{NMIS[a]},NSW1,Australia/Sydney,1.04,0.99,monthly,1,2023-12-01,,{5 if a != 'A3' else 0},0,0,0,false,false,,{p},2023-12-01,"
+        f"{a},{NMIS[a]},NSW1,Australia/Sydney,1.04,0.99,monthly,1,2024-06-01,,{5 if a != 'A3' else 0},0,0,0,false,false,,{p},2024-06-01,"
         for a, p in zip(ACCOUNTS, ("sh-flat", "dyn-passthrough", "sh-tou"), strict=True)
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,10 +34,10 @@ def meter_frame(days: int = DAYS, start: dt.date = START, bump: float = 0.0) -> 
         for d in range(days):
             day = start + dt.timedelta(days=d)
             e1 = [
-                round(0.2 + 0.1 * i + 0.3 * (1 + math.sin((k + d) / 7)) + bump, 3)
+                round(0.2 + 0.1 * i + 0.3 * (1 + math.sin((k + day.toordinal()) / 7)) + bump, 3)
                 for k in range(48)
             ]
-            rows.append((NMIS[acct], "E1", day, 30, e1, "A", dt.datetime(2024, 2, 1, 0, 0)))
+            rows.append((NMIS[acct], "E1", day, 30, e1, "A", dt.datetime(2024, 8, 2, 0, 0)))
             if acct != "A3":
                 b1 = [
                     round(max(0.0, 1.2 * math.sin(math.pi * (k - 12) / 24)), 3)
@@ -45,7 +45,7 @@ def meter_frame(days: int = DAYS, start: dt.date = START, bump: float = 0.0) -> 
                     else 0.0
                     for k in range(48)
                 ]
-                rows.append((NMIS[acct], "B1", day, 30, b1, "A", dt.datetime(2024, 2, 1, 0, 0)))
+                rows.append((NMIS[acct], "B1", day, 30, b1, "A", dt.datetime(2024, 8, 2, 0, 0)))
     return pl.DataFrame(
         rows,
         schema={
@@ -83,8 +83,8 @@ def build_inbox(root: Path) -> Path:
     """Write inbox/{customers,prices,meter} under root; return the settings file path."""
     inbox = root / "inbox"
     customers_csv(inbox / "customers" / "customers.csv")
-    price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202401_NSW1.csv")
-    write_nem12(meter_frame(), inbox / "meter" / "NEM12_retailer_202401.csv")
+    price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202407_NSW1.csv")
+    write_nem12(meter_frame(), inbox / "meter" / "NEM12_retailer_202407.csv")
     cfg = root / "fairshare.toml"
     cfg.write_text(
         '[nightly]\ninbox = "inbox"\narchive = "archive"\nruns = "runs"\n'

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from settlement.audits import AUDITS, Audit
@@ -28,8 +29,9 @@ OUTPUT_TABLES = {
     "prices": "SELECT * EXCLUDE (source_file) FROM prices ORDER BY ALL",
 }
 OPTIONAL_TABLES = {
-    "bills": "SELECT * FROM bills ORDER BY ALL",
+    "bills": "SELECT * EXCLUDE (created_at) FROM bills ORDER BY ALL",
     "bill_lines": "SELECT * FROM bill_lines ORDER BY ALL",
+    "bill_issues": "SELECT bill_id, nightly_run_id, content_sha256 FROM bill_issues ORDER BY ALL",
 }
 
 
@@ -89,7 +91,7 @@ def test_run_settles_archives_and_publishes(tmp_path: Path) -> None:
         n = store.query("SELECT count(*) FROM wholesale_settlement").fetchall()[0][0]
     assert n == len(("A1", "A2", "A3")) * DAYS * 48
     assert not any((tmp_path / "inbox" / "meter").iterdir())
-    assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202401.csv").exists()
+    assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202407.csv").exists()
     snap = Path(result.snapshot or "")
     assert (snap / "manifest.json").exists() and (snap / "wholesale_settlement.parquet").exists()
     assert not os.access(snap / "wholesale_settlement.parquet", os.W_OK) or os.geteuid() == 0
@@ -122,6 +124,8 @@ FAILPOINTS = [
     "ingest.after_commit",  # committed, not yet archived
     "settle.in_transaction",  # mid-day settlement
     "settle.after_day:3",  # between days
+    "bill.after_billing_run",  # bills written as drafts, not issued
+    "bill.before_issue_commit",  # inside the issue transaction
     "audit.after_queries",
     "publish.before_rename",  # snapshot staged, not renamed
     "run.before_finish",
@@ -170,7 +174,7 @@ def test_concurrent_second_run_is_refused_with_exit_5(tmp_path: Path) -> None:
 def test_quarantined_input_still_settles_good_data(tmp_path: Path) -> None:
     build_inbox(tmp_path)
     bad = tmp_path / "inbox" / "meter" / "NEM12_broken.csv"
-    good = (tmp_path / "inbox" / "meter" / "NEM12_retailer_202401.csv").read_text().splitlines()
+    good = (tmp_path / "inbox" / "meter" / "NEM12_retailer_202407.csv").read_text().splitlines()
     bad.write_text("\n".join([good[0], good[1], good[2].replace(",0.", ",x.", 1), "900"]) + "\n")
     proc = cli(tmp_path)
     assert proc.returncode == ExitCode.QUARANTINED, proc.stdout + proc.stderr
@@ -218,7 +222,7 @@ def test_revised_meter_file_resettles_its_day(tmp_path: Path) -> None:
             "SELECT sum(import_kwh) FROM wholesale_settlement WHERE settlement_date = ?", [START]
         ).fetchall()[0][0]
         revised = meter_frame(days=1, bump=0.1).with_columns(
-            update_datetime=dt.datetime(2024, 3, 1)
+            update_datetime=dt.datetime(2024, 9, 1)
         )
         write_nem12(revised, tmp_path / "inbox" / "meter" / "NEM12_revised.csv")
         later = END + dt.timedelta(days=1)
@@ -234,7 +238,106 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     build_inbox(tmp_path)
     proc = cli(tmp_path, "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "inbox" / "meter" / "NEM12_retailer_202401.csv").exists()
+    assert (tmp_path / "inbox" / "meter" / "NEM12_retailer_202407.csv").exists()
     with Store.open(tmp_path / "store.duckdb", read_only=True) as s:
         assert s.query("SELECT count(*) FROM ingested_files").fetchall() == [(0,)]
     shutil.rmtree(tmp_path / "inbox")
+
+
+def _august_inbox(root: Path, *, revise: bool) -> None:
+    from settlement.nem12_writer import write_nem12
+    from tests.nightly_fixtures import price_csv
+
+    aug = dt.date(2024, 8, 1)
+    write_nem12(
+        meter_frame(days=31, start=aug), root / "inbox" / "meter" / "NEM12_retailer_202408.csv"
+    )
+    price_csv(root / "inbox" / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", days=31, start=aug)
+    if revise:  # 3 July re-read: +0.1 kWh in every import interval, later UpdateDateTime
+        revised = meter_frame(days=1, start=dt.date(2024, 7, 3), bump=0.1).filter(
+            pl.col("suffix") == "E1"
+        )
+        write_nem12(
+            revised.with_columns(update_datetime=dt.datetime(2024, 8, 20)),
+            root / "inbox" / "meter" / "NEM12_revised_20240703.csv",
+        )
+
+
+def _two_months(
+    tmp_path: Path, back_billing_months: int = 9
+) -> tuple[Store, list[tuple[object, ...]]]:
+    cfg = load_config(build_inbox(tmp_path)).model_copy(
+        update={"back_billing_months": back_billing_months}
+    )
+    store = Store.open(tmp_path / "store.duckdb")
+    assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+    july = store.query("SELECT * FROM bills WHERE status = 'issued' ORDER BY bill_id").fetchall()
+    july_lines = store.query("SELECT * FROM bill_lines ORDER BY ALL").fetchall()
+    _august_inbox(tmp_path, revise=True)
+    result = run_nightly(store, cfg, dt.date(2024, 8, 1), dt.date(2024, 8, 31))
+    assert result.exit_code == ExitCode.OK, (result.message, result.manifest.get("stages"))
+    # the July bills are untouched: same rows, same lines
+    assert (
+        store.query(
+            "SELECT * FROM bills WHERE bill_id IN (SELECT original_bill_id FROM bill_adjustments) ORDER BY bill_id"
+        ).fetchall()
+        == july
+    )
+    assert store.query(
+        "SELECT * FROM bill_lines WHERE bill_id IN (SELECT original_bill_id FROM bill_adjustments) ORDER BY ALL"
+    ).fetchall() == [r for r in july_lines if r[0] in {b[0] for b in july}]
+    return store, july
+
+
+def test_revised_meter_file_after_issue_becomes_linked_adjustment_on_next_bill(
+    tmp_path: Path,
+) -> None:
+    store, july = _two_months(tmp_path)
+    try:
+        adj = store.query(
+            "SELECT a.original_bill_id, a.applied_to_bill_id, a.status, a.credit_ex_gst, a.rebill_ex_gst,"
+            " b.total_ex_gst FROM bill_adjustments a JOIN bills b ON b.bill_id = a.original_bill_id ORDER BY 1"
+        ).fetchall()
+        assert {a[0] for a in adj} == {b[0] for b in july}  # every July bill was revised
+        for original, applied_to, status, credit, rebill, original_total in adj:
+            assert status == "applied" and applied_to.startswith(original.split("/")[0] + "/")
+            assert "2024-08-01" in applied_to  # the next bill, August
+            assert credit == -original_total
+            assert rebill > original_total  # more energy re-read, rates positive: undercharge
+            lines = store.query(
+                "SELECT component, amount_ex_gst, detail FROM bill_lines WHERE bill_id = ? AND component LIKE 'Adjustment%' ORDER BY line_no",
+                [applied_to],
+            ).fetchall()
+            assert [(c, a) for c, a, _ in lines] == [
+                ("Adjustment: credit", credit),
+                ("Adjustment: rebill", rebill),
+            ]
+            assert all(original in d for _, _, d in lines)
+        # the flat product charges 0.1 kWh x 48 intervals more energy on 3 July
+        flat = next(a for a in adj if "/sh-flat/" in a[0])
+        rate = store.query(
+            "SELECT rate FROM bill_lines WHERE bill_id = ? AND unit = 'kWh' AND quantity > 0 LIMIT 1",
+            [flat[0]],
+        ).fetchall()[0][0]
+        assert float(flat[4] - flat[5]) == pytest.approx(4.8 * rate, abs=0.011)
+        audits = store.query(
+            "SELECT audit, failing_rows FROM audit_results WHERE failing_rows > 0"
+        ).fetchall()
+        assert audits == []
+    finally:
+        store.close()
+
+
+def test_back_billing_limit_writes_off_old_undercharge(tmp_path: Path) -> None:
+    store, july = _two_months(tmp_path, back_billing_months=0)
+    try:
+        rows = store.query(
+            "SELECT a.status, a.credit_ex_gst + a.rebill_ex_gst AS net, l.amount_ex_gst FROM bill_adjustments a"
+            " JOIN bill_lines l ON l.bill_id = a.applied_to_bill_id AND l.component = 'Adjustment: back-billing limit'"
+            " AND l.detail LIKE '%' || a.original_bill_id || '%'"
+        ).fetchall()
+        assert len(rows) == len(july)
+        for status, net, written_off in rows:
+            assert status == "applied_written_off" and net > 0 and written_off == -net
+    finally:
+        store.close()

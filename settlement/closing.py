@@ -1,0 +1,378 @@
+"""Month-end (cycle-end) bill close for the nightly run: bill, adjust, issue.
+
+1. Candidates: every non-shadow account cycle whose last day falls in the run's range, plus
+   earlier cycles still held, unless already issued.
+2. Bill them (``settlement.billing.bill_accounts``) under deterministic billing-run ids derived
+   from the nightly run id, so a rerun after a crash rewrites exactly the same bills.
+3. Revisions: an issued bill whose meter reads (or, for spot-linked products, prices) changed in
+   files ingested after its issue is re-billed (status ``rebill``, never issued) and the
+   difference becomes a pending adjustment: a credit of the issued bill and a rebill line, linked
+   by ``original_bill_id``. An undercharge older than the back-billing limit (NERR: 9 months)
+   gets a third line that writes the undercharge off, so the customer is not charged and the
+   auditor sees why. The issued bill itself is never touched.
+4. Issue: pending adjustments are attached as lines to the account's next bill, totals updated,
+   status set to ``issued`` and a content hash stored (audited every run: issued bills never
+   change).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from settlement.billing import bill_accounts, load_products
+from settlement.failpoints import failpoint
+from settlement.store import Store
+from tariffs.product import Product
+
+Progress = Callable[[str, int, int], None]
+ACCOUNT_BATCH = 20_000  # accounts billed per call: bounds the interval frame in memory
+
+CANDIDATES_SQL = """
+WITH months AS (
+    SELECT unnest(generate_series(date_trunc('month', $d1::DATE) - INTERVAL 4 MONTH,
+                                  $d2::DATE::TIMESTAMP, INTERVAL 1 MONTH))::DATE AS m
+), cycles AS (
+    SELECT c.account, make_date(year(m), month(m), c.cycle_day) AS cycle_start,
+           (make_date(year(m), month(m), c.cycle_day)
+             + CASE WHEN c.billing_cycle = 'quarterly' THEN INTERVAL 3 MONTH
+                    ELSE INTERVAL 1 MONTH END)::DATE AS cycle_end,
+           c.move_in, c.move_out
+    FROM customers c, months
+    WHERE c.billing_cycle = 'monthly' OR (month(m) - 1) % 3 = 0
+), due AS (
+    SELECT account, cycle_start FROM cycles
+    WHERE cycle_end - 1 BETWEEN $d1 AND $d2
+      AND cycle_end > move_in AND (move_out IS NULL OR cycle_start < move_out)
+    UNION
+    SELECT account, cycle_start FROM bills
+    WHERE NOT shadow AND status = 'held' AND cycle_end - 1 <= $d2
+)
+SELECT DISTINCT d.account, d.cycle_start FROM due d
+WHERE NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = d.account
+                  AND b.cycle_start = d.cycle_start AND NOT b.shadow AND b.status = 'issued')
+ORDER BY d.cycle_start, d.account
+"""
+
+REVISED_SQL = """
+WITH horizon AS (SELECT coalesce(max(max_file_id), 0) AS f FROM revision_checks),
+new_reads AS (
+    SELECT nmi, file_id, min(interval_start) AS lo, max(interval_start) AS hi
+    FROM meter_reads_raw WHERE file_id > (SELECT f FROM horizon) GROUP BY ALL
+),
+new_prices AS (
+    SELECT region, file_id, min(interval_start) AS lo, max(interval_start) AS hi
+    FROM price_reads_raw WHERE file_id > (SELECT f FROM horizon) GROUP BY ALL
+),
+issued AS (
+    SELECT b.*, i.input_max_file_id, c.region,
+           timezone(c.timezone, b.period_start::TIMESTAMP) AS utc_from,
+           timezone(c.timezone, b.period_end::TIMESTAMP) AS utc_to
+    FROM bills b JOIN bill_issues i USING (bill_id) JOIN customers c USING (account)
+    WHERE b.status = 'issued'
+)
+SELECT DISTINCT b.bill_id, b.account, b.cycle_start, b.product, b.period_start
+FROM issued b
+WHERE EXISTS (SELECT 1 FROM new_reads r WHERE r.nmi = b.nmi AND r.file_id > b.input_max_file_id
+              AND r.hi >= b.utc_from AND r.lo < b.utc_to)
+   OR (list_contains($spot::VARCHAR[], b.product) AND EXISTS (
+        SELECT 1 FROM new_prices p WHERE p.region = b.region AND p.file_id > b.input_max_file_id
+        AND p.hi >= b.utc_from AND p.lo < b.utc_to))
+ORDER BY b.cycle_start, b.account, b.product, b.period_start
+"""
+
+HASH_SQL = """
+SELECT b.bill_id, sha256(concat_ws('|', b.account, b.period_start, b.period_end, b.product,
+         b.product_version, b.total_ex_gst, b.gst, b.total_inc_gst,
+         (SELECT string_agg(concat_ws(';', l.line_no, l.component, l.detail, l.quantity, l.unit,
+                 l.rate, l.amount_ex_gst, l.gst, l.amount_inc_gst), '#' ORDER BY l.line_no)
+          FROM bill_lines l WHERE l.bill_id = b.bill_id))) AS content_sha256
+FROM bills b
+"""
+
+
+@dataclass
+class CloseResult:
+    """What the bill stage did."""
+
+    bills_issued: int = 0
+    bills_held: int = 0
+    holds: list[tuple[str, str, str]] = field(default_factory=list)
+    adjustments: int = 0
+    written_off: int = 0
+    rebill_held: int = 0
+    billing_runs: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary."""
+        return {
+            "bills_issued": self.bills_issued,
+            "bills_held": self.bills_held,
+            "holds": [list(h) for h in self.holds[:50]],
+            "adjustments": self.adjustments,
+            "adjustments_written_off_back_billing": self.written_off,
+            "rebills_held": self.rebill_held,
+            "billing_runs": self.billing_runs,
+        }
+
+
+def billing_run_id(nightly_run_id: str, purpose: str, cycle_start: dt.date, batch: int) -> int:
+    """A deterministic billing-run id (52 bits; the ad-hoc sequence stays far below it)."""
+    blob = f"{nightly_run_id}|{purpose}|{cycle_start.isoformat()}|{batch}".encode()
+    return (1 << 52) | int(hashlib.sha256(blob).hexdigest()[:12], 16)
+
+
+def _bill_groups(
+    store: Store,
+    frame: pl.DataFrame,
+    nightly_run_id: str,
+    purpose: str,
+    products: dict[str, Product],
+    product_dir: Path,
+    status: str,
+    result: CloseResult,
+) -> list[int]:
+    """Bill (account, cycle_start) pairs grouped by cycle start, in account batches."""
+    run_ids = []
+    for (cycle_start,), group in frame.group_by("cycle_start", maintain_order=True):
+        assert isinstance(cycle_start, dt.date)
+        accounts = group.get_column("account").unique(maintain_order=True).to_list()
+        for b in range(0, len(accounts), ACCOUNT_BATCH):
+            rid = billing_run_id(nightly_run_id, purpose, cycle_start, b // ACCOUNT_BATCH)
+            bill_accounts(
+                store, cycle_start, cycle_start + dt.timedelta(days=1),
+                accounts=accounts[b : b + ACCOUNT_BATCH], products=products,
+                product_dir=product_dir, status=status, run_id=rid,
+            )  # fmt: skip
+            run_ids.append(rid)
+            failpoint("bill.after_billing_run")
+    result.billing_runs += run_ids
+    return run_ids
+
+
+def close_cycles(
+    store: Store,
+    nightly_run_id: str,
+    date_from: dt.date,
+    date_to: dt.date,
+    product_dir: Path,
+    back_billing_months: int,
+) -> CloseResult:
+    """Bill due cycles, turn revisions into adjustments, issue (see module docstring)."""
+    result = CloseResult()
+    products = load_products(product_dir)
+    spot = [pid for pid, p in products.items() if p.needs_spot]
+    revised = store.con.execute(REVISED_SQL, {"spot": spot}).pl()
+    due = store.con.execute(CANDIDATES_SQL, {"d1": date_from, "d2": date_to}).pl()
+    draft_runs = _bill_groups(
+        store, due, nightly_run_id, "close", products, product_dir, "draft", result
+    )
+    if revised.height:
+        rebill_runs = _bill_groups(
+            store, revised.select("account", "cycle_start").unique(maintain_order=True),
+            nightly_run_id, "rebill", products, product_dir, "rebill", result,
+        )  # fmt: skip
+        _record_adjustments(store, nightly_run_id, revised, rebill_runs, date_to,
+                            back_billing_months, result)  # fmt: skip
+    _issue(store, nightly_run_id, draft_runs, result)
+    return result
+
+
+ADJUST_SQL = """
+WITH last_adj AS (
+    SELECT original_bill_id, rebill_ex_gst, rebill_gst FROM bill_adjustments
+    WHERE status <> 'held'
+    QUALIFY row_number() OVER (PARTITION BY original_bill_id ORDER BY detected_file_id DESC) = 1
+), orig AS (
+    -- the amount in force: the latest rebill of an earlier adjustment, else the issued bill
+    SELECT r.bill_id AS original_bill_id, b.account, b.cycle_start, b.product, b.period_start,
+           b.period_end, coalesce(a.rebill_ex_gst, b.total_ex_gst) AS total_ex_gst,
+           coalesce(a.rebill_gst, b.gst) AS gst
+    FROM _revised r JOIN bills b USING (bill_id)
+    LEFT JOIN last_adj a ON a.original_bill_id = r.bill_id
+), new AS (
+    SELECT bill_id AS rebill_bill_id, account, cycle_start, product, period_start, status,
+           hold_reason, total_ex_gst, gst
+    FROM bills WHERE list_contains($runs::BIGINT[], run_id)
+)
+SELECT o.original_bill_id, o.account, n.rebill_bill_id,
+       -o.total_ex_gst AS credit_ex_gst, -o.gst AS credit_gst,
+       n.total_ex_gst AS rebill_ex_gst, n.gst AS rebill_gst,
+       o.period_start, o.period_end, n.status AS rebill_status, n.hold_reason
+FROM orig o LEFT JOIN new n USING (account, cycle_start, product, period_start)
+ORDER BY o.account, o.period_start, o.product
+"""
+
+
+def _record_adjustments(
+    store: Store,
+    nightly_run_id: str,
+    revised: pl.DataFrame,
+    rebill_runs: list[int],
+    as_of_day: dt.date,
+    back_billing_months: int,
+    result: CloseResult,
+) -> None:
+    """Store one pending (or held / written-off) adjustment per revised issued bill."""
+    store.con.register("_revised", revised.select("bill_id").to_arrow())
+    try:
+        adj = store.con.execute(ADJUST_SQL, {"runs": rebill_runs}).pl()
+    finally:
+        store.con.unregister("_revised")
+    limit = pl.lit(as_of_day).dt.offset_by(f"-{back_billing_months}mo")
+    adj = adj.with_columns(
+        pl.when(pl.col("rebill_bill_id").is_null() | (pl.col("rebill_status") == "held"))
+        .then(pl.lit("held"))
+        .when(
+            (pl.col("rebill_ex_gst") + pl.col("rebill_gst") + pl.col("credit_ex_gst")
+             + pl.col("credit_gst") > 0) & (pl.col("period_end") <= limit)
+        )
+        .then(pl.lit("pending_written_off"))
+        .otherwise(pl.lit("pending"))
+        .alias("status"),
+        pl.lit(nightly_run_id).alias("detected_run_id"),
+    )  # fmt: skip
+    adj = adj.filter(
+        (pl.col("status") == "held")
+        | (pl.col("rebill_ex_gst") != -pl.col("credit_ex_gst"))
+        | (pl.col("rebill_gst") != -pl.col("credit_gst"))
+    )
+    store.con.register("_adj", adj.to_arrow())
+    try:
+        store.con.execute(
+            "INSERT INTO bill_adjustments SELECT original_bill_id, rebill_bill_id, account, "
+            "detected_run_id, (SELECT coalesce(max(file_id), 0) FROM ingested_files), credit_ex_gst, credit_gst, coalesce(rebill_ex_gst, 0), "
+            "coalesce(rebill_gst, 0), status, coalesce(hold_reason, ''), NULL FROM _adj "
+            "ON CONFLICT DO NOTHING"
+        )
+    finally:
+        store.con.unregister("_adj")
+    result.adjustments += adj.filter(pl.col("status") != "held").height
+    result.written_off += adj.filter(pl.col("status") == "pending_written_off").height
+    result.rebill_held += adj.filter(pl.col("status") == "held").height
+
+
+ATTACH_SQL = """
+WITH target AS (
+    SELECT account, min(bill_id) AS bill_id FROM bills
+    WHERE list_contains($runs::BIGINT[], run_id) AND status = 'draft' GROUP BY account
+), pend AS (
+    SELECT a.*, t.bill_id AS target_bill_id,
+           row_number() OVER (PARTITION BY a.account ORDER BY a.original_bill_id) AS k
+    FROM bill_adjustments a JOIN target t USING (account)
+    WHERE a.status IN ('pending', 'pending_written_off')
+), base AS (
+    SELECT bill_id, max(line_no) AS n FROM bill_lines
+    WHERE bill_id IN (SELECT target_bill_id FROM pend) GROUP BY ALL
+), lines AS (
+    SELECT p.target_bill_id, p.k, 1 AS j, 'Adjustment: credit' AS component,
+           'credit of issued bill ' || p.original_bill_id AS detail,
+           p.credit_ex_gst AS ex, p.credit_gst AS tax, p.original_bill_id
+    FROM pend p
+    UNION ALL
+    SELECT p.target_bill_id, p.k, 2, 'Adjustment: rebill',
+           'rebill of ' || p.original_bill_id || ' with revised data (' || p.rebill_bill_id || ')',
+           p.rebill_ex_gst, p.rebill_gst, p.original_bill_id
+    FROM pend p
+    UNION ALL
+    SELECT p.target_bill_id, p.k, 3, 'Adjustment: back-billing limit',
+           'undercharge on ' || p.original_bill_id || ' older than the back-billing limit, not recovered',
+           -(p.rebill_ex_gst + p.credit_ex_gst), -(p.rebill_gst + p.credit_gst), p.original_bill_id
+    FROM pend p WHERE p.status = 'pending_written_off'
+)
+SELECT l.target_bill_id AS bill_id,
+       coalesce(b.n, 0) + row_number() OVER (PARTITION BY l.target_bill_id ORDER BY l.k, l.j)
+         AS line_no,
+       l.component, l.detail, 1.0 AS quantity, 'bill' AS unit, NULL::DOUBLE AS rate,
+       l.ex AS amount_ex_gst, l.tax AS gst, l.ex + l.tax AS amount_inc_gst, l.tax <> 0 AS taxable,
+       o.period_start AS date_from, o.period_end - 1 AS date_to, 0 AS n_intervals,
+       'linked to issued bill ' || l.original_bill_id
+         || ' (issued bills never change; corrections are lines on the next bill)' AS explanation,
+       l.original_bill_id
+FROM lines l LEFT JOIN base b ON b.bill_id = l.target_bill_id
+JOIN bills o ON o.bill_id = l.original_bill_id
+"""
+
+
+def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResult) -> None:
+    """Attach pending adjustments, mark drafts issued, store content hashes (one transaction)."""
+    with store.transaction() as con:
+        lines = con.execute(ATTACH_SQL, {"runs": runs}).pl()
+        if lines.height:
+            con.register("_al", lines.to_arrow())
+            con.execute(
+                "INSERT INTO bill_lines SELECT bill_id, line_no, component, detail, quantity, "
+                "unit, rate, amount_ex_gst, gst, amount_inc_gst, taxable, date_from, date_to, "
+                "n_intervals, explanation FROM _al"
+            )
+            con.execute(
+                "UPDATE bills SET total_ex_gst = total_ex_gst + d.ex, gst = bills.gst + d.tax, "
+                "total_inc_gst = total_inc_gst + d.ex + d.tax FROM (SELECT bill_id, "
+                "sum(amount_ex_gst) AS ex, sum(gst) AS tax FROM _al GROUP BY ALL) d "
+                "WHERE bills.bill_id = d.bill_id"
+            )
+            con.execute(
+                "UPDATE bill_adjustments SET applied_to_bill_id = d.bill_id, status = CASE "
+                "WHEN status = 'pending_written_off' THEN 'applied_written_off' ELSE 'applied' END "
+                "FROM (SELECT DISTINCT original_bill_id, bill_id FROM _al) d "
+                "WHERE bill_adjustments.original_bill_id = d.original_bill_id "
+                "AND bill_adjustments.status LIKE 'pending%'"
+            )
+            con.unregister("_al")
+        failpoint("bill.before_issue_commit")
+        con.execute(
+            "UPDATE bills SET status = 'issued' WHERE list_contains(?::BIGINT[], run_id) "
+            "AND status = 'draft'",
+            [runs],
+        )
+        con.execute(
+            f"INSERT INTO bill_issues SELECT h.bill_id, ?, (SELECT coalesce(max(file_id), 0) "
+            f"FROM ingested_files), h.content_sha256 FROM ({HASH_SQL}) h JOIN bills b USING "
+            "(bill_id) WHERE list_contains(?::BIGINT[], b.run_id) AND b.status = 'issued'",
+            [nightly_run_id, runs],
+        )
+        con.execute(
+            "INSERT OR REPLACE INTO revision_checks SELECT ?, coalesce(max(file_id), 0) "
+            "FROM ingested_files",
+            [nightly_run_id],
+        )
+        counts = con.execute(
+            "SELECT count(*) FILTER (status = 'issued'), count(*) FILTER (status = 'held') "
+            "FROM bills WHERE list_contains(?::BIGINT[], run_id)",
+            [runs],
+        ).fetchall()[0]
+        held = con.execute(
+            "SELECT bill_id, account, hold_reason FROM bills WHERE list_contains(?::BIGINT[], "
+            "run_id) AND status = 'held' ORDER BY bill_id LIMIT 50",
+            [runs],
+        ).fetchall()
+    result.bills_issued, result.bills_held = int(counts[0]), int(counts[1])
+    result.holds = [(str(a), str(b), str(c)) for a, b, c in held]
+
+
+def component_channels(products: dict[str, Product]) -> pl.DataFrame:
+    """(product, component, suffix) of every kWh-priced component: what the energy audit checks."""
+    rows = []
+    for pid, product in products.items():
+        for comp in product.components:
+            if comp.type in ("energy", "block_energy"):
+                channel = getattr(comp, "channel", "import")
+                rows.append((pid, comp.name, "E2" if channel == "controlled_load" else "E1"))
+            elif comp.type == "feed_in":
+                rows.append((pid, comp.name, "B1"))
+    return pl.DataFrame(rows, schema=["product", "component", "suffix"], orient="row")
+
+
+def stage_channels(store: Store, product_dir: Path) -> None:
+    """Load :func:`component_channels` into the connection's temp table ``product_channels``."""
+    frame = component_channels(load_products(product_dir))
+    store.con.register("_pc", frame.to_arrow())
+    try:
+        store.con.execute("CREATE OR REPLACE TEMP TABLE product_channels AS SELECT * FROM _pc")
+    finally:
+        store.con.unregister("_pc")
