@@ -404,15 +404,27 @@ def _simulate_bootstrap(
         )
         f = price_grid.features()
         shape = model.load.shape_kwh[f.month, f.weekend.astype(int), f.slot]
-        if n_customers:
-            joint = _on_grid(load_grid, load, price_grid)
-            load = np.where(np.isfinite(joint), joint, np.nan)
-            if np.isfinite(load).sum() < 28 * price_grid.slots_per_day:
-                load = shape
-        else:
-            load = shape
+        # days without reads take the load model's shape (so every price day can be drawn)
+        joint = (
+            _on_grid(load_grid, load, price_grid) if n_customers else np.full(shape.size, np.nan)
+        )
+        load = np.where(np.isfinite(joint), joint, shape)
+    try:
+        return _bootstrap_call(simulate_bootstrap, price, load, price_grid, settings, cap_strikes)
+    except ValueError as exc:
+        raise RiskInputError(f"bootstrap of {settings.region}: {exc}") from exc
+
+
+def _bootstrap_call(
+    fn: Any,
+    price: np.ndarray,
+    load: np.ndarray,
+    price_grid: Grid,
+    settings: RiskSettings,
+    cap_strikes: tuple[float, ...],
+) -> SimulationResult:
     s = settings.simulation
-    return simulate_bootstrap(
+    return fn(  # type: ignore[no-any-return]
         price,
         load,
         price_grid,
