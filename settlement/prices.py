@@ -16,7 +16,7 @@ import zoneinfo
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -31,11 +31,10 @@ from settlement.ingest_common import (
     register_file,
     sha256_file,
 )
-from settlement.prices_parse import Parsed, parse_file
+from settlement.prices_prepare import Item, Prepared, check, chunks, prepare, prepare_chunk
 from settlement.prices_read import Sniffed, sniff
-from settlement.prices_rules import NEM_REGIONS, NEM_TZ, Checked, financial_year, finish_rows
+from settlement.prices_rules import NEM_REGIONS, NEM_TZ, financial_year
 from settlement.prices_store import (
-    PriceBatch,
     market_thresholds,
     price_batch,
     store_mms_thresholds,
@@ -56,7 +55,7 @@ __all__ = [
 PRICE_FILE_PATTERNS = ("*.csv", "*.CSV", "*.csv.gz", "*.CSV.gz", "*.gz", "*.zip", "*.ZIP")
 MAX_ERRORS_REPORTED = 20
 PARSE_THREADS = 2
-PARSE_AHEAD = 4
+PARSE_AHEAD = 2  # chunks parsed ahead of the store
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -104,49 +103,6 @@ def _reject(store: Store, path: Path, result: FileResult, error: PriceFileError)
     return result
 
 
-@dataclass
-class Prepared:
-    """A file read, parsed and checked off the store (in a worker thread): ready to load."""
-
-    path: Path
-    sha256: str
-    parsed: Parsed | None = None
-    checked: Checked | None = None
-    batch: PriceBatch | None = None
-    error: PriceFileError | None = None
-
-
-def _check(parsed: Parsed, thresholds: pl.DataFrame) -> Checked:
-    return finish_rows(
-        parsed.candidates,
-        parsed.bad,
-        thresholds,
-        grid_tz=parsed.grid_tz,
-        infer_minutes=parsed.infer_minutes,
-        end_field=parsed.end_field,
-        price_field=parsed.price_field,
-    )
-
-
-def _prepare(
-    path: Path,
-    sniffed: Sniffed | PriceFileError,
-    sha256: str,
-    thresholds: pl.DataFrame,
-    timezone: str,
-    regions: tuple[str, ...],
-) -> Prepared:
-    """Parse and check one file without touching the store (safe in a worker thread)."""
-    if isinstance(sniffed, PriceFileError):
-        return Prepared(path, sha256, error=sniffed)
-    try:
-        parsed = parse_file(sniffed, timezone, regions)
-    except PriceFileError as exc:
-        return Prepared(path, sha256, error=exc)
-    checked = _check(parsed, thresholds)
-    return Prepared(path, sha256, parsed, checked, price_batch(checked.good, checked.repeats > 0))
-
-
 def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
     """Register, load thresholds and prices, quarantine, finish: one transaction."""
     parsed, checked, batch, path = prep.parsed, prep.checked, prep.batch, prep.path
@@ -160,7 +116,7 @@ def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
             result.rows_duplicate += present
             result.warnings += notes
             if added:  # this file's own thresholds apply to its prices
-                checked = _check(parsed, market_thresholds(store))
+                checked = check(parsed, market_thresholds(store))
                 batch = price_batch(checked.good, checked.repeats > 0)
         result.warnings += checked.warnings
         bad = checked.bad
@@ -205,23 +161,36 @@ def _sniff_all(files: list[Path]) -> list[tuple[Path, Sniffed | PriceFileError]]
 
 def _pipeline(
     store: Store,
-    todo: list[tuple[Path, Sniffed | PriceFileError, str]],
+    todo: list[Item],
     timezone: str,
     regions: tuple[str, ...],
 ) -> Iterator[FileResult]:
-    """Parse ahead in worker threads while the store loads files one transaction at a time."""
+    """Parse chunks ahead in worker threads while the store loads one file per transaction."""
     thresholds = market_thresholds(store)
     repeated = Counter(sha for _, _, sha in todo)  # same bytes twice in one call
     with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
-        pending: deque[Future[Prepared]] = deque()
-        items = iter(todo)
+        pending: deque[Future[list[Prepared]]] = deque()
+        work = iter(chunks(todo))
         while True:
-            while len(pending) < PARSE_AHEAD and (item := next(items, None)) is not None:
-                pending.append(pool.submit(_prepare, *item, thresholds, timezone, regions))
+            while len(pending) < PARSE_AHEAD and (chunk := next(work, None)) is not None:
+                pending.append(pool.submit(prepare_chunk, chunk, thresholds, timezone, regions))
             if not pending:
                 return
-            prep = pending.popleft().result()
-            yield _commit(store, prep, recheck=repeated[prep.sha256] > 1)
+            for prep in pending.popleft().result():
+                yield _commit(store, prep, recheck=repeated[prep.sha256] > 1)
+
+
+@contextmanager
+def _small_statements(store: Store) -> Iterator[None]:
+    """Run DuckDB single-threaded meanwhile: an ingest is many small statements, for which the
+    thread pool costs more than it gives. The previous setting is restored."""
+    found = store.con.execute("SELECT current_setting('threads')").fetchone()
+    threads = int(found[0]) if found else 1
+    store.con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        store.con.execute(f"SET threads = {threads}")
 
 
 def ingest_price_files(
@@ -259,7 +228,7 @@ def ingest_price_files(
         if progress is not None:
             progress(f"prices {Path(result.path).name}", 1, len(files))
 
-    todo: list[tuple[Path, Sniffed | PriceFileError, str]] = []
+    todo: list[Item] = []
     for path, sniffed in _sniff_all(files):
         try:
             sha = sha256_file(path)
@@ -272,11 +241,10 @@ def ingest_price_files(
             done(FileResult(str(path), "prices", "duplicate", sha, previous))
         elif isinstance(sniffed, Sniffed) and sniffed.is_thresholds_only:
             thresholds = market_thresholds(store)
-            done(
-                _commit(store, _prepare(path, sniffed, sha, thresholds, generic_timezone, regions))
-            )
+            done(_commit(store, prepare(path, sniffed, sha, thresholds, generic_timezone, regions)))
         else:
             todo.append((path, sniffed, sha))
-    for result in _pipeline(store, todo, generic_timezone, regions):
-        done(result)
+    with _small_statements(store):
+        for result in _pipeline(store, todo, generic_timezone, regions):
+            done(result)
     return report

@@ -29,6 +29,7 @@ from settlement.prices_read import (
 from settlement.prices_read import field as fld
 from settlement.prices_rules import (
     CANDIDATE_SCHEMA,
+    FILE,
     FIVE_MINUTE_SETTLEMENT_END_OF_30,
     NEM_REGIONS,
     NEM_TZ,
@@ -175,7 +176,7 @@ def _generic_end_utc(text: pl.Expr, timezone: str) -> pl.Expr:
         )
     )
     with_offset = (naive - pl.duration(minutes=off_minutes)).dt.replace_time_zone("UTC")
-    occurrence = pl.int_range(pl.len()).over("region", naive)
+    occurrence = pl.int_range(pl.len()).over(FILE, "region", naive)
     ambiguous = pl.when(occurrence == 0).then(pl.lit("earliest")).otherwise(pl.lit("latest"))
     in_zone = naive.dt.replace_time_zone(
         timezone, ambiguous=ambiguous, non_existent="null"
@@ -466,6 +467,20 @@ def parse_mms(path: Path, lines: pl.DataFrame) -> Parsed:
     )
 
 
+def parse_lines(
+    fmt: str,
+    lines: pl.DataFrame,
+    header_line: int,
+    header: list[str],
+    timezone: str,
+    regions: tuple[str, ...],
+) -> Parsed:
+    """Parse the lines of one or more CSV files sharing one header (``_file`` tells them apart)."""
+    if fmt == "aemo-price-and-demand":
+        return parse_price_and_demand(lines, header_line, header)
+    return parse_generic(lines, header_line, header, timezone, regions)
+
+
 def parse_file(sniffed: Sniffed, timezone: str, regions: tuple[str, ...]) -> Parsed:
     """Read and parse the whole of a sniffed file (no store access)."""
     text = decode(read_bytes(sniffed.path))
@@ -473,7 +488,6 @@ def parse_file(sniffed: Sniffed, timezone: str, regions: tuple[str, ...]) -> Par
     if sniffed.fmt == "aemo-mms":
         return parse_mms(sniffed.path, lines)
     header_line, header_text = first_line(text)
-    header = split_header(header_text)
-    if sniffed.fmt == "aemo-price-and-demand":
-        return parse_price_and_demand(lines, header_line, header)
-    return parse_generic(lines, header_line, header, timezone, regions)
+    return parse_lines(
+        sniffed.fmt, lines, header_line, split_header(header_text), timezone, regions
+    )

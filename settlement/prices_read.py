@@ -149,10 +149,11 @@ def sniff(path: Path) -> Sniffed:
     )
 
 
-def lines_frame(text: str) -> pl.DataFrame:
-    """One row per physical line: ``source_line`` (Int32, 1-based) and ``raw`` (no line ending).
+def lines_frame(text: str, file_number: int = 0) -> pl.DataFrame:
+    """One row per physical line: ``_file``, ``source_line`` (1-based) and ``raw`` (no line end).
 
-    Blank lines are kept here (so numbering matches the file) and dropped by the parsers.
+    ``file_number`` tells files apart when several are parsed as one frame. Blank lines are kept
+    here (so numbering matches the file) and dropped by the parsers.
     """
     return (
         pl.DataFrame({"raw": [text]})
@@ -160,6 +161,7 @@ def lines_frame(text: str) -> pl.DataFrame:
         .explode("raw", empty_as_null=True)
         .with_row_index("source_line", offset=1)
         .select(
+            pl.lit(file_number, pl.Int32).alias("_file"),
             pl.col("source_line").cast(pl.Int32),
             pl.col("raw").fill_null("").str.strip_chars_end("\r"),
         )

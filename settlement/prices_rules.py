@@ -31,7 +31,11 @@ trading intervals, later rows are 5-minute (five-minute settlement began 2021-10
 AEMO_DATE_FORMAT = "%Y/%m/%d %H:%M:%S"
 UTC_DT = pl.Datetime("us", "UTC")
 
+FILE = "_file"
+"""Column numbering the files of a chunk parsed together (0 for a single file)."""
+
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
+    FILE: pl.Int32(),
     "source_line": pl.Int32(),
     "raw": pl.Utf8(),
     "record_type": pl.Utf8(),
@@ -70,9 +74,15 @@ class Checked:
     repeats: int = 0  # good rows whose interval an earlier good row of the file already gave
 
 
+BAD_SCHEMA: dict[str, pl.DataType] = {
+    FILE: pl.Int32(),
+    **{k: v() if isinstance(v, type) else v for k, v in QUARANTINE_SCHEMA.items()},
+}
+
+
 def empty_quarantine() -> pl.DataFrame:
-    """A quarantine frame with no rows."""
-    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    """A quarantine frame (:data:`QUARANTINE_SCHEMA` plus the file number) with no rows."""
+    return pl.DataFrame(schema=BAD_SCHEMA)
 
 
 def mark_checks(df: Frame, checks: Sequence[Check]) -> Frame:
@@ -92,13 +102,14 @@ def quarantine_of(marked: Frame, checks: Sequence[Check]) -> Frame:
     """The rows of a :func:`mark_checks` frame that failed, as quarantine records."""
     bad = marked.filter(pl.col("_check").is_not_null())
     if not checks:
-        return bad.select(QUARANTINE_SCHEMA.keys())
+        return bad.select(BAD_SCHEMA.keys())
     which = pl.col("_check")
     fld = pl.coalesce(
         [pl.when(which == i).then(pl.lit(c.field, pl.Utf8)) for i, c in enumerate(checks)]
     )
     why = pl.coalesce([pl.when(which == i).then(c.reason) for i, c in enumerate(checks)])
     return bad.select(
+        pl.col(FILE).cast(pl.Int32),
         pl.col("source_line").cast(pl.Int32),
         pl.col("record_type").cast(pl.Utf8),
         fld.alias("field"),
@@ -150,16 +161,16 @@ def _infer_minutes(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Fill a null ``interval_minutes`` with its region's most common spacing (whole minutes)."""
     spacing = (
         lf.filter(pl.col("end_utc").is_not_null())
-        .select("region", "end_utc")
+        .select(FILE, "region", "end_utc")
         .unique()
-        .sort("region", "end_utc")
-        .with_columns(step=pl.col("end_utc").diff().over("region").dt.total_minutes())
+        .sort(FILE, "region", "end_utc")
+        .with_columns(step=pl.col("end_utc").diff().over(FILE, "region").dt.total_minutes())
         .filter(pl.col("step") > 0)
-        .group_by("region")
+        .group_by(FILE, "region")
         .agg(pl.col("step").mode().min().cast(pl.Int16).alias("_inferred"))
     )
     return (
-        lf.join(spacing, on="region", how="left")
+        lf.join(spacing, on=[FILE, "region"], how="left")
         .with_columns(interval_minutes=pl.coalesce("interval_minutes", "_inferred"))
         .drop("_inferred")
     )
@@ -252,40 +263,53 @@ def _with_spacing(lf: pl.LazyFrame, length_checks: Sequence[Check]) -> pl.LazyFr
     prices of a region are separate series). ``_prev_line`` names the previous row's line.
     """
     ok = ~pl.any_horizontal([c.is_bad.fill_null(False) for c in length_checks])
-    series = ["region", "interval_minutes"]
+    series = [FILE, "region", "interval_minutes"]
 
     def previous(col: str) -> pl.Expr:
         return pl.when("_len_ok").then(pl.col(col)).shift(1).forward_fill().over(series)
 
     return (
         lf.with_columns(_len_ok=ok)
-        .sort("region", "interval_minutes", "end_utc", "source_line")
+        .sort(FILE, "region", "interval_minutes", "end_utc", "source_line")
         .with_columns(_prev_end=previous("end_utc"), _prev_line=previous("source_line"))
         .with_columns(_step=(pl.col("end_utc") - pl.col("_prev_end")).dt.total_minutes())
     )
 
 
 def _with_thresholds(lf: pl.LazyFrame, thresholds: pl.DataFrame) -> pl.LazyFrame:
-    """Add the cap and floor in force on each row's NEM market day (null when none is)."""
-    limits = (
-        thresholds.lazy()
-        .select(
-            pl.col("effective_from").alias("_day"),
-            pl.col("effective_to").alias("_to"),
-            "market_price_cap",
-            "market_price_floor",
+    """Add the cap and floor in force on each row's NEM market day (null when none is).
+
+    The entry in force is found by binary search of the (few, sorted) ``effective_from`` dates,
+    so the rows need no sorting.
+    """
+    limits = thresholds.sort("effective_from")
+    if limits.height == 0:
+        return lf.with_columns(
+            _day=pl.lit(None, pl.Date),
+            market_price_cap=pl.lit(None, pl.Float64),
+            market_price_floor=pl.lit(None, pl.Float64),
+            _nem=pl.col("region").is_in(NEM_REGIONS),
         )
-        .sort("_day")
-    )
     day = pl.col("interval_start").dt.convert_time_zone(NEM_TZ).dt.date()
-    lapsed = pl.col("_to").is_not_null() & (pl.col("_day") >= pl.col("_to"))
+    index = pl.lit(limits["effective_from"]).search_sorted(pl.col("_day"), side="right") - 1
+    found = index >= 0
+
+    def limit(name: str) -> pl.Expr:
+        return pl.when(found).then(pl.lit(limits[name]).gather(index.clip(0)))
+
     return (
-        lf.with_columns(_day=day.fill_null(dt.date(1, 1, 1)))
-        .sort("_day")
-        .join_asof(limits, on="_day", strategy="backward")
+        lf.with_columns(_day=day)
+        .with_columns(
+            market_price_cap=limit("market_price_cap"),
+            market_price_floor=limit("market_price_floor"),
+            _to=limit("effective_to"),
+        )
         .with_columns(
             [
-                pl.when(lapsed).then(None).otherwise(pl.col(c)).alias(c)
+                pl.when(pl.col("_to").is_not_null() & (pl.col("_day") >= pl.col("_to")))
+                .then(None)
+                .otherwise(pl.col(c))
+                .alias(c)
                 for c in ("market_price_cap", "market_price_floor")
             ]
         )
@@ -317,7 +341,7 @@ def _warnings(stats: dict[str, object]) -> list[str]:
     return out
 
 
-def finish_rows(
+def finish_files(
     candidates: pl.LazyFrame,
     parse_bad: pl.LazyFrame,
     thresholds: pl.DataFrame,
@@ -326,16 +350,19 @@ def finish_rows(
     infer_minutes: bool,
     end_field: str,
     price_field: str,
-) -> Checked:
+) -> dict[int, Checked]:
     """Derive ``interval_start`` and run the length, spacing and floor/cap checks.
 
-    ``candidates`` follows :data:`CANDIDATE_SCHEMA`; ``parse_bad`` are the parser's quarantine
-    rows; ``thresholds`` is :func:`~settlement.prices_store.market_thresholds` output. Interval
-    ends must lie on the grid of their length in ``grid_tz`` (NEM time for AEMO files); with
-    ``infer_minutes`` a missing length is the region's most common spacing. One polars plan. Returns good rows
-    (:data:`ROW_COLUMNS`, by line), all quarantine rows and file-level warnings.
+    ``candidates`` follows :data:`CANDIDATE_SCHEMA` and may hold several files (column ``_file``;
+    every window is per file); ``parse_bad`` are the parser's quarantine rows; ``thresholds`` is
+    :func:`~settlement.prices_store.market_thresholds` output. Interval ends must lie on the grid
+    of their length in ``grid_tz`` (NEM time for AEMO files); with ``infer_minutes`` a missing
+    length is the region's most common spacing. Returns, per file number, the good rows
+    (:data:`ROW_COLUMNS`, in no particular order), its quarantine rows and its warnings.
     """
-    lf = _infer_minutes(candidates) if infer_minutes else candidates
+    texts = candidates.select(FILE, "source_line", "raw", "record_type")
+    lf = candidates.drop("raw", "record_type")  # carried to the bad rows only, by join
+    lf = _infer_minutes(lf) if infer_minutes else lf
     length_checks = _length_checks(grid_tz, end_field)
     lf = lf.with_columns(
         interval_start=pl.col("end_utc")
@@ -346,14 +373,55 @@ def finish_rows(
     marked, parse_bad_rows = pl.collect_all([mark_checks(lf, checks), parse_bad])
     passed = marked.filter(pl.col("_check").is_null())
     nem_unchecked = pl.col("_nem") & pl.col("market_price_cap").is_null()
-    summary = passed.select(
+    summary = passed.group_by(FILE).agg(
         gaps=(pl.col("_step") > pl.col("interval_minutes")).sum(),
         repeats=(pl.col("_step") == 0).sum(),
         unchecked=nem_unchecked.sum(),
         first_unchecked=pl.col("_day").filter(nem_unchecked).min(),
-        others=pl.col("region").filter(~pl.col("_nem")).unique().sort().implode(),
+        others=pl.col("region").filter(~pl.col("_nem")).unique().sort(),
     )
-    good = passed.sort("source_line").select(ROW_COLUMNS)
-    bad = pl.concat([parse_bad_rows, quarantine_of(marked, checks)], how="vertical_relaxed")
-    stats = summary.row(0, named=True)
-    return Checked(good, bad, _warnings(stats), int(stats["repeats"] or 0))
+    good = passed.select(FILE, *ROW_COLUMNS)
+    failed = marked.filter(pl.col("_check").is_not_null())
+    if failed.height:
+        failed = failed.join(texts.collect(), on=[FILE, "source_line"], how="left")
+    else:
+        failed = failed.with_columns(raw=pl.lit(None, pl.Utf8), record_type=pl.lit(None, pl.Utf8))
+    bad = pl.concat([parse_bad_rows, quarantine_of(failed, checks)], how="vertical_relaxed")
+    goods = good.partition_by(FILE, as_dict=True, include_key=False)
+    bads = bad.partition_by(FILE, as_dict=True)
+    files = set(marked[FILE].unique().to_list()) | set(parse_bad_rows[FILE].unique().to_list())
+    stats = {r[FILE]: r for r in summary.iter_rows(named=True)}
+    out = {}
+    for f in files:
+        st = stats.get(f)
+        out[f] = Checked(
+            goods.get((f,), good.clear().drop(FILE)),
+            bads.get((f,), empty_quarantine()),
+            _warnings(st) if st else [],
+            int(st["repeats"] or 0) if st else 0,
+        )
+    return out
+
+
+def finish_rows(
+    candidates: pl.LazyFrame,
+    parse_bad: pl.LazyFrame,
+    thresholds: pl.DataFrame,
+    *,
+    grid_tz: str,
+    infer_minutes: bool,
+    end_field: str,
+    price_field: str,
+) -> Checked:
+    """:func:`finish_files` for a single file (its rows all carry ``_file`` 0)."""
+    checked = finish_files(
+        candidates,
+        parse_bad,
+        thresholds,
+        grid_tz=grid_tz,
+        infer_minutes=infer_minutes,
+        end_field=end_field,
+        price_field=price_field,
+    )
+    empty = pl.DataFrame(schema={c: CANDIDATE_SCHEMA.get(c, UTC_DT) for c in ROW_COLUMNS})
+    return checked.get(0, Checked(empty, empty_quarantine()))
