@@ -30,7 +30,7 @@ from risk.results import (
     month_starts,
     peak_counts,
 )
-from risk.spikes import SpikeState, draw_day_events
+from risk.spikes import SpikeState, advance_day, draw_new_events
 
 FloatArray = NDArray[np.float64]
 Sampler = Literal["pseudo", "sobol"]
@@ -177,7 +177,7 @@ class _State:
     slow: FloatArray  # slow log level factor
     driver: FloatArray
     fast: FloatArray  # (K, 1, nb)
-    spikes: list[SpikeState]
+    spikes: SpikeState  # global path index block * BLOCK_PATHS + j
 
 
 def _run_chunk(
@@ -200,7 +200,7 @@ def _run_chunk(
         np.full(shape3, p.slow_now),
         np.full(shape3, model.load.driver_now),
         fast0,
-        [SpikeState.empty(b.n) for b in blocks],
+        SpikeState.empty(k * nb),
     )
     cols = slice(offset, offset + k * nb)
     slots = grid.slots_per_day
@@ -267,21 +267,22 @@ def _apply_spikes(
     )
     k, nb = len(blocks), BLOCK_PATHS
     starts, expected = np.zeros((k, nb)), np.zeros((k, nb))
-    cells: list[list[NDArray[np.int64]]] = [[], [], []]
-    for i, b in enumerate(blocks):
-        ev = draw_day_events(p.spikes, month, mult[i, 0, : b.n], state.spikes[i], b.rng, slots)
-        starts[i, : b.n], expected[i, : b.n] = ev.starts, ev.expected
-        if ev.rows.size == 0:
-            continue
-        where = (np.full(ev.rows.size, i), ev.rows, ev.cols)
+    parts = []
+    for i, b in enumerate(blocks):  # each block draws from its own generator
+        path, start, length, value, counts, exp_ = draw_new_events(
+            p.spikes, month, mult[i, 0, : b.n], b.rng, slots
+        )
+        starts[i, : b.n], expected[i, : b.n] = counts, exp_
+        parts.append((path + i * nb, start, length, value))
+    path, start, length, value = (np.concatenate(x) for x in zip(*parts, strict=True))
+    ev = advance_day(p.spikes, state.spikes, path, start, length, value, slots)
+    where = (ev.cols // nb, ev.rows, ev.cols % nb)
+    if ev.rows.size:
         if p.spikes.model == "jump_ou":
             np.add.at(price, where, ev.values)
         else:
             np.maximum.at(price, where, ev.values)
-        for lst, arr in zip(cells, where, strict=True):
-            lst.append(arr)
-    spike_cells = tuple(np.concatenate(c) if c else np.zeros(0, dtype=np.int64) for c in cells)
-    return starts, expected, spike_cells
+    return starts, expected, where
 
 
 def _ar1_in_place(z: FloatArray, a: float, z0: FloatArray) -> None:

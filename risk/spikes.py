@@ -186,6 +186,53 @@ def _expand(
     )
 
 
+def draw_new_events(
+    params: SpikeParams, month: int, multiplier: FloatArray, rng: np.random.Generator, slots: int
+) -> tuple[IntArray, IntArray, IntArray, FloatArray, IntArray, FloatArray]:
+    """New spike events of one market day: ``(path, start, length, value, counts, expected)``.
+
+    ``multiplier`` (n_paths,) scales the day's start intensity per path (level factor and demand
+    driver). Counts are Poisson with mean ``multiplier x sum(start_prob)`` over the day's slots;
+    start slots follow the within-day profile; levels are drawn from the fitted quantiles.
+    """
+    p_slot = params.start_prob[month, np.arange(slots) * 24 // slots]
+    expected = multiplier * p_slot.sum()
+    counts = rng.poisson(expected)
+    path = np.repeat(np.arange(multiplier.size), counts)
+    cum = np.cumsum(p_slot) / max(float(p_slot.sum()), 1e-300)
+    start = np.minimum(np.searchsorted(cum, rng.random(path.size)), slots - 1)
+    value = np.interp(rng.random(path.size), QUANTILE_GRID, params.level_quantiles_per_mwh)
+    if params.model == "jump_ou":
+        length = np.full(path.size, _jump_length(params.decay))
+    else:
+        length = rng.geometric(1.0 - params.p_stay, path.size)
+    return path, start, length, value, counts, expected
+
+
+def advance_day(
+    params: SpikeParams,
+    state: SpikeState,
+    path: IntArray,
+    start: IntArray,
+    length: IntArray,
+    value: FloatArray,
+    slots: int,
+) -> DayEvents:
+    """Cells of the day's new and carried spikes; updates ``state`` with what spills over."""
+    carried = np.flatnonzero(state.remaining > 0)
+    start = np.concatenate([np.zeros(carried.size, dtype=np.int64), start])
+    length = np.concatenate([state.remaining[carried], length])
+    path = np.concatenate([carried, path])
+    value = np.concatenate([state.level[carried], value])
+    decay = params.decay if params.model == "jump_ou" else 0.0
+    events, spill_path, spill_len, spill_val = _expand(start, length, path, value, decay, slots)
+    state.remaining[carried] = 0
+    state.level[carried] = 0.0
+    state.remaining[spill_path] = spill_len
+    state.level[spill_path] = spill_val
+    return events
+
+
 def draw_day_events(
     params: SpikeParams,
     month: int,
@@ -194,36 +241,12 @@ def draw_day_events(
     rng: np.random.Generator,
     slots: int,
 ) -> DayEvents:
-    """Spike cells for one market day of every path; updates ``state`` in place.
-
-    ``multiplier`` (n_paths,) scales the day's start intensity per path (level factor and demand
-    driver). Counts are Poisson with mean ``multiplier x sum(start_prob)`` over the day's slots;
-    start slots follow the within-day profile.
-    """
-    p_slot = params.start_prob[month, np.arange(slots) * 24 // slots]
-    expected = multiplier * p_slot.sum()
-    counts = rng.poisson(expected)
-    path = np.repeat(np.arange(multiplier.size), counts)
-    cum = np.cumsum(p_slot) / max(float(p_slot.sum()), 1e-300)
-    start = np.minimum(np.searchsorted(cum, rng.random(path.size)), slots - 1)
-    u = rng.random(path.size)
-    value = np.interp(u, QUANTILE_GRID, params.level_quantiles_per_mwh)
-    if params.model == "jump_ou":
-        length = np.full(path.size, _jump_length(params.decay))
-    else:
-        length = rng.geometric(1.0 - params.p_stay, path.size)
-    carried = np.flatnonzero(state.remaining > 0)
-    start = np.concatenate([np.zeros(carried.size, dtype=np.int64), start])
-    length = np.concatenate([state.remaining[carried], length])
-    path = np.concatenate([carried, path])
-    value = np.concatenate([state.level[carried], value])
-    decay = params.decay if params.model == "jump_ou" else 0.0
-    events, spill_path, spill_len, spill_val = _expand(start, length, path, value, decay, slots)
-    state.remaining[:] = 0
-    state.level[:] = 0.0
-    state.remaining[spill_path] = spill_len
-    state.level[spill_path] = spill_val
-    return DayEvents(events.rows, events.cols, events.values, counts, expected)
+    """New and carried spike cells of one market day of every path (updates ``state``)."""
+    path, start, length, value, counts, expected = draw_new_events(
+        params, month, multiplier, rng, slots
+    )
+    ev = advance_day(params, state, path, start, length, value, slots)
+    return DayEvents(ev.rows, ev.cols, ev.values, counts, expected)
 
 
 def _jump_length(decay: float, tol: float = 0.01) -> int:
