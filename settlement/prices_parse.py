@@ -68,7 +68,13 @@ def empty_candidates() -> pl.DataFrame:
 
 
 def _candidates(df: Frame) -> Frame:
-    return df.select([pl.col(c).cast(t) for c, t in CANDIDATE_SCHEMA.items()])
+    have = df.collect_schema().names()
+    return df.select(
+        [
+            pl.col(c).cast(t) if c in have else pl.lit(False, t).alias(c)
+            for c, t in CANDIDATE_SCHEMA.items()
+        ]
+    )
 
 
 def _price_checks(region: str, end: str, price: str, known: tuple[str, ...]) -> list[Check]:
@@ -150,12 +156,14 @@ def parse_price_and_demand(lines: pl.DataFrame, header_line: int, header: list[s
 # --- generic CSV -----------------------------------------------------------------------------
 
 
-def _generic_end_utc(text: pl.Expr, timezone: str) -> pl.Expr:
+def _generic_end_utc(text: pl.Expr, timezone: str) -> tuple[pl.Expr, pl.Expr]:
     """ISO-like local time (``T`` or space, ``-`` or ``/``, optional seconds and UTC offset) -> UTC.
 
     A time without offset is read in ``timezone``; during a fall-back hour the first occurrence of
-    a local time (per region) is the earlier instant, the second the later; a local time that does
-    not exist (spring-forward gap) gives null. Needs ``region`` and ``_end_text`` columns.
+    a local time (per file and region) is the earlier instant, the second the later; a local time
+    that does not exist (spring-forward gap) gives null. Returns (instant, guessed): ``guessed``
+    marks repeated-hour times that appear only once, read as the earlier instant by convention.
+    Needs ``region`` and ``_file`` columns.
     """
     norm = text.str.replace("T", " ", literal=True).str.replace_all("/", "-", literal=True)
     offset = norm.str.extract(OFFSET_RE, 1)
@@ -181,7 +189,14 @@ def _generic_end_utc(text: pl.Expr, timezone: str) -> pl.Expr:
     in_zone = naive.dt.replace_time_zone(
         timezone, ambiguous=ambiguous, non_existent="null"
     ).dt.convert_time_zone("UTC")
-    return pl.when(offset.is_not_null()).then(with_offset).otherwise(in_zone)
+    earliest = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+    latest = naive.dt.replace_time_zone(timezone, ambiguous="latest", non_existent="null")
+    guessed = (
+        offset.is_null()
+        & (pl.len().over(FILE, "region", naive) == 1)
+        & (earliest != latest).fill_null(False)
+    )
+    return pl.when(offset.is_not_null()).then(with_offset).otherwise(in_zone), guessed
 
 
 def parse_generic(
@@ -201,8 +216,10 @@ def parse_generic(
         _price_text=fld(f, idx["price_per_mwh"]),
         _minutes_text=minutes_text.cast(pl.Utf8),
     )
+    end_utc, guessed = _generic_end_utc(pl.col("_end_text"), timezone)
     df = df.with_columns(
-        end_utc=_generic_end_utc(pl.col("_end_text"), timezone),
+        end_utc=end_utc,
+        _guessed=guessed,
         price_per_mwh=pl.col("_price_text").cast(pl.Float64, strict=False),
         interval_minutes=pl.col("_minutes_text").cast(pl.Int16, strict=False),
         version_at=pl.lit(None, UTC_DT),

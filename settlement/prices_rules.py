@@ -44,6 +44,7 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     "interval_minutes": pl.Int16(),
     "price_per_mwh": pl.Float64(),
     "version_at": UTC_DT,
+    "_guessed": pl.Boolean(),  # generic CSV: a repeated-hour local time seen once (see parser)
 }
 ROW_COLUMNS = (
     "region",
@@ -326,6 +327,11 @@ def _warnings(stats: dict[str, object]) -> list[str]:
             f"{stats['repeats']:,} row(s) repeat an interval given earlier in the file "
             "(identical ones are duplicates; otherwise the later line is the current price)"
         )
+    if stats.get("guessed"):
+        out.append(
+            f"{stats['guessed']:,} row(s) fall in a repeated local hour (clocks went back) and "
+            "appear once: read as the first pass of that hour; write UTC offsets to be sure"
+        )
     if stats["unchecked"]:
         out.append(
             f"{stats['unchecked']:,} NEM row(s) (first market day {stats['first_unchecked']}) "
@@ -376,6 +382,7 @@ def finish_files(
     summary = passed.group_by(FILE).agg(
         gaps=(pl.col("_step") > pl.col("interval_minutes")).sum(),
         repeats=(pl.col("_step") == 0).sum(),
+        guessed=pl.col("_guessed").sum(),
         unchecked=nem_unchecked.sum(),
         first_unchecked=pl.col("_day").filter(nem_unchecked).min(),
         others=pl.col("region").filter(~pl.col("_nem")).unique().sort(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 import zoneinfo
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,19 @@ def expected(rows: list[Row]) -> set[tuple[str, dt.datetime, int, float]]:
     return {(r.region, r.end - dt.timedelta(minutes=r.minutes), r.minutes, r.price) for r in rows}
 
 
+def once_in_repeated_hour(rows: list[Row], zone: str) -> list[Row]:
+    """Rows whose local end time occurs twice on the clock but once in the file (its region)."""
+    tz = zoneinfo.ZoneInfo(zone)
+    local = [(r, r.end.astimezone(tz).replace(tzinfo=None)) for r in rows]
+    counts = Counter((r.region, t) for r, t in local)
+    return [
+        r
+        for r, t in local
+        if counts[(r.region, t)] == 1
+        and t.replace(tzinfo=tz, fold=0).utcoffset() != t.replace(tzinfo=tz, fold=1).utcoffset()
+    ]
+
+
 @SETTINGS
 @given(data=st.data())
 def test_generic_csv_round_trips(data: st.DataObject) -> None:
@@ -107,7 +121,13 @@ def test_generic_csv_round_trips(data: st.DataObject) -> None:
             result = report.files[0]
             assert result.status == "loaded", result.errors
             assert result.rows_loaded == len(rows)
-            assert stored(store) == expected(rows)
+            guessed = once_in_repeated_hour(rows, zone) if style == "naive" else []
+            if guessed:  # read as the first pass by convention, and said so
+                assert any("repeated local hour" in w for w in result.warnings)
+                sure = [r for r in rows if r not in guessed]
+                assert expected(sure) <= stored(store)
+            else:
+                assert stored(store) == expected(rows)
             assert ingest_price_files(store, [path]).files[0].status == "duplicate"
 
 
