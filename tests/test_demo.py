@@ -33,6 +33,7 @@ from settlement.demo.synth import (
 from settlement.store import Store
 
 SMALL = {"households": 20, "days": 62}
+Summer = tuple[Households, EnergyFlows, np.ndarray, CarryState]
 TOL_KWH = 1e-9
 
 
@@ -89,7 +90,7 @@ def cfg() -> DemoConfig:
 
 
 @pytest.fixture(scope="module")
-def summer(cfg: DemoConfig) -> tuple[Households, EnergyFlows, np.ndarray, CarryState]:
+def summer(cfg: DemoConfig) -> Summer:
     """One summer month of 60 households (lots of solar, batteries cycling)."""
     seeds = seed_streams(cfg.seed)
     weather = simulate_weather(np.random.default_rng(seeds["weather"]), cfg.start, cfg.days)
@@ -105,7 +106,7 @@ def summer(cfg: DemoConfig) -> tuple[Households, EnergyFlows, np.ndarray, CarryS
     return hh, flows, sun, state
 
 
-def test_energy_is_conserved_per_household_and_interval(summer) -> None:  # type: ignore[no-untyped-def]
+def test_energy_is_conserved_per_household_and_interval(summer: Summer) -> None:
     _, f, _, _ = summer
     rebuilt = f.import_kwh - f.export_kwh + f.solar_kwh + f.discharge_kwh - f.charge_kwh
     np.testing.assert_allclose(rebuilt, f.load_kwh, rtol=0, atol=TOL_KWH)
@@ -114,7 +115,7 @@ def test_energy_is_conserved_per_household_and_interval(summer) -> None:  # type
     assert min(x.min() for x in (f.solar_kwh, f.charge_kwh, f.discharge_kwh)) >= 0
 
 
-def test_battery_stays_between_reserve_and_capacity(summer) -> None:  # type: ignore[no-untyped-def]
+def test_battery_stays_between_reserve_and_capacity(summer: Summer) -> None:
     hh, f, _, state = summer
     has = hh.battery_kwh > 0
     assert has.sum() >= 3
@@ -129,7 +130,7 @@ def test_battery_stays_between_reserve_and_capacity(summer) -> None:  # type: ig
     np.testing.assert_allclose(state.soc_kwh[has], soc[:, -1])
 
 
-def test_solar_is_zero_at_night_and_only_on_solar_homes(summer) -> None:  # type: ignore[no-untyped-def]
+def test_solar_is_zero_at_night_and_only_on_solar_homes(summer: Summer) -> None:
     hh, f, sun, _ = summer
     assert (f.solar_kwh[:, sun == 0] == 0).all()
     assert (f.solar_kwh[hh.solar_kw == 0] == 0).all()
@@ -139,7 +140,7 @@ def test_solar_is_zero_at_night_and_only_on_solar_homes(summer) -> None:  # type
     assert (f.solar_kwh[solar].sum(axis=1) > 0).all()
 
 
-def test_load_and_price_share_the_temperature_driver(cfg: DemoConfig, summer) -> None:  # type: ignore[no-untyped-def]
+def test_load_and_price_share_the_temperature_driver(cfg: DemoConfig, summer: Summer) -> None:
     _, f, _, _ = summer
     seeds = seed_streams(cfg.seed)
     weather = simulate_weather(np.random.default_rng(seeds["weather"]), cfg.start, cfg.days)

@@ -162,7 +162,7 @@ class DemoConfig(_Section):
         return self.start + timedelta(days=self.days)
 
 
-def load_demo_config(path: Path | None = None, **overrides: object) -> DemoConfig:
+def load_demo_config(path: Path | None = None, /, **overrides: object) -> DemoConfig:
     """Read and validate the demo TOML (default ``data/demo.toml``); apply top-level overrides.
 
     Raises :class:`ConfigError` naming the file and the broken rule.

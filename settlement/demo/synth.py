@@ -350,7 +350,7 @@ def _demand(
     solar: np.ndarray,
 ) -> np.ndarray:
     """Operational demand [MW]: intraday shape, heating and cooling, minus rooftop solar."""
-    shape = _intraday_shape(cal.local_hour, 1.3) / 1.0
+    shape = _intraday_shape(cal.local_hour, 1.3)
     weather = 180.0 * np.clip(temp - 24.0, 0, None) + 120.0 * np.clip(16.0 - temp, 0, None)
     noise = ar1(rng.normal(0.0, 25.0, cal.size), 0.98)
     demand = pc.demand_mean_mw * (0.75 + 0.25 * shape) + weather - 2500.0 * solar + noise
