@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -36,13 +37,13 @@ from settlement.ingest_common import (
     register_file,
     sha256_file,
 )
-from settlement.nem12_parse import FileRejected, StreamState, parse_chunk
+from settlement.nem12_parse import ChunkResult, FileRejected, StreamState, parse_chunk
 from settlement.store import Store
 
 Progress = Callable[[str, int, int | None], None]
 PATTERNS = ("*.[cC][sS][vV]", "*.[zZ][iI][pP]")
-CHUNK_BYTES = 16 << 20
-"""Target text per parsed chunk: bounds peak memory (about 20x this while a chunk is parsed)."""
+CHUNK_BYTES = 2 << 20
+"""Target text per parsed chunk; peak memory scales with it (two chunks are in flight)."""
 
 
 def ingest_meter_files(
@@ -169,12 +170,13 @@ def _load(
     loader = _Loader(store, result.file_id)
     n_300 = 0
     with ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        stack.enter_context(_duckdb_threads(store, 1))
         for name, stream, member_size in _streams(path, stack):
             state = StreamState()
-            for text, first_line, n_bytes in _chunks(stream, chunk_bytes):
-                chunk, _ = parse_chunk(text, first_line, state)
+            for chunk, n_bytes in _parsed(pool, _chunks(stream, chunk_bytes), state):
                 result.rows_quarantined += quarantine_rows(store, result.file_id, name, chunk.bad)
-                loaded, dup = loader.load(chunk.reads)
+                loaded, dup = loader.load(chunk.reads, chunk.records)
                 result.rows_loaded += loaded
                 result.rows_duplicate += dup
                 if progress is not None:
@@ -198,6 +200,37 @@ def _load(
             f"{conflicts} readings appear more than once in this file with the same version "
             "(UpdateDateTime) but different values; the later line is current"
         )
+
+
+def _parsed(
+    pool: ThreadPoolExecutor, chunks: Iterator[tuple[str, int, int]], state: StreamState
+) -> Iterator[tuple[ChunkResult, int]]:
+    """Parse chunks one ahead on a worker thread, so parsing (polars) overlaps loading (DuckDB);
+    both release the GIL. Chunks are parsed strictly in order (``state`` carries over)."""
+    pending: Future[tuple[ChunkResult, list[str]]] | None = None
+    pending_bytes = 0
+    for text, first_line, n_bytes in chunks:
+        nxt = pool.submit(parse_chunk, text, first_line, state)
+        if pending is not None:
+            yield pending.result()[0], pending_bytes
+        pending, pending_bytes = nxt, n_bytes
+    if pending is not None:
+        yield pending.result()[0], pending_bytes
+
+
+@contextmanager
+def _duckdb_threads(store: Store, n: int) -> Iterator[None]:
+    """Run DuckDB single-threaded while the parser thread has the other core; restore after.
+
+    The inserts are append-bound; extra DuckDB threads only spin against the parser."""
+    row = store.con.execute("SELECT current_setting('threads')").fetchone()
+    before = int(row[0]) if row else None
+    store.con.execute(f"SET threads = {int(n)}")
+    try:
+        yield
+    finally:
+        if before is not None:
+            store.con.execute(f"SET threads = {before}")
 
 
 def _stream_warnings(name: str, path: Path, state: StreamState) -> list[str]:
@@ -225,19 +258,56 @@ def _stream_warnings(name: str, path: Path, state: StreamState) -> list[str]:
 class _Loader:
     """Appends one file's readings chunk by chunk, keeping ``is_current`` exact as it goes.
 
-    Per chunk: drop readings identical to a stored version (counted as duplicates); mark stored
-    current rows superseded by a chunk's newer-or-equal version (the new row has a larger
-    (file_id, source_line)); insert the chunk with ``is_current`` set where it wins.
+    Fast path: a 300 record whose (nmi, suffix, market day) appears nowhere else (not in the
+    store, not elsewhere in the chunk) cannot duplicate or supersede anything, so its readings are
+    inserted as current directly. The other ("colliding") records take the exact path: drop
+    readings identical to a stored version (duplicates), mark stored current rows superseded by a
+    newer-or-equal version (the new row has the larger (file_id, source_line)), insert the rest
+    with ``is_current`` where they win.
     """
 
     def __init__(self, store: Store, file_id: int) -> None:
         self.con = store.con
         self.file_id = file_id
+        self.n_conflicts = 0
 
-    def load(self, reads: pl.DataFrame) -> tuple[int, int]:
+    def load(self, reads: pl.DataFrame, records: pl.DataFrame) -> tuple[int, int]:
         """Insert one chunk; return (rows inserted, rows duplicate)."""
         if reads.height == 0:
             return 0, 0
+        colliding = self._colliding(records)
+        if colliding.height == 0:
+            self._insert_current(reads)
+            return reads.height, 0
+        slow_mask = pl.col("source_line").is_in(colliding["source_line"].implode())
+        fast = reads.filter(~slow_mask)
+        if fast.height:
+            self._insert_current(fast)
+        staged, dup = self._load_exact(reads.filter(slow_mask))
+        return fast.height + staged, dup
+
+    def _insert_current(self, reads: pl.DataFrame) -> None:
+        # DuckDB reads the local frame by name (replacement scan); con.register() would keep
+        # each registered chunk's Arrow buffers alive until the connection closes.
+        _chunk = reads  # scanned by name in the SQL below
+        self.con.execute(
+            "INSERT INTO meter_reads_raw SELECT nmi, suffix, interval_start, interval_minutes,"
+            " kwh, quality, method, reason, version_at, ?, source_line, true FROM _chunk",
+            [self.file_id],
+        )
+
+    def _colliding(self, records: pl.DataFrame) -> pl.DataFrame:
+        """Records sharing (nmi, suffix, market day) with another record of the chunk or a row
+        already stored (including earlier chunks of this file)."""
+        key = ["nmi", "suffix", "day_no"]
+        within = records.filter(pl.len().over(key) > 1).select("source_line")
+        lo, hi = records["day_no"].min(), records["day_no"].max()
+        nmi_lo, nmi_hi = records["nmi"].min(), records["nmi"].max()
+        _rec = records  # scanned by name in _COLLIDE_SQL
+        stored = self.con.execute(_COLLIDE_SQL, [lo, hi, nmi_lo, nmi_hi]).pl()
+        return pl.concat([within, stored.select(pl.col("source_line").cast(pl.Int32))]).unique()
+
+    def _load_exact(self, reads: pl.DataFrame) -> tuple[int, int]:
         uniq = reads.unique(
             ["nmi", "suffix", "interval_start", "version_at", "kwh", "quality"],
             keep="first",
@@ -246,29 +316,50 @@ class _Loader:
         dup = reads.height - uniq.height
         lo, hi = uniq["interval_start"].min(), uniq["interval_start"].max()
         con = self.con
-        con.register("_chunk", uniq.to_arrow())
-        try:
-            con.execute(_STAGE_SQL, [lo, hi])
-        finally:
-            con.unregister("_chunk")
+        _chunk = uniq  # scanned by name in _STAGE_SQL
+        con.execute(_STAGE_SQL, [lo, hi])
         row = con.execute("SELECT count(*) FROM _new").fetchone()
         staged = int(row[0]) if row else 0
         dup += uniq.height - staged
         if staged:
+            row = con.execute(_CONFLICT_SQL, [self.file_id, lo, hi]).fetchone()
+            self.n_conflicts += int(row[0]) if row else 0
             con.execute(_SUPERSEDE_SQL, [lo, hi])
             con.execute(_INSERT_SQL, [self.file_id, lo, hi])
         con.execute("DROP TABLE _new")
         return staged, dup
 
     def conflicts(self) -> int:
-        """Readings of this file sharing (key, version_at) with another of its readings."""
-        row = self.con.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM meter_reads_raw WHERE file_id = ? "
-            "GROUP BY nmi, suffix, interval_start, version_at HAVING count(*) > 1)",
-            [self.file_id],
-        ).fetchone()
-        return int(row[0]) if row else 0
+        """Readings of this file sharing (key, version_at) with another reading of this file."""
+        return self.n_conflicts
 
+
+_COLLIDE_SQL = """
+SELECT DISTINCT k.source_line
+FROM _rec k
+JOIN (SELECT nmi, suffix,
+             ((epoch(interval_start)::BIGINT + 36000) // 86400)::INTEGER AS day_no
+      FROM meter_reads_raw
+      WHERE interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                              + to_days($1) - INTERVAL 10 HOUR
+        AND interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                              + to_days($2 + 1) - INTERVAL 10 HOUR
+        AND nmi BETWEEN $3 AND $4) r
+  ON r.nmi = k.nmi AND r.suffix = k.suffix AND r.day_no = k.day_no
+"""
+
+_CONFLICT_SQL = """
+SELECT count(*) FROM (
+  SELECT 1 FROM (
+    SELECT nmi, suffix, interval_start, version_at FROM _new
+    UNION ALL
+    SELECT r.nmi, r.suffix, r.interval_start, r.version_at
+    FROM meter_reads_raw r SEMI JOIN _new n
+      ON r.nmi = n.nmi AND r.suffix = n.suffix AND r.interval_start = n.interval_start
+    WHERE r.file_id = $1 AND r.interval_start BETWEEN $2 AND $3
+  ) u GROUP BY nmi, suffix, interval_start, version_at HAVING count(*) > 1
+)
+"""
 
 _STAGE_SQL = """
 CREATE OR REPLACE TEMP TABLE _new AS

@@ -67,10 +67,12 @@ class StreamState:
 
 @dataclass
 class ChunkResult:
-    """Readings (columns :data:`READ_COLUMNS`) and quarantine rows of one chunk."""
+    """Readings (columns :data:`READ_COLUMNS`), quarantine rows, and the loaded 300 records
+    (``source_line``, ``nmi``, ``suffix``, ``day_no`` = market day as days since 1970-01-01)."""
 
     reads: pl.DataFrame
     bad: pl.DataFrame
+    records: pl.DataFrame
 
 
 def _fmt_reason(*parts: pl.Expr | str) -> pl.Expr:
@@ -234,6 +236,12 @@ def parse_chunk(text: str, first_line: int, state: StreamState) -> tuple[ChunkRe
     )
     _count_skipped(r300, state)
     reads = build_reads(r300, r400)
+    records = r300.filter(pl.col("err_reason").is_null() & ~pl.col("skipped")).select(
+        pl.col("line_no").cast(pl.Int32).alias("source_line"),
+        "nmi",
+        "suffix",
+        pl.col("day").cast(pl.Int32).alias("day_no"),
+    )
     other = lines.filter(~pl.col("rec").is_in(["100", "200", "300", "400", "500", "900"]))
     unknown = other.select(
         "line_no",
@@ -258,7 +266,7 @@ def parse_chunk(text: str, first_line: int, state: StreamState) -> tuple[ChunkRe
             ),
         ]
     ).sort("source_line")
-    return ChunkResult(reads=reads, bad=bad), warnings
+    return ChunkResult(reads=reads, bad=bad, records=records), warnings
 
 
 def _carry_block(lines: pl.DataFrame, state: StreamState) -> None:
