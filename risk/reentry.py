@@ -142,7 +142,7 @@ def _rule_values(
     rate: float,
     settings: ReentrySettings,
 ) -> tuple[FloatArray, FloatArray, float, float]:
-    ratio = inputs.bill_per_kwh_last[dates] / rate  # (n_dates, n_paths)
+    ratio = inputs.bill_per_kwh_last[dates] / max(rate, 1e-9)  # (n_dates, n_paths)
     hit = ratio > settings.threshold_ratio
     first = np.where(hit.any(axis=0), hit.argmax(axis=0), -1)
     n = values.shape[1]

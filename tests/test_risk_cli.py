@@ -41,7 +41,7 @@ lp_max_paths = 256
 
 
 def _fill_store(path: Path) -> None:
-    grid = grid_for_period("2022-07-01", 730)
+    grid = grid_for_period("2023-05-01", 426)
     sim = simulate_market(synthetic_model(), grid, 2, 3, caps_by_fy=CAPS, keep_paths=1)
     starts = grid.starts_utc().astype("datetime64[us]")
     now = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
