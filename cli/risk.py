@@ -237,7 +237,7 @@ def price_safe_harbour(
         sh = result["safe_harbour"]
         _render("safe-harbour cost stack ($/kWh ex GST)", sh["cost_stack_per_kwh"])
         out.print(
-            f"[bold]{sh['structure']} rate: {sh['rate_per_kwh']:.4f} $/kWh[/]"
+            f"[bold]{sh['structure']} rate: {sh['rate_per_kwh']:.4f} ± {sh['rate_se_per_kwh']:.4f} $/kWh[/]"
             + (f", peak {sh['peak_rate_per_kwh']:.4f}" if sh["peak_rate_per_kwh"] else "")
         )
 

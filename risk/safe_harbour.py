@@ -27,6 +27,7 @@ from risk.stats import Estimate, mc_mean, risk_premium
 
 FloatArray = NDArray[np.float64]
 ReentryCost = Callable[[float], float]
+N_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,14 @@ class SafeHarbourPrice:
     peak_rate_per_kwh: float | None
     stack_per_kwh: dict[str, Estimate]
     expected_kwh: float
+    rate_se_per_kwh: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready result."""
         return {
             "structure": self.structure,
             "rate_per_kwh": self.rate_per_kwh,
+            "rate_se_per_kwh": self.rate_se_per_kwh,
             "offpeak_rate_per_kwh"
             if self.peak_rate_per_kwh
             else "flat_rate_per_kwh": self.rate_per_kwh,
@@ -91,6 +94,45 @@ def solve_safe_harbour_rate(
     mean_e = float(energy.mean())
     flat_equiv = float(units.mean()) / mean_e
 
+    lo, hi = bracket_per_kwh
+    rate = _solve(wholesale, hedge, other, units, reentry_cost_aud, flat_equiv, settings, lo, hi)
+    reentry_aud = reentry_cost_aud(rate * flat_equiv) if reentry_cost_aud else 0.0
+    revenue = rate * units
+    loss = wholesale + hedge + other - revenue
+    stack = {
+        "wholesale_energy": mc_mean(wholesale, groups=sim.groups).scale(1 / mean_e),
+        "hedge_net_cost": mc_mean(hedge, groups=sim.groups).scale(1 / mean_e),
+        "risk_premium": risk_premium(loss, hs.risk_aversion_k, hs.cvar_alpha).scale(1 / mean_e),
+        "reentry_option": Estimate(reentry_aud / mean_e, 0.0),
+        **{k: Estimate(v, 0.0) for k, v in sh.other_costs_per_kwh.items()},
+        "margin": Estimate(sh.target_margin * float(revenue.mean()) / mean_e, 0.0),
+    }
+    # standard error of the rate: re-solve on independent batches of paths (re-entry cost held
+    # at its full-sample value)
+    batch = np.unique(sim.groups, return_inverse=True)[1] * N_BATCHES // (sim.groups.max() + 1)
+    fixed = (lambda _r: reentry_aud) if reentry_cost_aud else None
+    rates = [
+        _solve(wholesale[m], hedge[m], other[m], units[m], fixed, flat_equiv, settings, lo, hi)
+        for m in (batch == b for b in range(N_BATCHES))
+    ]
+    rate_se = float(np.std(rates, ddof=1) / np.sqrt(N_BATCHES))
+    peak_rate = rate * sh.peak_to_offpeak_ratio if sh.structure == "tou" else None
+    return SafeHarbourPrice(sh.structure, rate, peak_rate, stack, mean_e, rate_se)
+
+
+def _solve(
+    wholesale: FloatArray,
+    hedge: FloatArray,
+    other: FloatArray,
+    units: FloatArray,
+    reentry_cost_aud: ReentryCost | None,
+    flat_equiv: float,
+    settings: RiskSettings,
+    lo: float,
+    hi: float,
+) -> float:
+    sh, hs = settings.safe_harbour, settings.hedging
+
     def gap(rate: float) -> float:
         revenue = rate * units
         loss = wholesale + hedge + other - revenue
@@ -98,19 +140,4 @@ def solve_safe_harbour_rate(
         reentry = reentry_cost_aud(rate * flat_equiv) if reentry_cost_aud else 0.0
         return float(-loss.mean() - premium - reentry - sh.target_margin * revenue.mean())
 
-    lo, hi = bracket_per_kwh
-    rate = float(optimize.brentq(gap, lo, hi, xtol=1e-7))
-    revenue = rate * units
-    loss = wholesale + hedge + other - revenue
-    stack = {
-        "wholesale_energy": mc_mean(wholesale, groups=sim.groups).scale(1 / mean_e),
-        "hedge_net_cost": mc_mean(hedge, groups=sim.groups).scale(1 / mean_e),
-        "risk_premium": risk_premium(loss, hs.risk_aversion_k, hs.cvar_alpha).scale(1 / mean_e),
-        "reentry_option": Estimate(
-            (reentry_cost_aud(rate * flat_equiv) if reentry_cost_aud else 0.0) / mean_e, 0.0
-        ),
-        **{k: Estimate(v, 0.0) for k, v in sh.other_costs_per_kwh.items()},
-        "margin": Estimate(sh.target_margin * float(revenue.mean()) / mean_e, 0.0),
-    }
-    peak_rate = rate * sh.peak_to_offpeak_ratio if sh.structure == "tou" else None
-    return SafeHarbourPrice(sh.structure, rate, peak_rate, stack, mean_e)
+    return float(optimize.brentq(gap, lo, hi, xtol=1e-7))

@@ -112,6 +112,7 @@ def test_safe_harbour_rate_recovers_the_stack(sim: SimulationResult) -> None:
     total = sum(v.value for v in price.stack_per_kwh.values())
     assert total == pytest.approx(price.rate_per_kwh, rel=1e-6)
     assert price.stack_per_kwh["reentry_option"].value == pytest.approx(5.0 / price.expected_kwh)
+    assert 0 < price.rate_se_per_kwh < 0.01  # batch standard error of the solved rate
     tou = solve_safe_harbour_rate(
         sim,
         payoffs,
