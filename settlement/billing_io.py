@@ -95,52 +95,51 @@ def segments_frame(
     )
 
 
-_CHANNEL_SQL = """
-SELECT s.seg, epoch_us(m.interval_start) AS ts_us, m.interval_minutes::INTEGER AS interval_minutes,
-       m.kwh, m.quality = 'E' AS estimated
-FROM _segs s JOIN {source} m
-  ON m.nmi = s.nmi AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
-WHERE m.suffix = '{suffix}' AND m.quality <> 'N'
+_READS_SQL = """
+SELECT s.seg, epoch_us(e.interval_start) AS ts_us, e.interval_minutes::INTEGER AS interval_minutes,
+       e.kwh AS import_kwh, c.kwh AS controlled_kwh, b.kwh AS export_kwh,
+       e.quality = 'E' OR coalesce(c.quality = 'E', false) OR coalesce(b.quality = 'E', false)
+         AS estimated
+FROM _segs s
+JOIN {source} e ON e.suffix = 'E1' AND e.quality <> 'N' AND e.nmi = s.nmi
+     AND e.interval_start >= s.utc_from AND e.interval_start < s.utc_to
+LEFT JOIN {source} c ON c.suffix = 'E2' AND c.quality <> 'N' AND c.nmi = e.nmi
+     AND c.interval_start = e.interval_start
+LEFT JOIN {source} b ON b.suffix = 'B1' AND b.quality <> 'N' AND b.nmi = e.nmi
+     AND b.interval_start = e.interval_start
 """
-CHANNELS = (("E1", "import_kwh"), ("E2", "controlled_kwh"), ("B1", "export_kwh"))
+# The current reads: the ``meter_reads`` view's rows (every raw row has its file), without the
+# join to ingested_files that the view adds for ``source_file``.
+CURRENT_READS = "(SELECT * FROM meter_reads_raw WHERE is_current)"
 
-
-def _channel(
-    store: Store, suffix: str, column: str, src: str, as_of: datetime | None
-) -> pl.DataFrame:
-    # suffix comes from the CHANNELS constant, never from input; a bound parameter here makes
-    # DuckDB 1.5 plan the join ~30x slower, so it is written into the text.
-    assert suffix in {c for c, _ in CHANNELS}
-    sql = _CHANNEL_SQL.format(source=src, suffix=suffix)
-    frame = store.con.sql(sql, params=[] if as_of is None else [as_of]).pl()
-    return frame.select(
-        "seg",
-        pl.from_epoch("ts_us", time_unit="us").dt.replace_time_zone("UTC").alias("interval_start"),
-        "interval_minutes",
-        pl.col("kwh").alias(column),
-        pl.col("estimated").alias(f"_est_{suffix}"),
-    )
+# Low-cardinality aggregate (one row per segment): reads per channel, for the missing-read holds.
+_COUNTS_SQL = """
+SELECT s.seg, min(m.interval_minutes) FILTER (WHERE m.suffix = 'E1') AS minutes,
+       count(*) FILTER (WHERE m.suffix = 'E1') AS n_import,
+       count(*) FILTER (WHERE m.suffix = 'E2') AS n_cl,
+       count(*) FILTER (WHERE m.suffix = 'B1') AS n_export
+FROM _segs s JOIN {source} m ON m.nmi = s.nmi
+     AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
+WHERE m.quality <> 'N' AND m.suffix IN ('E1', 'E2', 'B1')
+GROUP BY s.seg
+"""
 
 
 def _read_channels(
     store: Store, src: str, as_of: datetime | None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """E1 reads with E2 and B1 joined on (segment, interval); no wide group-by in SQL."""
-    e1, e2, b1 = (_channel(store, sfx, col, src, as_of) for sfx, col in CHANNELS)
-    iv = e1
-    for other, col, sfx in ((e2, "controlled_kwh", "E2"), (b1, "export_kwh", "B1")):
-        iv = iv.join(
-            other.select("seg", "interval_start", col, f"_est_{sfx}"),
-            on=["seg", "interval_start"],
-            how="left",
-        )
-    counts = pl.DataFrame({"seg": iv["seg"].unique()})
-    for frame, name in ((e1, "n_import"), (e2, "n_cl"), (b1, "n_export")):
-        counts = counts.join(frame.group_by("seg").agg(pl.len().alias(name)), on="seg", how="left")
-    est = pl.any_horizontal(pl.col("^_est_.*$").fill_null(False)).alias("estimated")
-    minutes = e1.group_by("seg").agg(pl.col("interval_minutes").min().alias("minutes"))
-    iv = iv.with_columns(est).drop("^_est_.*$")
-    return iv, counts.fill_null(0).join(minutes, on="seg", how="left")
+    """E1 reads with E2 and B1 joined in DuckDB (hash joins, no wide group-by), and counts.
+
+    No bound parameters in the large query when ``as_of`` is None: DuckDB 1.5 plans a prepared
+    version of this join ~30x slower.
+    """
+    params = [] if as_of is None else [as_of]
+    frame = store.con.sql(_READS_SQL.format(source=src), params=params * 3).pl()
+    iv = frame.with_columns(
+        pl.from_epoch("ts_us", time_unit="us").dt.replace_time_zone("UTC").alias("interval_start")
+    ).drop("ts_us")
+    counts = store.con.sql(_COUNTS_SQL.format(source=src), params=params).pl()
+    return iv, counts
 
 
 _PRICES_SQL = """
@@ -180,7 +179,7 @@ def fetch_intervals(
     ``as_of=None`` reads the current views; a time reads ``meter_reads_as_of``/``prices_as_of``.
     """
     bounds = _utc_bounds(store, segs)
-    reads_src = "meter_reads" if as_of is None else "meter_reads_as_of(?::TIMESTAMPTZ)"
+    reads_src = CURRENT_READS if as_of is None else "meter_reads_as_of(?::TIMESTAMPTZ)"
     store.con.register("_segs", bounds.to_arrow())
     try:
         iv, counts = _read_channels(store, reads_src, as_of)

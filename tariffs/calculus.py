@@ -144,33 +144,47 @@ def spot_parts_exprs(spot: SpotPrice) -> list[pl.Expr]:
     return parts
 
 
+def _labels(comp: object) -> list[str]:
+    """Every detail label a per-interval component can produce (its Enum categories)."""
+    if isinstance(comp, BlockEnergy):
+        return [_block_label(comp, i) for i in range(len(comp.blocks))]
+    periods = getattr(comp, "periods", None)
+    if periods is not None:
+        return [p.name for p in periods]
+    return ["", "spot-linked"]
+
+
 def _priced_energy(comp: Energy | FeedIn, iv: pl.LazyFrame) -> pl.LazyFrame:
     qty = pl.col(CHANNEL_COLUMN["export" if isinstance(comp, FeedIn) else comp.channel])
+    labels = pl.Enum(_labels(comp))
     if comp.rate is not None:
-        detail, rate, since = pl.lit(""), dated_expr(comp.rate), dated_from_expr(comp.rate)
+        detail = pl.lit("", labels)
+        rate, since = dated_expr(comp.rate), dated_from_expr(comp.rate)
     elif comp.periods is not None:
         iv = iv.with_columns(period_expr(comp.periods).alias("_period"))
         detail = pl.col("_period")
         rate, since = period_rate_exprs(comp.periods, "_period")
     else:
         assert comp.spot is not None
-        detail, rate, since = (
-            pl.lit("spot-linked"),
-            spot_price_expr(comp.spot),
-            pl.lit(None, pl.Date),
-        )
+        detail, rate = pl.lit("spot-linked", labels), spot_price_expr(comp.spot)
+        since = pl.lit(None, pl.Date)
     if isinstance(comp, FeedIn) and comp.floor is not None:
         rate = _clamp(rate, comp.floor, None)
     return iv.select(
         "seg",
         "interval_start",
         "local_date",
-        pl.lit(comp.name).alias("component"),
         detail.alias("detail"),
         qty.alias("quantity"),
         rate.alias("rate"),
         since.alias("rate_from"),
     )
+
+
+def _block_label(comp: BlockEnergy, i: int) -> str:
+    lo = 0 if i == 0 else comp.blocks[i - 1].up_to_kwh
+    hi = comp.blocks[i].up_to_kwh
+    return f"block {i + 1}: {lo:g}-{'' if hi is None else f'{hi:g}'} kWh per {comp.period}"
 
 
 def _block_key(period: str) -> pl.Expr:
@@ -234,14 +248,13 @@ def _priced_blocks(
             y = pl.when(x < lo_e).then(lo_e).otherwise(x)
             return y if hi_e is None else pl.when(y > hi_e).then(hi_e).otherwise(y)
 
-        label = f"block {i + 1}: {lo:g}-{'' if hi is None else f'{hi:g}'} kWh per {comp.period}"
+        label = _block_label(comp, i)
         tiers.append(
             run.select(
                 "seg",
                 "interval_start",
                 "local_date",
-                pl.lit(comp.name).alias("component"),
-                pl.lit(label).alias("detail"),
+                pl.lit(label, pl.Enum(_labels(comp))).alias("detail"),
                 (clip(pl.col("_cum")) - clip(pl.col("_prev"))).alias("quantity"),
                 dated_expr(b.rate).alias("rate"),
                 dated_from_expr(b.rate).alias("rate_from"),
@@ -257,18 +270,27 @@ def priced_intervals(ctx: Context, iv: pl.LazyFrame, segments: pl.DataFrame) -> 
     parts = []
     for comp in ctx.product.components:
         if isinstance(comp, Energy | FeedIn):
-            parts.append(_priced_energy(comp, iv))
+            priced = _priced_energy(comp, iv)
         elif isinstance(comp, BlockEnergy):
-            parts.append(_priced_blocks(comp, iv, days, segments))
+            priced = _priced_blocks(comp, iv, days, segments)
+        else:
+            continue
+        parts.append(
+            priced.with_columns(
+                pl.lit(comp.name).alias("component"), pl.col("detail").cast(pl.Utf8)
+            )
+        )
     if not parts:
         return pl.LazyFrame(schema={c: pl.Utf8 for c in PRICED_COLUMNS})
     return pl.concat(parts, how="vertical_relaxed")
 
 
-def _aggregate_priced(priced: pl.LazyFrame, order: int, sign: float, taxable: bool) -> pl.LazyFrame:
+def _aggregate_priced(
+    priced: pl.LazyFrame, name: str, order: int, sign: float, taxable: bool
+) -> pl.LazyFrame:
     """Fixed-rate rows grouped per rate in force; spot rows (null rate_from) per segment."""
     fixed = priced.filter(pl.col("rate_from").is_not_null())
-    fixed_lines = fixed.group_by("seg", "component", "detail", "rate_from", "rate").agg(
+    fixed_lines = fixed.group_by("seg", "detail", "rate_from", "rate").agg(
         pl.sum("quantity"),
         pl.min("local_date").alias("date_from"),
         pl.max("local_date").alias("date_to"),
@@ -279,7 +301,7 @@ def _aggregate_priced(priced: pl.LazyFrame, order: int, sign: float, taxable: bo
     )
     varying = priced.filter(pl.col("rate_from").is_null())
     var_lines = (
-        varying.group_by("seg", "component", "detail")
+        varying.group_by("seg", "detail")
         .agg(
             pl.sum("quantity"),
             ((pl.col("quantity") * pl.col("rate")).sum() * sign).alias("amount"),
@@ -294,8 +316,10 @@ def _aggregate_priced(priced: pl.LazyFrame, order: int, sign: float, taxable: bo
             .alias("rate")
         )
     )
-    cols = ["seg", "component", "detail", "quantity", "rate", "amount", "date_from", "date_to", "n_intervals"]  # fmt: skip
+    cols = ["seg", "detail", "quantity", "rate", "amount", "date_from", "date_to", "n_intervals"]
     return pl.concat([fixed_lines.select(cols), var_lines.select(cols)]).with_columns(
+        pl.lit(name).alias("component"),
+        pl.col("detail").cast(pl.Utf8),
         pl.lit(order, pl.Int32).alias("order"),
         pl.lit("kWh").alias("unit"),
         pl.lit(taxable).alias("taxable"),
@@ -423,12 +447,15 @@ def component_lines(ctx: Context, iv: pl.LazyFrame, segments: pl.DataFrame) -> p
         if isinstance(comp, Energy | FeedIn):
             lf = _aggregate_priced(
                 _priced_energy(comp, iv),
+                comp.name,
                 order,
                 -1.0 if isinstance(comp, FeedIn) else 1.0,
                 not isinstance(comp, FeedIn),
             )
         elif isinstance(comp, BlockEnergy):
-            lf = _aggregate_priced(_priced_blocks(comp, iv, days, segments), order, 1.0, True)
+            lf = _aggregate_priced(
+                _priced_blocks(comp, iv, days, segments), comp.name, order, 1.0, True
+            )
         elif isinstance(comp, DailySupply):
             lf = _daily_lines(comp, days, order)
         elif isinstance(comp, Concession):

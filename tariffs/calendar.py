@@ -19,6 +19,8 @@ import polars as pl
 from tariffs.dated import dated_expr, dated_from_expr
 from tariffs.product import Holidays, TouPeriod, Window
 
+DAY_TYPE = pl.Enum(["weekday", "weekend", "holiday"])
+
 
 def holiday_dates(calendar: Holidays, years: Sequence[int]) -> list[date]:
     """Public holidays of ``calendar`` in ``years`` (sorted; none for country ``none``)."""
@@ -45,10 +47,10 @@ def with_local_attributes(
     )
     day_type = (
         pl.when(pl.col("local_date").is_in(list(holiday_days)))
-        .then(pl.lit("holiday"))
+        .then(pl.lit("holiday", DAY_TYPE))
         .when(pl.col("_weekday") >= 6)
-        .then(pl.lit("weekend"))
-        .otherwise(pl.lit("weekday"))
+        .then(pl.lit("weekend", DAY_TYPE))
+        .otherwise(pl.lit("weekday", DAY_TYPE))
     )
     return frame.with_columns(day_type.alias("day_type")).drop("_weekday")
 
@@ -60,11 +62,15 @@ def window_expr(window: Window) -> pl.Expr:
     in_time = (m >= s) & (m < e) if s < e else (m >= s) | (m < e)
     if s == e:
         in_time = pl.lit(True)
-    return (
-        in_time
-        & pl.col("day_type").is_in(list(window.days))
-        & pl.col("month").is_in(list(window.months))
-    )
+    cond = in_time
+    if set(window.days) != {"weekday", "weekend", "holiday"}:
+        days = pl.lit(False)
+        for d in window.days:
+            days = days | (pl.col("day_type") == pl.lit(d, DAY_TYPE))
+        cond = cond & days
+    if len(window.months) != 12:
+        cond = cond & pl.col("month").is_in(list(window.months))
+    return cond
 
 
 def windows_expr(windows: Sequence[Window]) -> pl.Expr:
@@ -76,11 +82,12 @@ def windows_expr(windows: Sequence[Window]) -> pl.Expr:
 
 
 def period_expr(periods: Sequence[TouPeriod]) -> pl.Expr:
-    """Utf8: name of the first period whose windows hold the row, else the default period's."""
+    """Enum of the period names: the first period whose windows hold the row, else the default."""
+    dtype = pl.Enum([p.name for p in periods])
     default = next(p for p in periods if p.default)
-    expr: pl.Expr = pl.lit(default.name)
+    expr: pl.Expr = pl.lit(default.name, dtype)
     for p in reversed([p for p in periods if not p.default]):
-        expr = pl.when(windows_expr(p.windows)).then(pl.lit(p.name)).otherwise(expr)
+        expr = pl.when(windows_expr(p.windows)).then(pl.lit(p.name, dtype)).otherwise(expr)
     return expr
 
 
