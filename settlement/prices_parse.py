@@ -38,6 +38,7 @@ from settlement.prices_rules import (
     Frame,
     aemo_interval_minutes,
     empty_quarantine,
+    infer_minutes,
     nem_to_utc,
     parse_aemo_time,
     split_checks,
@@ -57,7 +58,6 @@ class Parsed:
     warnings: list[str] = field(default_factory=list)
     thresholds: pl.DataFrame | None = None
     grid_tz: str = NEM_TZ
-    infer_minutes: bool = False
     end_field: str = "SETTLEMENTDATE"
     price_field: str = "RRP"
 
@@ -224,13 +224,14 @@ def parse_generic(
         interval_minutes=pl.col("_minutes_text").cast(pl.Int16, strict=False),
         version_at=pl.lit(None, UTC_DT),
     )
+    df = infer_minutes(df)  # from every readable interval_end, before any row is set aside
     bad_minutes = pl.col("_minutes_text").fill_null("").str.len_chars() > 0
     checks = [
         _field_count_check(len(header)),
         *_price_checks("region", "interval_end", "price_per_mwh", regions),
         Check(
             "interval_minutes",
-            bad_minutes & pl.col("interval_minutes").is_null(),
+            bad_minutes & pl.col("_minutes_text").cast(pl.Int16, strict=False).is_null(),
             pl.format("not a whole number of minutes: '{}'", pl.col("_minutes_text")),
         ),
     ]
@@ -240,7 +241,6 @@ def parse_generic(
         _candidates(good),
         bad,
         grid_tz=timezone,
-        infer_minutes=True,
         end_field="interval_end",
         price_field="price_per_mwh",
     )

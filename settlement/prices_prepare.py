@@ -58,7 +58,6 @@ def check(parsed: Parsed, thresholds: pl.DataFrame) -> Checked:
         parsed.bad,
         thresholds,
         grid_tz=parsed.grid_tz,
-        infer_minutes=parsed.infer_minutes,
         end_field=parsed.end_field,
         price_field=parsed.price_field,
     )
@@ -142,7 +141,6 @@ def prepare_chunk(
             parsed.bad,
             thresholds,
             grid_tz=parsed.grid_tz,
-            infer_minutes=parsed.infer_minutes,
             end_field=parsed.end_field,
             price_field=parsed.price_field,
         )

@@ -158,8 +158,12 @@ def financial_year(day: dt.date) -> int:
     return int(pl.select(financial_year_expr(pl.lit(day, pl.Date))).item())
 
 
-def _infer_minutes(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Fill a null ``interval_minutes`` with its region's most common spacing (whole minutes)."""
+def infer_minutes(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Fill a null ``interval_minutes`` with its region's most common spacing (whole minutes).
+
+    Uses every row with a readable ``end_utc`` (also rows bad in another field, so that a bad
+    row cannot change the length of its good neighbours). Needs ``_file`` and ``region``.
+    """
     spacing = (
         lf.filter(pl.col("end_utc").is_not_null())
         .select(FILE, "region", "end_utc")
@@ -292,11 +296,12 @@ def _with_thresholds(lf: pl.LazyFrame, thresholds: pl.DataFrame) -> pl.LazyFrame
             _nem=pl.col("region").is_in(NEM_REGIONS),
         )
     day = pl.col("interval_start").dt.convert_time_zone(NEM_TZ).dt.date()
-    index = pl.lit(limits["effective_from"]).search_sorted(pl.col("_day"), side="right") - 1
-    found = index >= 0
+    position = pl.lit(limits["effective_from"]).search_sorted(pl.col("_day"), side="right")
+    index = position.cast(pl.Int64) - 1  # the last entry starting on or before the day
+    found = pl.col("_day").is_not_null() & (index >= 0)
 
     def limit(name: str) -> pl.Expr:
-        return pl.when(found).then(pl.lit(limits[name]).gather(index.clip(0)))
+        return pl.when(found).then(pl.lit(limits[name]).gather(index.clip(0, limits.height - 1)))
 
     return (
         lf.with_columns(_day=day)
@@ -353,7 +358,6 @@ def finish_files(
     thresholds: pl.DataFrame,
     *,
     grid_tz: str,
-    infer_minutes: bool,
     end_field: str,
     price_field: str,
 ) -> dict[int, Checked]:
@@ -362,13 +366,12 @@ def finish_files(
     ``candidates`` follows :data:`CANDIDATE_SCHEMA` and may hold several files (column ``_file``;
     every window is per file); ``parse_bad`` are the parser's quarantine rows; ``thresholds`` is
     :func:`~settlement.prices_store.market_thresholds` output. Interval ends must lie on the grid
-    of their length in ``grid_tz`` (NEM time for AEMO files); with ``infer_minutes`` a missing
-    length is the region's most common spacing. Returns, per file number, the good rows
+    of their length in ``grid_tz`` (NEM time for AEMO files); a null length (one the parser could
+    not infer) is quarantined. Returns, per file number, the good rows
     (:data:`ROW_COLUMNS`, in no particular order), its quarantine rows and its warnings.
     """
     texts = candidates.select(FILE, "source_line", "raw", "record_type")
     lf = candidates.drop("raw", "record_type")  # carried to the bad rows only, by join
-    lf = _infer_minutes(lf) if infer_minutes else lf
     length_checks = _length_checks(grid_tz, end_field)
     lf = lf.with_columns(
         interval_start=pl.col("end_utc")
@@ -416,7 +419,6 @@ def finish_rows(
     thresholds: pl.DataFrame,
     *,
     grid_tz: str,
-    infer_minutes: bool,
     end_field: str,
     price_field: str,
 ) -> Checked:
@@ -426,7 +428,6 @@ def finish_rows(
         parse_bad,
         thresholds,
         grid_tz=grid_tz,
-        infer_minutes=infer_minutes,
         end_field=end_field,
         price_field=price_field,
     )

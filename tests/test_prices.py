@@ -401,3 +401,48 @@ def test_missing_file_is_reported_not_raised(store: Store, tmp_path: Path) -> No
     assert report.files[0].status == "rejected"
     assert "cannot read the file" in report.files[0].errors[0]
     assert int(report.exit_code) == 3
+
+
+def test_mixed_folder_in_one_call_keeps_files_apart(store: Store, tmp_path: Path) -> None:
+    """Chunked parsing: files of one format and header share a plan but not their results."""
+    a = write(
+        tmp_path / "a.csv",
+        "region,interval_end,price_per_mwh\nSA1,2024-01-01 00:30,1\nSA1,2024-01-01 01:00,2\n",
+    )
+    b = write(
+        tmp_path / "b.csv",
+        "price_per_mwh,region,interval_end\n3,SA1,2024-01-01 00:30\nx,SA1,2024-01-01 01:00\n"
+        "4,SA1,2024-01-01 01:30\n",
+    )  # other column order, one bad price
+    c = write(
+        tmp_path / "c.csv",
+        "region,interval_end,price_per_mwh\nSA1,2024-01-01 00:05,9\n"
+        "SA1,2024-01-01 00:10,9\nSA1,2024-01-01 00:15,9\n",
+    )  # 5-minute: inferred per file
+    d = write(tmp_path / "d.csv", PD_HEADER + "VIC1,2024/01/01 00:05:00,1,7,TRADE\n")
+    write(tmp_path / "e.csv", d.read_text())  # same bytes as d within one call
+    write(tmp_path / "f.csv", "nonsense\n")
+    report = ingest_price_files(store, [tmp_path])
+    got = {Path(r.path).name: (r.status, r.rows_loaded, r.rows_quarantined) for r in report.files}
+    assert got == {
+        "a.csv": ("loaded", 2, 0),
+        "b.csv": ("partial", 2, 1),
+        "c.csv": ("loaded", 3, 0),
+        "d.csv": ("loaded", 1, 0),
+        "e.csv": ("duplicate", 0, 0),
+        "f.csv": ("rejected", 0, 1),
+    }
+    q = quarantine(store)
+    assert q.filter(pl.col("source_file") == str(b)).select("source_line", "field").rows() == [
+        (3, "price_per_mwh")
+    ]
+    minutes = store.query(
+        "SELECT DISTINCT f.path, p.interval_minutes FROM price_reads_raw p "
+        "JOIN ingested_files f USING (file_id) ORDER BY 1"
+    ).fetchall()
+    assert minutes == [(str(a), 30), (str(b), 30), (str(c), 5), (str(d), 5)]
+    # b's 00:30 price (3) is a new version of a's (1): a later file, so current
+    assert store.query(
+        "SELECT price_per_mwh FROM prices WHERE region = 'SA1' AND interval_minutes = 30 "
+        "ORDER BY interval_start"
+    ).fetchall() == [(3.0,), (2.0,), (4.0,)]
