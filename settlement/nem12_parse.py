@@ -661,7 +661,10 @@ def build_reads(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
     good = r300.filter(pl.col("err_reason").is_null() & ~pl.col("skipped"))
     uom = pl.col("uom").str.to_lowercase()
     v = pl.col("v")
-    kwh = pl.when(uom == "wh").then(v / 1000.0).when(uom == "mwh").then(v * 1000.0).otherwise(v)
+    # Exact: Wh / 1000 and MWh * 1000 as single IEEE operations. polars turns division by a
+    # scalar into multiplication by its reciprocal (2304 / 1000 -> 2.3040000000000003), so the
+    # divisor is a real column, exploded with the values.
+    kwh = pl.when(uom == "mwh").then(v * 1000.0).otherwise(v / pl.col("_div"))
     market_midnight = pl.col("day").cast(pl.Datetime("us"))
     reads = (
         good.select(
@@ -676,8 +679,13 @@ def build_reads(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
             pl.col("line_no").alias("source_line"),
             pl.col("x").alias("v"),
             pl.int_ranges(1, pl.col("n_exp") + 1, dtype=pl.Int32).alias("i"),
+            pl.when(uom == "wh")
+            .then(pl.lit(1000.0))
+            .otherwise(pl.lit(1.0))
+            .repeat_by(pl.col("n_exp"))
+            .alias("_div"),
         )
-        .explode("v", "i", empty_as_null=True)
+        .explode("v", "i", "_div", empty_as_null=True)
         .with_columns(kwh.alias("kwh"))
     )
     v_days = good.filter(pl.col("qm") == "V")

@@ -76,14 +76,18 @@ def _nemreader_frame(path: Path) -> pl.DataFrame:
         },
         orient="row",
     )
+    # converted in Python (IEEE division), not with polars: polars multiplies by the reciprocal
+    # when dividing by a scalar, which is not exact
+    factor = {"wh": ("/", 1000.0), "kwh": ("*", 1.0), "mwh": ("*", 1000.0)}
+    kwh = [
+        (v / factor[u.lower()][1] if factor[u.lower()][0] == "/" else v * factor[u.lower()][1])
+        if u.lower() in factor and v is not None
+        else None
+        for v, u in zip(frame["value"].to_list(), frame["uom"].to_list(), strict=True)
+    ]
     uom = pl.col("uom").str.to_lowercase()
-    return frame.filter(uom.is_in(["wh", "kwh", "mwh"])).with_columns(
-        pl.when(uom == "wh")
-        .then(pl.col("value") / 1000.0)
-        .when(uom == "mwh")
-        .then(pl.col("value") * 1000.0)
-        .otherwise(pl.col("value"))
-        .alias("kwh")
+    return frame.with_columns(pl.Series("kwh", kwh, pl.Float64)).filter(
+        uom.is_in(["wh", "kwh", "mwh"])
     )
 
 
