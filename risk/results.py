@@ -153,7 +153,7 @@ def peak_counts(
 
 
 def accumulate(
-    price: FloatArray,
+    price: NDArray[np.float32],
     load_shape: FloatArray,
     driver_scale: FloatArray,
     cells: tuple[NDArray[np.int64], ...],
@@ -166,7 +166,7 @@ def accumulate(
     """Monthly sums: price (all, peak), cost and energy (load = shape x driver, uplifted in
     spike cells), cap excess. One matrix product gives the three weighted slot sums."""
     slots = price.shape[1]
-    weights = np.zeros((3, slots))
+    weights = np.zeros((3, slots), dtype=price.dtype)
     weights[0] = 1.0
     if not weekend:
         weights[1, cfg.peak_slots[0] : cfg.peak_slots[1]] = 1.0
@@ -188,10 +188,13 @@ def accumulate(
     acc.energy_peak[mi, cols] += energy_peak.reshape(-1)
     excess = np.empty_like(price)
     for s, strike in enumerate(cfg.cap_strikes):
-        np.maximum(price, strike, out=excess)
-        acc.cap_excess[s, mi, cols] += (excess.sum(axis=1) - strike * slots).reshape(-1)
+        np.subtract(price, strike, out=excess)
+        np.maximum(excess, 0.0, out=excess)  # exact zeros below the strike: no cancellation
+        acc.cap_excess[s, mi, cols] += excess.sum(axis=1).reshape(-1)
 
 
-def count_extremes(price: FloatArray, cols: slice, acc: Accumulators, threshold: float) -> None:
+def count_extremes(
+    price: NDArray[np.float32], cols: slice, acc: Accumulators, threshold: float
+) -> None:
     acc.spikes[cols] += np.add.reduce(price > threshold, axis=1, dtype=np.int64).reshape(-1)
     acc.negatives[cols] += np.add.reduce(price < 0.0, axis=1, dtype=np.int64).reshape(-1)

@@ -35,6 +35,10 @@ from risk.spikes import SpikeState, advance_day, draw_new_events
 FloatArray = NDArray[np.float64]
 Sampler = Literal["pseudo", "sobol"]
 BLOCK_PATHS = 1024
+# One market day of paths is held in float32 (half the memory traffic of every pass; 7 digits
+# are ample for 30-minute prices); every sum across intervals accumulates in float64.
+DAY_DTYPE = np.float32
+DayArray = NDArray[np.float32]
 __all__ = ["BLOCK_PATHS", "MarketModel", "SimulationResult", "simulate_market"]
 
 
@@ -223,18 +227,18 @@ def _pad(x: FloatArray) -> FloatArray:
     return np.pad(x, width)
 
 
-def _draw_fast(blocks: list[_Block], slots: int, antithetic: bool) -> FloatArray:
-    buf = np.empty((len(blocks), slots, BLOCK_PATHS))
+def _draw_fast(blocks: list[_Block], slots: int, antithetic: bool) -> DayArray:
+    buf = np.empty((len(blocks), slots, BLOCK_PATHS), dtype=DAY_DTYPE)
     for i, b in enumerate(blocks):
         n = b.n
         if antithetic:
-            half = b.rng.standard_normal((slots, n // 2))
+            half = b.rng.standard_normal((slots, n // 2), dtype=DAY_DTYPE)
             buf[i, :, : n // 2] = half
             np.negative(half, out=buf[i, :, n // 2 : n])
         elif n == BLOCK_PATHS:
-            b.rng.standard_normal(out=buf[i])
+            b.rng.standard_normal(out=buf[i], dtype=DAY_DTYPE)
         else:
-            buf[i, :, :n] = b.rng.standard_normal((slots, n))
+            buf[i, :, :n] = b.rng.standard_normal((slots, n), dtype=DAY_DTYPE)
         buf[i, :, n:] = 0.0
     return buf
 
@@ -254,7 +258,7 @@ def _apply_spikes(
     blocks: list[_Block],
     state: _State,
     month: int,
-    price: FloatArray,
+    price: DayArray,
     slots: int,
 ) -> tuple[FloatArray, FloatArray, tuple[NDArray[np.int64], ...]]:
     """Write the day's spike cells into ``price``; return event counts and the cells."""
@@ -267,30 +271,36 @@ def _apply_spikes(
     )
     k, nb = len(blocks), BLOCK_PATHS
     starts, expected = np.zeros((k, nb)), np.zeros((k, nb))
-    parts = []
-    for i, b in enumerate(blocks):  # each block draws from its own generator
-        path, start, length, value, counts, exp_ = draw_new_events(
-            p.spikes, month, mult[i, 0, : b.n], b.rng, slots
-        )
-        starts[i, : b.n], expected[i, : b.n] = counts, exp_
-        parts.append((path + i * nb, start, length, value))
-    path, start, length, value = (np.concatenate(x) for x in zip(*parts, strict=True))
+    path, start, length, value, counts, exp_ = draw_new_events(
+        p.spikes,
+        month,
+        [mult[i, 0, : b.n] for i, b in enumerate(blocks)],
+        [b.rng for b in blocks],
+        slots,
+        nb,
+    )
+    for i, b in enumerate(blocks):
+        starts[i, : b.n], expected[i, : b.n] = counts[i], exp_[i]
     ev = advance_day(p.spikes, state.spikes, path, start, length, value, slots)
     where = (ev.cols // nb, ev.rows, ev.cols % nb)
     if ev.rows.size:
         if p.spikes.model == "jump_ou":
-            np.add.at(price, where, ev.values)
+            np.add.at(price, where, ev.values.astype(DAY_DTYPE))
         else:
-            np.maximum.at(price, where, ev.values)
+            # a regime spike sets the price to max(base, level); with values in ascending
+            # order the last write to a cell hit twice is its maximum (faster than maximum.at)
+            order = np.argsort(ev.values, kind="stable")
+            cell = tuple(w[order] for w in where)
+            price[cell] = np.maximum(price[cell], ev.values[order].astype(DAY_DTYPE))
     return starts, expected, where
 
 
-def _ar1_in_place(z: FloatArray, a: float, z0: FloatArray) -> None:
+def _ar1_in_place(z: DayArray, a: float, z0: FloatArray) -> None:
     """``z[:, s] = a z[:, s-1] + z[:, s]`` along the slot axis (``z[:, -1]`` := ``z0``)."""
-    z[:, 0:1] += a * z0
+    z[:, 0:1] += (a * z0).astype(z.dtype)
     tmp = np.empty_like(z[:, 0])
     for s in range(1, z.shape[1]):
-        np.multiply(z[:, s - 1], a, out=tmp)
+        np.multiply(z[:, s - 1], np.float32(a), out=tmp)
         z[:, s] += tmp
 
 
@@ -312,13 +322,14 @@ def _day(
     price = _draw_fast(blocks, slots, cfg.antithetic)  # unit innovations; Z / sd_f below
     daily = _draw_daily(blocks, d, cfg.antithetic)
     _ar1_in_place(price, a_f, state.fast)
-    state.fast = price[:, -1:, :].copy()
-    price *= (sd_f * p.vol_per_mwh[month])[None, :, None]
-    price += p.shape_per_mwh[month, int(weekend)][None, :, None]
-    price *= np.exp(state.slow)
-    price += state.level
+    state.fast = price[:, -1:, :].astype(np.float64)
+    price *= (sd_f * p.vol_per_mwh[month]).astype(DAY_DTYPE)[None, :, None]
+    price += p.shape_per_mwh[month, int(weekend)].astype(DAY_DTYPE)[None, :, None]
+    price *= np.exp(state.slow).astype(DAY_DTYPE)
+    price += state.level.astype(DAY_DTYPE)
     starts, expected, cells = _apply_spikes(model, blocks, state, month, price, slots)
-    np.clip(price, cfg.floor_per_mwh, cfg.cap_per_mwh_by_day[d], out=price)
+    floor, cap = DAY_DTYPE(cfg.floor_per_mwh), DAY_DTYPE(cfg.cap_per_mwh_by_day[d])
+    np.clip(price, floor, cap, out=price)
     load_shape = ld.shape_kwh[month, int(weekend)]
     accumulate(price, load_shape, np.exp(state.driver[:, 0, :]), cells, weekend, mi, cols, cfg, acc)
     count_extremes(price, cols, acc, p.spikes.threshold_per_mwh)
@@ -330,7 +341,7 @@ def _day(
 
 
 def _keep(
-    price: FloatArray,
+    price: DayArray,
     load_shape: FloatArray,
     state: _State,
     cells: tuple[NDArray[np.int64], ...],

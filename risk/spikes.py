@@ -187,25 +187,44 @@ def _expand(
 
 
 def draw_new_events(
-    params: SpikeParams, month: int, multiplier: FloatArray, rng: np.random.Generator, slots: int
-) -> tuple[IntArray, IntArray, IntArray, FloatArray, IntArray, FloatArray]:
-    """New spike events of one market day: ``(path, start, length, value, counts, expected)``.
+    params: SpikeParams,
+    month: int,
+    multipliers: list[FloatArray],
+    rngs: list[np.random.Generator],
+    slots: int,
+    block_paths: int,
+) -> tuple[IntArray, IntArray, IntArray, FloatArray, list[IntArray], list[FloatArray]]:
+    """New spike events of one market day for every block of paths.
 
-    ``multiplier`` (n_paths,) scales the day's start intensity per path (level factor and demand
-    driver). Counts are Poisson with mean ``multiplier x sum(start_prob)`` over the day's slots;
-    start slots follow the within-day profile; levels are drawn from the fitted quantiles.
+    ``multipliers[b]`` (paths of block ``b``) scales the day's start intensity per path (level
+    factor and demand driver); block ``b`` draws only from ``rngs[b]``, in a fixed order (counts,
+    start uniforms, level uniforms, durations). Counts are Poisson with mean
+    ``multiplier x sum(start_prob)`` over the day's slots; start slots follow the within-day
+    profile; levels come from the fitted quantiles. Returns ``(path, start, length, value)`` with
+    global path indices ``b x block_paths + j`` and, per block, the counts and their means.
     """
     p_slot = params.start_prob[month, np.arange(slots) * 24 // slots]
-    expected = multiplier * p_slot.sum()
-    counts = rng.poisson(expected)
-    path = np.repeat(np.arange(multiplier.size), counts)
-    cum = np.cumsum(p_slot) / max(float(p_slot.sum()), 1e-300)
-    start = np.minimum(np.searchsorted(cum, rng.random(path.size)), slots - 1)
-    value = np.interp(rng.random(path.size), QUANTILE_GRID, params.level_quantiles_per_mwh)
+    total = float(p_slot.sum())
+    cum = np.cumsum(p_slot) / max(total, 1e-300)
+    counts, expected, paths, u_start, u_level, lengths = [], [], [], [], [], []
+    for b, (mult, rng) in enumerate(zip(multipliers, rngs, strict=True)):
+        exp_b = mult * total
+        c_b = rng.poisson(exp_b)
+        n = int(c_b.sum())
+        u_start.append(rng.random(n))
+        u_level.append(rng.random(n))
+        if params.model != "jump_ou":
+            lengths.append(rng.geometric(1.0 - params.p_stay, n))
+        counts.append(c_b)
+        expected.append(exp_b)
+        paths.append(np.repeat(np.arange(mult.size) + b * block_paths, c_b))
+    path = np.concatenate(paths)
+    start = np.minimum(np.searchsorted(cum, np.concatenate(u_start)), slots - 1)
+    value = np.interp(np.concatenate(u_level), QUANTILE_GRID, params.level_quantiles_per_mwh)
     if params.model == "jump_ou":
         length = np.full(path.size, _jump_length(params.decay))
     else:
-        length = rng.geometric(1.0 - params.p_stay, path.size)
+        length = np.concatenate(lengths)
     return path, start, length, value, counts, expected
 
 
@@ -241,12 +260,12 @@ def draw_day_events(
     rng: np.random.Generator,
     slots: int,
 ) -> DayEvents:
-    """New and carried spike cells of one market day of every path (updates ``state``)."""
+    """New and carried spike cells of one market day of one block of paths (updates ``state``)."""
     path, start, length, value, counts, expected = draw_new_events(
-        params, month, multiplier, rng, slots
+        params, month, [multiplier], [rng], slots, multiplier.size
     )
     ev = advance_day(params, state, path, start, length, value, slots)
-    return DayEvents(ev.rows, ev.cols, ev.values, counts, expected)
+    return DayEvents(ev.rows, ev.cols, ev.values, counts[0], expected[0])
 
 
 def _jump_length(decay: float, tol: float = 0.01) -> int:
