@@ -36,8 +36,8 @@ from settlement.customers import COLUMNS  # noqa: E402
 from settlement.nem12_writer import write_nem12  # noqa: E402
 from settlement.store import Store  # noqa: E402
 
-DAY = dt.date(2024, 3, 31)
-MONTH_START = dt.date(2024, 3, 1)
+DAY = dt.date(2024, 8, 31)
+MONTH_START = dt.date(2024, 8, 1)
 PRODUCTS = ("sh-tou", "dyn-passthrough", "sh-flat")
 
 
@@ -87,7 +87,7 @@ def write_day_meter(path: Path, n: int, rng: np.random.Generator) -> int:
             "interval_minutes": 5,
             "values": pl.Series(values).cast(pl.List(pl.Float64)),
             "quality": "A",
-            "update_datetime": dt.datetime(2024, 4, 1, 2, 0),
+            "update_datetime": dt.datetime(2024, 9, 1, 2, 0),
         }
     )
     return write_nem12(frame, path, decimals=4)
@@ -131,7 +131,7 @@ def preload_history(db: Path, customers: Path, n: int) -> None:
             SELECT '41' || lpad(a::VARCHAR, 8, '0'), 'E1',
                    $start + to_minutes(30 * k), 30,
                    round(0.3 + 0.25 * sin(k / 7.6 + a % 13) * (1 + (a % 5) / 10), 4), 'A',
-                   NULL, NULL, TIMESTAMPTZ '2024-03-31 00:00:00+10', $fid, 0, TRUE
+                   NULL, NULL, TIMESTAMPTZ '2024-08-31 00:00:00+10', $fid, 0, TRUE
             FROM range($n) t(a), range(48 * 30) u(k)
             """,
             {"start": start, "fid": fid, "n": n},
@@ -168,7 +168,7 @@ def main() -> None:
     t = time.perf_counter()
     write_customers(work / "customers.csv", args.accounts)
     readings = write_day_meter(work / "inbox" / "meter" / "NEM12_day.csv", args.accounts, rng)
-    write_day_prices(work / "inbox" / "prices" / "PRICE_AND_DEMAND_202403_NSW1.csv")
+    write_day_prices(work / "inbox" / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv")
     preload_history(work / "store.duckdb", work / "customers.csv", args.accounts)
     prep_s = time.perf_counter() - t
     (work / "fairshare.toml").write_text(

@@ -42,52 +42,53 @@ class AuditResult:
 AUDITS: list[Audit] = [
     Audit(
         "wholesale_energy_conserved",
-        "settled import/export energy per account-day equals the current metered energy",
+        "settled kWh per account, market day and channel equals the current metered kWh of the "
+        "account's supply period",
         """
-        WITH metered AS (
-            SELECT c.account, w.settlement_date,
-                   sum(m.kwh) FILTER (m.suffix[1] = 'E') AS e_kwh,
-                   sum(m.kwh) FILTER (m.suffix[1] = 'B') AS b_kwh
-            FROM (SELECT DISTINCT account, nmi, settlement_date, interval_start, interval_minutes
-                  FROM wholesale_settlement
-                  WHERE settlement_date BETWEEN $date_from AND $date_to) w
-            JOIN customers c USING (account)
-            JOIN meter_reads m ON m.nmi = w.nmi AND m.interval_start = w.interval_start
-                               AND m.interval_minutes = w.interval_minutes
+        WITH acct AS (
+            SELECT account, nmi, timezone('Etc/GMT-10', move_in::TIMESTAMP) AS supply_from,
+                   timezone('Etc/GMT-10', coalesce(move_out, DATE '9999-12-31')::TIMESTAMP)
+                     AS supply_to
+            FROM customers
+        ), metered AS (
+            SELECT a.account, (m.interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, m.suffix,
+                   sum(m.kwh) AS kwh
+            FROM meter_reads_raw m JOIN acct a ON a.nmi = m.nmi
+             AND m.interval_start >= a.supply_from AND m.interval_start < a.supply_to
+            WHERE m.is_current AND (m.suffix[1] = 'E' OR m.suffix[1] = 'B')
+              AND m.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
+              AND m.interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
             GROUP BY ALL
         ), settled AS (
-            SELECT account, settlement_date, sum(import_kwh) AS e_kwh, sum(export_kwh) AS b_kwh
-            FROM wholesale_settlement
-            WHERE settlement_date BETWEEN $date_from AND $date_to
-            GROUP BY ALL
+            SELECT account, settlement_date AS day, suffix, sum(kwh) AS kwh FROM wholesale_reads
+            WHERE settlement_date BETWEEN $date_from AND $date_to GROUP BY ALL
         )
-        SELECT s.account, s.settlement_date, s.e_kwh AS settled_import, m.e_kwh AS metered_import,
-               s.b_kwh AS settled_export, m.b_kwh AS metered_export
-        FROM settled s JOIN metered m USING (account, settlement_date)
-        WHERE abs(s.e_kwh - coalesce(m.e_kwh, 0)) > 1e-9 OR abs(s.b_kwh - coalesce(m.b_kwh, 0)) > 1e-9
+        SELECT account, day, suffix, s.kwh AS settled_kwh, m.kwh AS metered_kwh
+        FROM settled s FULL JOIN metered m USING (account, day, suffix)
+        WHERE abs(coalesce(s.kwh, 0) - coalesce(m.kwh, 0)) > 1e-6
         """,
-        ("wholesale_settlement",),
+        ("wholesale_reads",),
     ),
     Audit(
         "wholesale_no_nan",
-        "no NaN or infinite money and no NULL cost on an interval marked ok",
+        "no NaN or infinite money and no NULL amount on a read whose price is known",
         """
-        SELECT account, interval_start, cost_aud, status FROM wholesale_settlement
+        SELECT account, suffix, interval_start, amount_aud, status FROM wholesale_reads
         WHERE settlement_date BETWEEN $date_from AND $date_to
-          AND (isnan(cost_aud) OR isinf(cost_aud) OR isnan(export_value_aud)
-               OR (status <> 'missing_price' AND cost_aud IS NULL))
+          AND (isnan(amount_aud) OR isinf(amount_aud)
+               OR (status <> 'missing_price' AND amount_aud IS NULL))
         """,
-        ("wholesale_settlement",),
+        ("wholesale_reads",),
     ),
     Audit(
         "wholesale_no_duplicate_interval",
-        "one settlement row per account and interval",
+        "one settled read per account, channel and interval",
         """
-        SELECT account, interval_start, count(*) AS n FROM wholesale_settlement
+        SELECT account, suffix, interval_start, count(*) AS n FROM wholesale_reads
         WHERE settlement_date BETWEEN $date_from AND $date_to
         GROUP BY ALL HAVING count(*) > 1
         """,
-        ("wholesale_settlement",),
+        ("wholesale_reads",),
     ),
 ]
 

@@ -209,11 +209,11 @@ def _snapshot_tables(run_id: str) -> dict[str, tuple[str, list[Any]]]:
     """Queries (with parameters) whose results form the run's read-only snapshot."""
     issued = "SELECT bill_id FROM bill_issues WHERE nightly_run_id = ?"
     window = (
-        "SELECT * EXCLUDE (run_id) FROM wholesale_settlement WHERE settlement_date BETWEEN "
+        "SELECT * EXCLUDE (run_id) FROM wholesale_reads WHERE settlement_date BETWEEN "
         "(SELECT date_from FROM runs WHERE run_id = ?) AND (SELECT date_to FROM runs WHERE run_id = ?)"
     )
     return {
-        "wholesale_settlement": (f"{window} ORDER BY account, interval_start", [run_id, run_id]),
+        "wholesale_reads": (f"{window} ORDER BY account, suffix, interval_start", [run_id, run_id]),
         "bills": (
             f"SELECT * EXCLUDE (created_at) FROM bills WHERE bill_id IN ({issued}) ORDER BY bill_id",
             [run_id],
@@ -249,7 +249,7 @@ def _manifest(
         "ORDER BY file_id"
     ).fetchall()
     counts = store.con.execute(
-        "SELECT count(*), coalesce(sum(cost_aud), 0) FROM wholesale_settlement "
+        "SELECT count(*), coalesce(sum(amount_aud) FILTER (suffix[1] = 'E'), 0) FROM wholesale_reads "
         "WHERE settlement_date BETWEEN ? AND ?",
         [params["date_from"], params["date_to"]],
     ).fetchall()[0]
@@ -263,7 +263,7 @@ def _manifest(
             for r in inputs
         ],
         "ingest": ingest,
-        "row_counts": {"wholesale_settlement": counts[0]},
+        "row_counts": {"wholesale_reads": counts[0]},
         "wholesale_cost_aud": round(float(counts[1]), 2),
         "audits": [{"name": a.name, "failing_rows": a.failing_rows} for a in audits],
     }

@@ -41,24 +41,39 @@ CREATE TABLE settled_days (
     run_id            VARCHAR NOT NULL,
     input_max_file_id BIGINT NOT NULL          -- newest ingested file the day was settled with
 );
-CREATE TABLE wholesale_settlement (
+CREATE TABLE wholesale_reads (
     account          VARCHAR NOT NULL,
     nmi              VARCHAR NOT NULL,
+    suffix           VARCHAR NOT NULL,         -- E* import (cost), B* export (spot value)
     region           VARCHAR NOT NULL,
     interval_start   TIMESTAMPTZ NOT NULL,
     interval_minutes SMALLINT NOT NULL,
     settlement_date  DATE NOT NULL,            -- NEM market day (UTC+10)
-    import_kwh       DOUBLE NOT NULL,
-    export_kwh       DOUBLE NOT NULL,
+    kwh              DOUBLE NOT NULL,
     dlf              DOUBLE NOT NULL,
     mlf              DOUBLE NOT NULL,
     price_per_mwh    DOUBLE,                   -- NULL when prices do not cover the interval
-    cost_aud         DOUBLE,
-    export_value_aud DOUBLE,
-    estimated        BOOLEAN NOT NULL,
+    amount_aud       DOUBLE,                   -- kwh x dlf x mlf x price / 1000
+    quality          VARCHAR NOT NULL,
     status           VARCHAR NOT NULL,         -- ok | estimated | missing_price
     run_id           VARCHAR NOT NULL
 );
+-- Per account interval: what analysts query (the pivot of wholesale_reads).
+CREATE VIEW wholesale_settlement AS
+SELECT account, nmi, region, interval_start, interval_minutes, settlement_date,
+       coalesce(sum(kwh) FILTER (suffix[1] = 'E'), 0) AS import_kwh,
+       coalesce(sum(kwh) FILTER (suffix[1] = 'B'), 0) AS export_kwh,
+       any_value(dlf) AS dlf, any_value(mlf) AS mlf, any_value(price_per_mwh) AS price_per_mwh,
+       CASE WHEN bool_and(amount_aud IS NOT NULL)
+            THEN coalesce(sum(amount_aud) FILTER (suffix[1] = 'E'), 0) END AS cost_aud,
+       CASE WHEN bool_and(amount_aud IS NOT NULL)
+            THEN coalesce(sum(amount_aud) FILTER (suffix[1] = 'B'), 0) END AS export_value_aud,
+       bool_or(status = 'estimated') AS estimated,
+       CASE WHEN bool_or(status = 'missing_price') THEN 'missing_price'
+            WHEN bool_or(status = 'estimated') THEN 'estimated' ELSE 'ok' END AS status,
+       any_value(run_id) AS run_id
+FROM wholesale_reads
+GROUP BY account, nmi, region, interval_start, interval_minutes, settlement_date;
 
 -- Bills issued by a nightly run, with the content hash audited on every later run.
 CREATE TABLE bill_issues (

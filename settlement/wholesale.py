@@ -1,8 +1,10 @@
 """Daily wholesale settlement: the retailer's cost of every account interval.
 
-``cost_aud = import_kwh x DLF x MLF x price_per_mwh / 1000`` (DOMAIN.md section 4), and the spot
-value of exports ``export_kwh x DLF x MLF x price_per_mwh / 1000`` on a separate column. A
-settlement day is a NEM market day: intervals starting in ``[D 00:00, D+1 00:00)`` UTC+10.
+Stored per read (table ``wholesale_reads``: one row per account, channel and interval):
+``amount_aud = kwh x DLF x MLF x price_per_mwh / 1000`` (DOMAIN.md section 4): the wholesale
+cost of an import channel (suffix E*), the spot value of an export channel (B*). The view
+``wholesale_settlement`` pivots it per account interval (import/export kWh, cost, export value).
+A settlement day is a NEM market day: intervals starting in ``[D 00:00, D+1 00:00)`` UTC+10.
 
 The price of a meter interval is the time-weighted mean of the price intervals it covers (a
 30-minute read under 5-minute prices takes the mean of six prices; a 5-minute read under a
@@ -27,16 +29,15 @@ WITH acct AS (
     FROM customers
 ),
 reads AS (
-    SELECT a.account, m.nmi, a.region, a.dlf, a.mlf, m.interval_start, m.interval_minutes,
-           sum(CASE WHEN m.suffix[1] = 'E' THEN m.kwh ELSE 0 END) AS import_kwh,
-           sum(CASE WHEN m.suffix[1] = 'B' THEN m.kwh ELSE 0 END) AS export_kwh,
-           bool_or(m.quality IN ('E', 'S', 'N')) AS estimated
-    FROM meter_reads m
+    -- one row per current read of an energy channel (E* import, B* export); no aggregation:
+    -- grouping millions of interval keys is what would make this slow
+    SELECT a.account, m.nmi, m.suffix, a.region, m.interval_start, m.interval_minutes, m.kwh,
+           a.dlf, a.mlf, m.quality
+    FROM meter_reads_raw m
     JOIN acct a ON a.nmi = m.nmi
      AND m.interval_start >= a.supply_from AND m.interval_start < a.supply_to
-    WHERE m.interval_start >= $start AND m.interval_start < $end
+    WHERE m.is_current AND m.interval_start >= $start AND m.interval_start < $end
       AND (m.suffix[1] = 'E' OR m.suffix[1] = 'B')
-    GROUP BY ALL
 ),
 px AS (
     -- time-weighted mean price over each (region, meter interval)
@@ -56,20 +57,16 @@ px AS (
     ) o
     GROUP BY ALL
 )
-SELECT r.account, r.nmi, r.region, r.interval_start, r.interval_minutes,
-       $settlement_date AS settlement_date,
-       r.import_kwh, r.export_kwh, r.dlf, r.mlf,
+SELECT r.account, r.nmi, r.suffix, r.region, r.interval_start, r.interval_minutes,
+       $settlement_date AS settlement_date, r.kwh, r.dlf, r.mlf,
        CASE WHEN px.covered_s = 60 * r.interval_minutes THEN px.price_per_mwh END AS price_per_mwh,
        CASE WHEN px.covered_s = 60 * r.interval_minutes
-            THEN r.import_kwh * r.dlf * r.mlf * px.price_per_mwh / 1000 END AS cost_aud,
-       CASE WHEN px.covered_s = 60 * r.interval_minutes
-            THEN r.export_kwh * r.dlf * r.mlf * px.price_per_mwh / 1000 END AS export_value_aud,
-       r.estimated,
+            THEN r.kwh * r.dlf * r.mlf * px.price_per_mwh / 1000 END AS amount_aud,
+       r.quality,
        CASE WHEN px.covered_s IS DISTINCT FROM 60 * r.interval_minutes THEN 'missing_price'
-            WHEN r.estimated THEN 'estimated' ELSE 'ok' END AS status
+            WHEN r.quality IN ('E', 'S', 'N') THEN 'estimated' ELSE 'ok' END AS status
 FROM reads r
 LEFT JOIN px USING (region, interval_start, interval_minutes)
-ORDER BY r.account, r.interval_start
 """
 
 
@@ -88,9 +85,9 @@ def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
     start, end = market_day_bounds(day)
     params = {"start": start, "end": end, "settlement_date": day}
     with store.transaction() as con:
-        con.execute("DELETE FROM wholesale_settlement WHERE settlement_date = ?", [day])
+        con.execute("DELETE FROM wholesale_reads WHERE settlement_date = ?", [day])
         con.execute(
-            f"INSERT INTO wholesale_settlement SELECT *, $run_id FROM ({SETTLE_SQL})",
+            f"INSERT INTO wholesale_reads SELECT *, $run_id FROM ({SETTLE_SQL})",
             params | {"run_id": run_id},
         )
         failpoint("settle.in_transaction")
@@ -101,7 +98,7 @@ def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
         )
         row = con.execute(
             "SELECT count(*), count(*) FILTER (status = 'missing_price'),"
-            " count(*) FILTER (status = 'estimated') FROM wholesale_settlement"
+            " count(*) FILTER (status = 'estimated') FROM wholesale_reads"
             " WHERE settlement_date = ?",
             [day],
         ).fetchall()[0]

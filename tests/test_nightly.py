@@ -23,7 +23,7 @@ from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame
 END = START + dt.timedelta(days=DAYS - 1)
 RANGE = ["--from", START.isoformat(), "--to", END.isoformat()]
 OUTPUT_TABLES = {
-    "wholesale_settlement": "SELECT * FROM wholesale_settlement ORDER BY account, interval_start",
+    "wholesale_reads": "SELECT * FROM wholesale_reads ORDER BY account, suffix, interval_start",
     "settled_days": "SELECT settlement_date, run_id FROM settled_days ORDER BY 1",
     "meter_reads": "SELECT * EXCLUDE (source_file) FROM meter_reads ORDER BY ALL",
     "prices": "SELECT * EXCLUDE (source_file) FROM prices ORDER BY ALL",
@@ -93,8 +93,8 @@ def test_run_settles_archives_and_publishes(tmp_path: Path) -> None:
     assert not any((tmp_path / "inbox" / "meter").iterdir())
     assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202407.csv").exists()
     snap = Path(result.snapshot or "")
-    assert (snap / "manifest.json").exists() and (snap / "wholesale_settlement.parquet").exists()
-    assert not os.access(snap / "wholesale_settlement.parquet", os.W_OK) or os.geteuid() == 0
+    assert (snap / "manifest.json").exists() and (snap / "wholesale_reads.parquet").exists()
+    assert not os.access(snap / "wholesale_reads.parquet", os.W_OK) or os.geteuid() == 0
     assert set(result.manifest["stages"]) >= {"ingest", "settle", "audit", "publish"}
     assert {i["kind"] for i in result.manifest["inputs"]} == {"customers", "prices", "meter"}
 

@@ -94,7 +94,7 @@ def test_cost_uses_time_weighted_mean_of_six_five_minute_prices(retailer: Store)
     start, _ = market_day_bounds(DAY)
     add_prices(retailer, five_minute_prices(start, [100, 200, -50, 0, 300, 50]))
     counts = settle_day(retailer, DAY, "r1")
-    assert counts == {"rows": 1, "missing_price": 0, "estimated": 0}
+    assert counts == {"rows": 2, "missing_price": 0, "estimated": 0}  # E1 and B1 reads
     row = retailer.query(
         "SELECT price_per_mwh, cost_aud, export_value_aud, status FROM wholesale_settlement"
     ).fetchall()[0]
@@ -110,7 +110,7 @@ def test_missing_price_is_never_zero(retailer: Store) -> None:
     start, _ = market_day_bounds(DAY)
     add_prices(retailer, five_minute_prices(start, [100, 200, -50, 0, 300]))  # one missing
     counts = settle_day(retailer, DAY, "r1")
-    assert counts["missing_price"] == 1
+    assert counts["missing_price"] == 2  # both channels of the interval
     assert retailer.query("SELECT cost_aud FROM wholesale_settlement").fetchall() == [(None,)]
 
 
