@@ -39,8 +39,10 @@ from settlement.prices_rules import (
     aemo_interval_minutes,
     empty_quarantine,
     infer_minutes,
+    mark_checks,
     nem_to_utc,
     parse_aemo_time,
+    quarantine_of,
     split_checks,
 )
 from tariffs.errors import PriceFileError
@@ -102,6 +104,14 @@ def _price_checks(region: str, end: str, price: str, known: tuple[str, ...]) -> 
     ]
 
 
+def _split_once(df: pl.LazyFrame, checks: list[Check]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Run the parse and the checks once (one materialised frame), then split it."""
+    marked = mark_checks(df, checks).collect()
+    good = marked.filter(pl.col("_check").is_null())
+    bad = quarantine_of(marked, checks)
+    return _candidates(good).lazy(), bad.lazy()
+
+
 def _field_count_check(expected: int) -> Check:
     n = pl.col("_fields").list.len()
     return Check(
@@ -149,29 +159,40 @@ def parse_price_and_demand(lines: pl.DataFrame, header_line: int, header: list[s
             ),
         ),
     ]
-    good, bad = split_checks(df, checks)
-    return Parsed("aemo-price-and-demand", _candidates(good), bad)
+    good, bad = _split_once(df, checks)
+    return Parsed("aemo-price-and-demand", good, bad)
 
 
 # --- generic CSV -----------------------------------------------------------------------------
 
 
-def _generic_end_utc(text: pl.Expr, timezone: str) -> tuple[pl.Expr, pl.Expr]:
-    """ISO-like local time (``T`` or space, ``-`` or ``/``, optional seconds and UTC offset) -> UTC.
+def _with_generic_end_utc(df: pl.LazyFrame, timezone: str) -> pl.LazyFrame:
+    """Add ``end_utc`` and ``_guessed`` from ``_end_text``: ISO-like local time (``T`` or space,
+    ``-`` or ``/``, optional seconds and UTC offset).
 
     A time without offset is read in ``timezone``; during a fall-back hour the first occurrence of
     a local time (per file and region) is the earlier instant, the second the later; a local time
-    that does not exist (spring-forward gap) gives null. Returns (instant, guessed): ``guessed``
-    marks repeated-hour times that appear only once, read as the earlier instant by convention.
-    Needs ``region`` and ``_file`` columns.
+    that does not exist (spring-forward gap) gives null. ``_guessed`` marks repeated-hour times
+    that appear only once (read as the earlier instant by convention). Computed in stages so each
+    intermediate is evaluated once.
     """
-    norm = text.str.replace("T", " ", literal=True).str.replace_all("/", "-", literal=True)
-    offset = norm.str.extract(OFFSET_RE, 1)
-    local = norm.str.replace(OFFSET_RE, "").str.strip_chars()
-    naive = pl.coalesce(
-        local.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False),
-        local.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M", strict=False),
+    norm = (
+        pl.col("_end_text")
+        .str.replace("T", " ", literal=True)
+        .str.replace_all("/", "-", literal=True)
     )
+    df = df.with_columns(_norm=norm).with_columns(
+        _offset=pl.col("_norm").str.extract(OFFSET_RE, 1),
+        _local=pl.col("_norm").str.replace(OFFSET_RE, "").str.strip_chars(),
+    )
+    local = pl.col("_local")
+    df = df.with_columns(
+        _naive=pl.coalesce(
+            local.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False),
+            local.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M", strict=False),
+        )
+    )
+    naive, offset = pl.col("_naive"), pl.col("_offset")
     off_minutes = (
         pl.when(offset == "Z")
         .then(pl.lit(0))
@@ -183,20 +204,37 @@ def _generic_end_utc(text: pl.Expr, timezone: str) -> tuple[pl.Expr, pl.Expr]:
             * pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
         )
     )
-    with_offset = (naive - pl.duration(minutes=off_minutes)).dt.replace_time_zone("UTC")
-    occurrence = pl.int_range(pl.len()).over(FILE, "region", naive)
-    ambiguous = pl.when(occurrence == 0).then(pl.lit("earliest")).otherwise(pl.lit("latest"))
-    in_zone = naive.dt.replace_time_zone(
-        timezone, ambiguous=ambiguous, non_existent="null"
-    ).dt.convert_time_zone("UTC")
-    earliest = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-    latest = naive.dt.replace_time_zone(timezone, ambiguous="latest", non_existent="null")
-    guessed = (
-        offset.is_null()
-        & (pl.len().over(FILE, "region", naive) == 1)
-        & (earliest != latest).fill_null(False)
+    df = df.with_columns(
+        _with_offset=(naive - pl.duration(minutes=off_minutes)).dt.replace_time_zone("UTC"),
+        _earliest=naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null"),
+        _latest=naive.dt.replace_time_zone(timezone, ambiguous="latest", non_existent="null"),
+    ).with_columns(_repeated=(pl.col("_earliest") != pl.col("_latest")).fill_null(False))
+    df = df.with_columns(_key=pl.when("_repeated").then(naive)).with_columns(
+        _occurrence=pl.int_range(pl.len()).over(FILE, "region", "_key"),
+        _count=pl.len().over(FILE, "region", "_key"),
     )
-    return pl.when(offset.is_not_null()).then(with_offset).otherwise(in_zone), guessed
+    in_zone = (
+        pl.when(pl.col("_repeated") & (pl.col("_occurrence") > 0))
+        .then(pl.col("_latest"))
+        .otherwise(pl.col("_earliest"))
+        .dt.convert_time_zone("UTC")
+    )
+    return df.with_columns(
+        end_utc=pl.when(offset.is_not_null()).then(pl.col("_with_offset")).otherwise(in_zone),
+        _guessed=offset.is_null() & pl.col("_repeated") & (pl.col("_count") == 1),
+    ).drop(
+        "_norm",
+        "_offset",
+        "_local",
+        "_naive",
+        "_with_offset",
+        "_earliest",
+        "_latest",
+        "_repeated",
+        "_key",
+        "_occurrence",
+        "_count",
+    )
 
 
 def parse_generic(
@@ -216,10 +254,7 @@ def parse_generic(
         _price_text=fld(f, idx["price_per_mwh"]),
         _minutes_text=minutes_text.cast(pl.Utf8),
     )
-    end_utc, guessed = _generic_end_utc(pl.col("_end_text"), timezone)
-    df = df.with_columns(
-        end_utc=end_utc,
-        _guessed=guessed,
+    df = _with_generic_end_utc(df, timezone).with_columns(
         price_per_mwh=pl.col("_price_text").cast(pl.Float64, strict=False),
         interval_minutes=pl.col("_minutes_text").cast(pl.Int16, strict=False),
         version_at=pl.lit(None, UTC_DT),
@@ -235,10 +270,10 @@ def parse_generic(
             pl.format("not a whole number of minutes: '{}'", pl.col("_minutes_text")),
         ),
     ]
-    good, bad = split_checks(df, checks)
+    good, bad = _split_once(df, checks)
     return Parsed(
         "generic-csv",
-        _candidates(good),
+        good,
         bad,
         grid_tz=timezone,
         end_field="interval_end",
