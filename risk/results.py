@@ -1,7 +1,7 @@
 """Containers of a simulation: the joint model, per-path results and the streaming accumulators.
 
 Accumulation works on one market day of paths at a time (``(blocks, slots, paths)`` arrays); one
-matrix product gives the price sums (all and peak intervals) and the load-weighted price sum.
+weighted contraction gives the price sums (all and peak intervals) and the load-weighted price sum.
 """
 
 from __future__ import annotations
@@ -164,14 +164,16 @@ def accumulate(
     acc: Accumulators,
 ) -> None:
     """Monthly sums: price (all, peak), cost and energy (load = shape x driver, uplifted in
-    spike cells), cap excess. One matrix product gives the three weighted slot sums."""
+    spike cells), cap excess. One weighted contraction gives the three slot sums."""
     slots = price.shape[1]
     weights = np.zeros((3, slots), dtype=price.dtype)
     weights[0] = 1.0
     if not weekend:
         weights[1, cfg.peak_slots[0] : cfg.peak_slots[1]] = 1.0
     weights[2] = load_shape
-    sums = np.matmul(weights, price)  # (K, 3, nb)
+    # einsum's own loops, not BLAS: BLAS kernels may round differently with buffer alignment,
+    # which would break bit-for-bit reproducibility
+    sums = np.einsum("rs,ksj->krj", weights, price)  # (K, 3, nb)
     acc.price_all[mi, cols] += sums[:, 0].reshape(-1)
     acc.price_peak[mi, cols] += sums[:, 1].reshape(-1)
     cost = sums[:, 2] * driver_scale
