@@ -296,3 +296,17 @@ def describe_product(
             for e in chosen
         ]
     return rows
+
+
+def run_summary(store: Store, run_id: int) -> pl.DataFrame:
+    """Per product and status of one run: bills, accounts, total incl. tax, mean bill, hold reasons.
+
+    For ``make demo`` and the nightly report, e.g. ``print(run_summary(store, res.run_id))``.
+    """
+    return store.con.sql(
+        "SELECT product, status, count(*) AS bills, count(DISTINCT account) AS accounts,"
+        " sum(total_inc_gst) AS total_inc_gst, round(avg(total_inc_gst), 2) AS mean_bill,"
+        " string_agg(DISTINCT hold_reason, '; ') AS hold_reasons"
+        " FROM bills WHERE run_id = ? GROUP BY product, status ORDER BY product, status",
+        params=[run_id],
+    ).pl()

@@ -97,7 +97,8 @@ def segments_frame(
 
 _READS_SQL = """
 SELECT s.seg, epoch_us(e.interval_start) AS ts_us, e.interval_minutes::INTEGER AS interval_minutes,
-       e.kwh AS import_kwh, c.kwh AS controlled_kwh, b.kwh AS export_kwh,
+       e.kwh AS import_kwh, coalesce(c.kwh, 0.0) AS controlled_kwh,
+       coalesce(b.kwh, 0.0) AS export_kwh, s.loss_factor, p.spot_per_mwh,
        e.quality = 'E' OR coalesce(c.quality = 'E', false) OR coalesce(b.quality = 'E', false)
          AS estimated
 FROM _segs s
@@ -107,6 +108,8 @@ LEFT JOIN {source} c ON c.suffix = 'E2' AND c.quality <> 'N' AND c.nmi = e.nmi
      AND c.interval_start = e.interval_start
 LEFT JOIN {source} b ON b.suffix = 'B1' AND b.quality <> 'N' AND b.nmi = e.nmi
      AND b.interval_start = e.interval_start
+LEFT JOIN _prices p ON p.region = s.region AND p.ts_us = epoch_us(e.interval_start)
+     AND p.interval_minutes = e.interval_minutes
 """
 # The current reads: the ``meter_reads`` view's rows (every raw row has its file), without the
 # join to ingested_files that the view adds for ``source_file``.
@@ -138,6 +141,7 @@ def _read_channels(
     iv = frame.with_columns(
         pl.from_epoch("ts_us", time_unit="us").dt.replace_time_zone("UTC").alias("interval_start")
     ).drop("ts_us")
+    iv = iv.with_columns(pl.col("spot_per_mwh").cast(pl.Float64))
     counts = store.con.sql(_COUNTS_SQL.format(source=src), params=params).pl()
     return iv, counts
 
@@ -177,26 +181,19 @@ def fetch_intervals(
     """Interval frame for the calculus, and holds for missing reads (one row per reason).
 
     ``as_of=None`` reads the current views; a time reads ``meter_reads_as_of``/``prices_as_of``.
+    Spot prices (when ``needs_spot``) are averaged to each meter interval and joined in DuckDB.
     """
     bounds = _utc_bounds(store, segs)
     reads_src = CURRENT_READS if as_of is None else "meter_reads_as_of(?::TIMESTAMPTZ)"
+    prices = _price_table(store, bounds, as_of) if needs_spot else _NO_PRICES
     store.con.register("_segs", bounds.to_arrow())
+    store.con.register("_prices", prices.to_arrow())
     try:
         iv, counts = _read_channels(store, reads_src, as_of)
     finally:
         store.con.unregister("_segs")
+        store.con.unregister("_prices")
     holds = _read_holds(counts, bounds)
-    iv = iv.join(bounds.select("seg", "region", "loss_factor"), on="seg")
-    if needs_spot and iv.height:
-        iv = _attach_prices(store, iv, bounds, as_of)
-    else:
-        iv = iv.with_columns(pl.lit(None, pl.Float64).alias("spot_per_mwh"))
-    iv = iv.with_columns(
-        pl.col("controlled_kwh").fill_null(0.0),
-        pl.col("export_kwh").fill_null(0.0),
-        pl.col("interval_minutes").cast(pl.Int32),
-        pl.col("interval_start").dt.convert_time_zone("UTC"),
-    )
     return iv, holds
 
 
@@ -225,27 +222,36 @@ def _read_holds(counts: pl.DataFrame, bounds: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([none, *reasons])
 
 
-def _attach_prices(
-    store: Store, iv: pl.DataFrame, bounds: pl.DataFrame, as_of: datetime | None
-) -> pl.DataFrame:
+_NO_PRICES = pl.DataFrame(
+    schema={
+        "region": pl.Utf8,
+        "ts_us": pl.Int64,
+        "interval_minutes": pl.Int32,
+        "spot_per_mwh": pl.Float64,
+    }
+)
+METER_MINUTES = (5, 15, 30)
+
+
+def _price_table(store: Store, bounds: pl.DataFrame, as_of: datetime | None) -> pl.DataFrame:
+    """Regional prices averaged to each usual meter interval length (small: regions x intervals)."""
     src = "prices" if as_of is None else "prices_as_of(?::TIMESTAMPTZ)"
     regions = bounds["region"].unique().to_list()
     lo, hi = bounds["utc_from"].min(), bounds["utc_to"].max()
     frames = []
-    for m in iv["interval_minutes"].unique().to_list():
+    for m in METER_MINUTES:
         params = ([as_of] if as_of is not None else []) + [regions, lo, hi, m, m, m, m, m, m]
         frames.append(
             store.con.sql(_PRICES_SQL.format(source=src), params=params)
             .pl()
-            .with_columns(pl.lit(m, pl.Int32).alias("interval_minutes"))
+            .select(
+                "region",
+                pl.col("interval_start").dt.epoch("us").alias("ts_us"),
+                pl.lit(m, pl.Int32).alias("interval_minutes"),
+                "spot_per_mwh",
+            )
         )
-    prices = pl.concat(frames).with_columns(
-        pl.col("interval_start").dt.convert_time_zone("UTC"),
-        pl.col("interval_minutes").cast(iv["interval_minutes"].dtype),
-    )
-    prices = prices.unique(["region", "interval_start", "interval_minutes"], keep="first")
-    iv = iv.with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
-    return iv.join(prices, on=["region", "interval_start", "interval_minutes"], how="left")
+    return pl.concat(frames).unique(["region", "ts_us", "interval_minutes"], keep="first")
 
 
 def _bill_frames(

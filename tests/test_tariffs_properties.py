@@ -19,7 +19,7 @@ from tariffs.product import parse_product
 
 TZ = "Australia/Sydney"
 START = date(2024, 9, 28)  # spans the 6 October daylight-saving change and Labour Day (7 Oct)
-SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOU_FEED = product("sh-tou")
 BLOCKY = product("std-block-demand")
