@@ -35,12 +35,24 @@ sys.path.insert(0, str(REPO))
 
 from settlement.nem12_writer import write_nem12  # noqa: E402
 
+HWM = """
+def hwm_kb():
+    # VmHWM (peak RSS of this process image); ru_maxrss would include the parent's peak at fork
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
 CHILD_OURS = """
 import json, resource, sys, time
 import pyarrow  # noqa: F401  (imported before timing, as the CLI has it loaded)
 sys.path.insert(0, {repo!r})
 from settlement.nem12 import ingest_meter_files
 from settlement.store import Store
+{hwm}
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
+cpu0 = ru0.ru_utime + ru0.ru_stime
 t0 = time.perf_counter()
 with Store.open({db!r}) as store:
     rep = ingest_meter_files(store, [{path!r}])
@@ -48,20 +60,21 @@ with Store.open({db!r}) as store:
     cur = store.con.execute("SELECT count(*) FROM meter_reads").fetchone()[0]
 secs = time.perf_counter() - t0
 f = rep.files[0]
+ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps(dict(secs=secs, rows=n, current=cur, status=f.status, loaded=f.rows_loaded,
-     maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+     cpu_secs=ru.ru_utime + ru.ru_stime - cpu0, maxrss_kb=hwm_kb())))
 """
 
 CHILD_NEMREADER = """
 import json, resource, sys, time, logging
 logging.disable(logging.CRITICAL)
 import nemreader
+{hwm}
 t0 = time.perf_counter()
 data = nemreader.NEMFile({path!r}, strict=False).nem_data()
 n = sum(len(r) for ch in data.readings.values() for r in ch.values())
 secs = time.perf_counter() - t0
-print(json.dumps(dict(secs=secs, rows=n,
-     maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+print(json.dumps(dict(secs=secs, rows=n, maxrss_kb=hwm_kb())))
 """
 
 
@@ -108,7 +121,7 @@ def main() -> None:
         size = path.stat().st_size
         load_before = os.getloadavg()
         ours = run_child(
-            CHILD_OURS.format(repo=str(REPO), db=str(tmpdir / "b.duckdb"), path=str(path))
+            CHILD_OURS.format(repo=str(REPO), db=str(tmpdir / "b.duckdb"), path=str(path), hwm=HWM)
         )
         # nemreader on the first sample_lines 300 records (one 200 block prefix), extrapolated
         sample = tmpdir / "sample.csv"
@@ -121,7 +134,7 @@ def main() -> None:
                     n300 += 1
                 dst.write(line)
             dst.write("900\n")
-        ref = run_child(CHILD_NEMREADER.format(path=str(sample)))
+        ref = run_child(CHILD_NEMREADER.format(path=str(sample), hwm=HWM))
         load_after = os.getloadavg()
     ours_rate = readings / ours["secs"]
     ref_rate = ref["rows"] / ref["secs"]
@@ -135,6 +148,8 @@ def main() -> None:
         "write_secs": round(write_secs, 2),
         "ingest_secs": round(ours["secs"], 2),
         "readings_per_sec": round(ours_rate),
+        "ingest_cpu_secs": round(ours["cpu_secs"], 2),
+        "readings_per_cpu_sec": round(readings / ours["cpu_secs"]),
         "peak_rss_mb": round(ours["maxrss_kb"] / 1024),
         "frame_in_memory_mb_est": round(frame_mb),
         "rows_stored": ours["rows"],
@@ -154,6 +169,7 @@ def main() -> None:
         f"({size / 2**20:.0f} MB file, written in {write_secs:.1f} s)\n"
         f"  fairshare : {ours['secs']:.2f} s -> {ours_rate / 1e6:.2f} M readings/s, "
         f"peak RSS {ours['maxrss_kb'] / 1024:.0f} MB (readings as an in-memory frame ~{frame_mb:.0f} MB)\n"
+        f"              CPU {ours['cpu_secs']:.1f} s -> {readings / ours['cpu_secs'] / 1e6:.2f} M readings per CPU-second\n"
         f"  nemreader : {ref['rows']:,}-reading sample in {ref['secs']:.2f} s -> "
         f"{ref_rate / 1e6:.3f} M readings/s (whole file extrapolated: {readings / ref_rate:.0f} s), "
         f"sample peak RSS {ref['maxrss_kb'] / 1024:.0f} MB\n"

@@ -270,6 +270,7 @@ class _Loader:
         self.con = store.con
         self.file_id = file_id
         self.n_conflicts = 0
+        self.seen: list[pl.DataFrame] = []  # (nmi, suffix, day_no) of this file's earlier chunks
 
     def load(self, reads: pl.DataFrame, records: pl.DataFrame) -> tuple[int, int]:
         """Insert one chunk; return (rows inserted, rows duplicate)."""
@@ -297,15 +298,21 @@ class _Loader:
         )
 
     def _colliding(self, records: pl.DataFrame) -> pl.DataFrame:
-        """Records sharing (nmi, suffix, market day) with another record of the chunk or a row
-        already stored (including earlier chunks of this file)."""
+        """Records sharing (nmi, suffix, market day) with another record of the chunk, of an
+        earlier chunk of this file (kept in polars) or of an earlier file (SQL; ``file_id < this``
+        lets DuckDB skip this file's own row groups by their min/max statistics)."""
         key = ["nmi", "suffix", "day_no"]
-        within = records.filter(pl.len().over(key) > 1).select("source_line")
+        parts = [records.filter(pl.len().over(key) > 1).select("source_line")]
+        if self.seen:
+            earlier = pl.concat(self.seen).unique()
+            parts.append(records.join(earlier, on=key, how="semi").select("source_line"))
+        self.seen.append(records.select(key).unique())
         lo, hi = records["day_no"].min(), records["day_no"].max()
         nmi_lo, nmi_hi = records["nmi"].min(), records["nmi"].max()
         _rec = records  # scanned by name in _COLLIDE_SQL
-        stored = self.con.execute(_COLLIDE_SQL, [lo, hi, nmi_lo, nmi_hi]).pl()
-        return pl.concat([within, stored.select(pl.col("source_line").cast(pl.Int32))]).unique()
+        stored = self.con.execute(_COLLIDE_SQL, [lo, hi, nmi_lo, nmi_hi, self.file_id]).pl()
+        parts.append(stored.select(pl.col("source_line").cast(pl.Int32)))
+        return pl.concat(parts).unique()
 
     def _load_exact(self, reads: pl.DataFrame) -> tuple[int, int]:
         uniq = reads.unique(
@@ -344,7 +351,7 @@ JOIN (SELECT nmi, suffix,
                               + to_days($1) - INTERVAL 10 HOUR
         AND interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
                               + to_days($2 + 1) - INTERVAL 10 HOUR
-        AND nmi BETWEEN $3 AND $4) r
+        AND nmi BETWEEN $3 AND $4 AND file_id < $5) r
   ON r.nmi = k.nmi AND r.suffix = k.suffix AND r.day_no = k.day_no
 """
 

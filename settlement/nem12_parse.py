@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import polars as pl
 
 MINUTES_PER_DAY = 1440
@@ -657,68 +658,93 @@ def _count_skipped(r300: pl.DataFrame, state: StreamState) -> None:
 
 
 def build_reads(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
-    """One row per interval of every good energy 300 record, in kWh, UTC, with its version."""
+    """One row per interval of every good energy 300 record, in kWh, UTC, with its version.
+
+    Everything constant within a record (times, quality, version) is computed per record before
+    the values are exploded; the per-reading work is the explode, one integer time offset and
+    the unit conversion.
+    """
     good = r300.filter(pl.col("err_reason").is_null() & ~pl.col("skipped"))
     uom = pl.col("uom").str.to_lowercase()
-    v = pl.col("v")
-    # Exact: Wh / 1000 and MWh * 1000 as single IEEE operations. polars turns division by a
-    # scalar into multiplication by its reciprocal (2304 / 1000 -> 2.3040000000000003), so the
-    # divisor is a real column, exploded with the values.
-    kwh = pl.when(uom == "mwh").then(v * 1000.0).otherwise(v / pl.col("_div"))
-    market_midnight = pl.col("day").cast(pl.Datetime("us"))
-    reads = (
-        good.select(
-            "nmi",
-            "suffix",
-            "interval_minutes",
-            "uom",
-            "day",
-            "qm",
-            "reason_code",
-            pl.coalesce("upd", "msats", "header_dt", pl.lit(EPOCH, pl.Datetime("us"))).alias("ver"),
-            pl.col("line_no").alias("source_line"),
-            pl.col("x").alias("v"),
-            pl.int_ranges(1, pl.col("n_exp") + 1, dtype=pl.Int32).alias("i"),
-            pl.when(uom == "wh")
-            .then(pl.lit(1000.0))
-            .otherwise(pl.lit(1.0))
-            .repeat_by(pl.col("n_exp"))
-            .alias("_div"),
-        )
-        .explode("v", "i", "_div", empty_as_null=True)
-        .with_columns(kwh.alias("kwh"))
+    qm = pl.col("qm")
+    method = qm.str.slice(1)
+    t0 = (pl.col("day").cast(pl.Datetime("us")) - MARKET_OFFSET).cast(pl.Int64)
+    ver = pl.coalesce("upd", "msats", "header_dt", pl.lit(EPOCH, pl.Datetime("us")))
+    rec = good.select(
+        "nmi",
+        "suffix",
+        pl.col("interval_minutes").cast(pl.Int16),
+        t0.alias("t0"),
+        qm.str.slice(0, 1).alias("quality"),
+        pl.when(method != "").then(method).alias("method"),
+        pl.when(pl.col("reason_code") != "").then(pl.col("reason_code")).alias("reason"),
+        (ver - MARKET_OFFSET).dt.replace_time_zone("UTC").alias("version_at"),
+        pl.col("line_no").cast(pl.Int32).alias("source_line"),
+        pl.col("x").alias("kwh"),
+        pl.int_ranges(0, pl.col("n_exp"), dtype=pl.Int64).alias("i"),
+        (uom == "wh").alias("_wh"),
+        (uom == "mwh").alias("_mwh"),
+        pl.col("n_exp"),
     )
-    v_days = good.filter(pl.col("qm") == "V")
-    if v_days.height:
-        per = (
-            r400.filter(pl.col("own").is_in(v_days["line_no"].implode()))
-            .select(
-                pl.col("own").alias("source_line"),
-                pl.int_ranges("a", pl.col("b") + 1, dtype=pl.Int32).alias("i"),
-                pl.col("qm").alias("qm4"),
-                pl.col("reason_code").alias("rc4"),
-            )
-            .explode("i", empty_as_null=True)
-        )
-        reads = reads.join(per, on=["source_line", "i"], how="left").with_columns(
-            pl.coalesce("qm4", "qm").alias("qm"),
-            pl.coalesce("rc4", "reason_code").alias("reason_code"),
-        )
-    start = (
-        market_midnight
-        - MARKET_OFFSET
-        + pl.duration(minutes=(pl.col("i") - 1) * pl.col("interval_minutes"))
-    )
-    method = pl.col("qm").str.slice(1)
+    reads = rec.explode("kwh", "i", empty_as_null=True)
+    reads = reads.with_columns(_to_kwh(rec, reads["kwh"]))
+    if good.filter(qm == "V").height:
+        reads = _apply_400(reads, good, r400)
+    step_us = pl.col("interval_minutes").cast(pl.Int64) * 60_000_000
+    start = (pl.col("t0") + pl.col("i") * step_us).cast(pl.Datetime("us", "UTC"))
     return reads.select(
         "nmi",
         "suffix",
-        start.dt.replace_time_zone("UTC").alias("interval_start"),
-        pl.col("interval_minutes").cast(pl.Int16),
+        start.alias("interval_start"),
+        "interval_minutes",
         "kwh",
-        pl.col("qm").str.slice(0, 1).alias("quality"),
-        pl.when(method != "").then(method).alias("method"),
-        pl.when(pl.col("reason_code") != "").then(pl.col("reason_code")).alias("reason"),
-        (pl.col("ver") - MARKET_OFFSET).dt.replace_time_zone("UTC").alias("version_at"),
-        pl.col("source_line").cast(pl.Int32),
+        "quality",
+        "method",
+        "reason",
+        "version_at",
+        "source_line",
+    )
+
+
+def _to_kwh(rec: pl.DataFrame, values: pl.Series) -> pl.Series:
+    """Values in kWh: Wh / 1000 and MWh * 1000, each one exact IEEE operation (numpy; polars
+    would multiply by the reciprocal when dividing by a scalar: 2304 / 1000 -> 2.3040000000000003)."""
+    wh, mwh = rec["_wh"], rec["_mwh"]
+    if not (wh.any() or mwh.any()):
+        return values
+    x = values.to_numpy()
+    counts = rec["n_exp"].to_numpy()
+    out = np.where(np.repeat(wh.to_numpy(), counts), x / 1000.0, x)
+    out = np.where(np.repeat(mwh.to_numpy(), counts), x * 1000.0, out)
+    return pl.Series("kwh", out, pl.Float64)
+
+
+def _apply_400(reads: pl.DataFrame, good: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
+    """Per-interval quality, method and reason of V days from their 400 records."""
+    v_lines = good.filter(pl.col("qm") == "V")["line_no"].implode()
+    per = (
+        r400.filter(pl.col("own").is_in(v_lines))
+        .select(
+            pl.col("own").cast(pl.Int32).alias("source_line"),
+            pl.int_ranges(pl.col("a") - 1, pl.col("b"), dtype=pl.Int64).alias("i"),
+            pl.col("qm").alias("qm4"),
+            pl.col("reason_code").alias("rc4"),
+        )
+        .explode("i", empty_as_null=True)
+    )
+    m4 = pl.col("qm4").str.slice(1)
+    return (
+        reads.join(per, on=["source_line", "i"], how="left")
+        .with_columns(
+            pl.coalesce(pl.col("qm4").str.slice(0, 1), "quality").alias("quality"),
+            pl.when(pl.col("qm4").is_not_null())
+            .then(pl.when(m4 != "").then(m4))
+            .otherwise(pl.col("method"))
+            .alias("method"),
+            pl.when(pl.col("qm4").is_not_null())
+            .then(pl.when(pl.col("rc4") != "").then(pl.col("rc4")))
+            .otherwise(pl.col("reason"))
+            .alias("reason"),
+        )
+        .drop("qm4", "rc4")
     )
