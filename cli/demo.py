@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +14,7 @@ from cli.common import JsonOption, console, out, print_json, run_guarded
 
 if TYPE_CHECKING:
     from settlement.demo.run import DemoSummary
+    from settlement.demo.showcase import ShowcaseSummary
 
 
 def demo(
@@ -36,11 +38,19 @@ def demo(
         Path | None,
         typer.Option(help="Generator inputs TOML (default data/demo.toml).", dir_okay=False),
     ] = None,
+    data_only: Annotated[
+        bool, typer.Option("--data-only", help="Stop after generating and ingesting the data.")
+    ] = False,
+    risk_paths: Annotated[
+        int | None, typer.Option(min=10, help="Monte Carlo paths for the safe-harbour price.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a deterministic synthetic retailer (one year of NEM12 meter data, 5-minute NSW1
     prices, customers) into OUT/inbox and ingest it into the store. Running it again regenerates
-    identical files and the ingest is a no-op.
+    identical files and the ingest is a no-op. Then (unless --data-only): two monthly nightly runs
+    (bills issued; a revised meter file turns into adjustment lines on the next bills), shadow
+    bills on every product, and the safe-harbour price from the risk engine.
 
     Example: fairshare demo --out demo-out --households 200
     """
@@ -60,15 +70,65 @@ def demo(
             summary = build_demo(
                 out_dir, households, seed, db, days=days, config=config, progress=progress
             )
-        if as_json:
-            print_json(summary.to_dict())
-        else:
+        if not as_json:
             _render(summary)
+        show = None
+        if not data_only:
+            from settlement.demo.showcase import run_showcase
+
+            cfg = summary.generated.config if summary.generated else None
+            with console.status("nightly runs, shadow bills and the risk engine ..."):
+                show = run_showcase(
+                    summary.out_dir, summary.db_path, cfg.start if cfg else _START,
+                    cfg.days if cfg else 0, risk_paths=risk_paths,
+                )  # fmt: skip
+        if as_json:
+            print_json(summary.to_dict() | {"showcase": show.__dict__ if show else None})
+        elif show is not None:
+            _render_showcase(show)
         code = max(int(r.exit_code) for r in summary.reports.values())
         if code:
             raise typer.Exit(code)
 
     run_guarded(go)
+
+
+_START = dt.date(2024, 7, 1)  # only used when the generator reports no config
+
+
+def _render_showcase(s: ShowcaseSummary) -> None:
+    """Nightly runs, adjustments, shadow-bill cohorts and the safe-harbour price."""
+    for note in s.notes:
+        out.print(f"[yellow]{note}[/]")
+    if s.nightly:
+        t = Table(title="nightly runs")
+        for col in ("range", "status", "exit", "bills issued", "held", "adjustments"):
+            t.add_column(col)
+        for n in s.nightly:
+            t.add_row(n["range"], n["status"], str(n["exit_code"]), str(n["bills_issued"]),
+                      str(n["bills_held"]), str(n["adjustments"]))  # fmt: skip
+        out.print(t)
+        if s.revision_file:
+            out.print(f"revised meter file: {s.revision_file}")
+        net = sum(float(a["net_ex_gst"]) for a in s.adjustments)
+        out.print(f"adjustments on next bills: {len(s.adjustments)} (net {net:+.2f} AUD ex GST)")
+        for n in s.nightly:
+            out.print(f"manifest: {n['manifest']}\n  snapshot (Parquet): {n['snapshot']}")
+    if s.cohorts:
+        t = Table(title="shadow bills: mean difference vs the enrolled product (AUD inc GST)")
+        for col in ("enrolled", "on product", "accounts", "mean diff", "win", "lose"):
+            t.add_column(col)
+        for c in s.cohorts:
+            if c["baseline"] != c["product"]:
+                t.add_row(c["baseline"], c["product"], str(c["accounts"]),
+                          f"{c['mean_diff']:+.2f}", str(c["winners"]), str(c["losers"]))  # fmt: skip
+        out.print(t)
+    if s.safe_harbour:
+        sh = s.safe_harbour.get("safe_harbour", s.safe_harbour)
+        out.print(f"safe-harbour flat rate: {sh.get('rate_per_kwh', float('nan')):.4f} AUD/kWh "
+                  f"(s.e. {sh.get('rate_se_per_kwh', float('nan')):.4f})")  # fmt: skip
+        for name, v in (sh.get("cost_stack_per_kwh") or {}).items():
+            out.print(f"  {name:<18} {v['value']:.4f} +- {v['se']:.4f} AUD/kWh")
 
 
 def _render(s: DemoSummary) -> None:

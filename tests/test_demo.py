@@ -287,7 +287,7 @@ def test_build_demo_twice_is_a_no_op_and_the_cli_summarises(tmp_path: Path) -> N
     assert first.rows_quarantined == 0 and first.rows_loaded > 0
     assert first.households == 8 and first.readings > 0 and first.e1_kwh > 0
     result = CliRunner().invoke(
-        app, ["demo", "--out", str(tmp_path), "--households", "8", "--days", "31"]
+        app, ["demo", "--out", str(tmp_path), "--households", "8", "--days", "31", "--data-only"]
     )
     assert result.exit_code == 0, result.output
     assert "households" in result.output and "negative price share" in result.output
