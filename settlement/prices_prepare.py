@@ -14,7 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from settlement.prices_parse import Parsed, parse_file, parse_lines
+from settlement.prices_mms import parse_mms
+from settlement.prices_parse import Parsed, parse_lines
 from settlement.prices_read import (
     Sniffed,
     decode,
@@ -73,6 +74,18 @@ def _empty_checked() -> Checked:
         }
     )
     return Checked(rows, empty_quarantine())
+
+
+def parse_file(sniffed: Sniffed, timezone: str, regions: tuple[str, ...]) -> Parsed:
+    """Read and parse the whole of a sniffed file (no store access)."""
+    text = decode(read_bytes(sniffed.path))
+    lines = lines_frame(text)
+    if sniffed.fmt == "aemo-mms":
+        return parse_mms(sniffed.path, lines)
+    header_line, header_text = first_line(text)
+    return parse_lines(
+        sniffed.fmt, lines, header_line, split_header(header_text), timezone, regions
+    )
 
 
 def _ready(path: Path, sha256: str, parsed: Parsed, checked: Checked) -> Prepared:
