@@ -46,8 +46,10 @@ def demo(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate a deterministic synthetic retailer (one year of NEM12 meter data, 5-minute NSW1
-    prices, customers) into OUT/inbox and ingest it into the store. Running it again regenerates
+    """Run the whole product on a generated retailer: data, nightly runs, bills, risk.
+
+    Generates a deterministic synthetic retailer (one year of NEM12 meter data, 5-minute NSW1
+    prices, customers) into OUT/inbox and ingests it into the store. Running it again regenerates
     identical files and the ingest is a no-op. Then (unless --data-only): two monthly nightly runs
     (bills issued; a revised meter file turns into adjustment lines on the next bills), shadow
     bills on every product, and the safe-harbour price from the risk engine.

@@ -15,7 +15,7 @@ app = typer.Typer(
         "Example: fairshare ingest meter data/inbox/meter --db fairshare.duckdb"
     ),
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)

@@ -63,6 +63,7 @@ def nightly(
 
     Safe to run twice (same inputs: nothing changes) and safe to kill (the next run completes
     the work). Exit codes: 0 ok, 2 usage, 3 input quarantined (good data still settled),
+    6 bills held (missing reads or prices; see the report),
     4 audit failed, 5 another run holds the store, 1 unexpected.
 
     Example: fairshare nightly --from 2024-01-01 --to 2024-01-31 --config fairshare.toml
