@@ -116,6 +116,20 @@ def calibrate(
                     ),
                 )
         out.print(table)
+        validation = report["validation"]
+        if "mean_spike_duration_intervals" in validation:
+            d = validation["mean_spike_duration_intervals"]
+            out.print(
+                f"mean spike duration (intervals): historical {d['historical']:.2f}, "
+                f"simulated {d['simulated_mean']:.2f}"
+            )
+        if "price_quantiles_per_mwh" in validation:
+            q = Table(title="price quantiles ($/MWh)")
+            for col in ("quantile", "historical", "simulated"):
+                q.add_column(col, justify="right")
+            for name, row in validation["price_quantiles_per_mwh"].items():
+                q.add_row(name, f"{row['historical']:.1f}", f"{row['simulated']:.1f}")
+            out.print(q)
         out.print(f"model written to {out_path}")
 
     run_guarded(go)
