@@ -59,7 +59,9 @@ def ingest_meter_files(
     ----------
     store : open, migrated store.
     paths : files or folders.
-    progress : optional ``(description, advance_bytes, total_bytes)`` callback.
+    progress : optional ``(description, advance_bytes, total_bytes)`` callback, called after
+        each chunk of a .csv (uncompressed bytes) or each member of a .zip (compressed bytes);
+        ``total_bytes`` is the file size.
     chunk_bytes : target size of a parsed chunk of text [bytes]; memory scales with it.
 
     Returns
@@ -120,7 +122,7 @@ def _streams(path: Path, stack: ExitStack) -> Iterator[tuple[str, IO[bytes], int
         if not members:
             raise FileRejected("zip archive holds no files")
         for m in members:
-            yield f"{path}!{m.filename}", stack.enter_context(zf.open(m)), m.file_size
+            yield f"{path}!{m.filename}", stack.enter_context(zf.open(m)), m.compress_size
     else:
         yield str(path), stack.enter_context(path.open("rb")), path.stat().st_size
 

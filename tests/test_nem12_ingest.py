@@ -496,3 +496,15 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert '"rows_loaded": 48' in ok.output
     q = runner.invoke(app, ["ingest", "meter", str(bad), "--db", db])
     assert q.exit_code == 3, q.output
+
+
+def test_progress_reports_every_byte_of_a_csv(store: Store, tmp_path: Path) -> None:
+    lines = [H100, B200] + [r300(f"202401{d:02d}") for d in range(1, 29)] + ["900"]
+    p = nem(tmp_path, lines)
+    calls: list[tuple[str, int, int | None]] = []
+    ingest_meter_files(
+        store, [p], progress=lambda d, a, t: calls.append((d, a, t)), chunk_bytes=2000
+    )
+    assert len(calls) > 3
+    assert sum(a for _, a, _ in calls) == p.stat().st_size
+    assert {(d, t) for d, _, t in calls} == {("f.csv", p.stat().st_size)}
