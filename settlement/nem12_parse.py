@@ -373,8 +373,12 @@ def parse_300(rows: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
         _f(n_exp + 3).str.strip_chars().fill_null("").alias("reason_code"),
         _to_datetime(upd_txt).alias("upd"),
         _to_datetime(msats_txt).alias("msats"),
-        n_found.alias("n_found"),
+        is_q.alias("_is_q"),
     )
+    # where the quality flag really is: only for records without one at the expected place
+    # (a regex over every field of every line would cost more than the rest of the parse)
+    found = rows.filter(~pl.col("_is_q")).select("line_no", n_found.alias("n_found"))
+    rows = rows.join(found, on="line_no", how="left").drop("_is_q")
     blk_txt = pl.col("blk").cast(pl.Utf8)
     fld, why = _first_error(
         [
