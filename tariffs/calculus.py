@@ -438,12 +438,19 @@ def _note_expr(comp: object) -> pl.Expr:
     return pl.col("detail").replace_strict(texts, default="", return_dtype=pl.Utf8).alias("note")
 
 
-def component_lines(ctx: Context, iv: pl.LazyFrame, segments: pl.DataFrame) -> pl.DataFrame:
-    """Unrounded bill lines (LINE_COLUMNS) of every segment, before minimum charge and discounts."""
+def component_lines(
+    ctx: Context, iv: pl.LazyFrame, segments: pl.DataFrame, *, daily_only: bool = False
+) -> pl.DataFrame:
+    """Unrounded bill lines (LINE_COLUMNS) of every segment, before minimum charge and discounts.
+
+    ``daily_only`` computes only the day-based components (``iv`` is then not used).
+    """
     days = day_frame(segments)
     conc = segments.lazy().filter(pl.col("concession")).select("seg")
     frames: list[pl.LazyFrame] = []
     for order, comp in enumerate(ctx.product.components):
+        if daily_only and isinstance(comp, Energy | FeedIn | BlockEnergy | Demand):
+            continue
         if isinstance(comp, Energy | FeedIn):
             lf = _aggregate_priced(
                 _priced_energy(comp, iv),

@@ -105,3 +105,19 @@ def test_unknown_product_and_bad_file_are_named(loaded: Store, tmp_path: object)
     )
     with pytest.raises(ProductFileError, match=r"bad.toml: components\.1\.energy\.rate\.0\.value"):
         load_products(d)
+
+
+def test_sql_fast_path_matches_the_polars_reference(loaded: Store) -> None:
+    # spot prices with negative values and a DST-free July; A1 has solar export
+    ref = bill_accounts(loaded, JUL, AUG, product_dir=PRODUCTS, engine="polars")
+    fast = bill_accounts(loaded, JUL, AUG, product_dir=PRODUCTS)
+    q = (
+        "SELECT b.account, b.product, b.hold_reason, b.total_ex_gst, b.gst, "
+        "list_sort(list(l.component || '|' || l.detail || '|' || l.amount_ex_gst::VARCHAR) "
+        "FILTER (WHERE l.amount_ex_gst <> 0)) FROM bills b LEFT JOIN bill_lines l USING (bill_id) "
+        "WHERE b.run_id = ? GROUP BY ALL ORDER BY 1, 2"
+    )
+    assert (
+        loaded.con.execute(q, [ref.run_id]).fetchall()
+        == loaded.con.execute(q, [fast.run_id]).fetchall()
+    )
