@@ -65,6 +65,24 @@ print(json.dumps(dict(secs=secs, rows=n, current=cur, status=f.status, loaded=f.
      cpu_secs=ru.ru_utime + ru.ru_stime - cpu0, maxrss_kb=hwm_kb())))
 """
 
+CHILD_PARSE = """
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+from settlement.nem12 import _chunks
+from settlement.nem12_parse import StreamState, parse_chunk
+{hwm}
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
+t0 = time.perf_counter()
+state, n = StreamState(), 0
+with open({path!r}, "rb") as fh:
+    for text, first, _ in _chunks(fh, 2 << 20):
+        n += parse_chunk(text, first, state)[0].reads.height
+secs = time.perf_counter() - t0
+ru = resource.getrusage(resource.RUSAGE_SELF)
+cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
+print(json.dumps(dict(secs=secs, rows=n, cpu_secs=cpu, maxrss_kb=hwm_kb())))
+"""
+
 CHILD_NEMREADER = """
 import json, resource, sys, time, logging
 logging.disable(logging.CRITICAL)
@@ -126,6 +144,7 @@ def main() -> None:
         ours = run_child(
             CHILD_OURS.format(repo=str(REPO), db=str(tmpdir / "b.duckdb"), path=str(path), hwm=HWM)
         )
+        parse = run_child(CHILD_PARSE.format(repo=str(REPO), path=str(path), hwm=HWM))
         # nemreader on the first sample_lines 300 records (one 200 block prefix), extrapolated
         sample = tmpdir / "sample.csv"
         with path.open() as src, sample.open("w") as dst:
@@ -157,6 +176,10 @@ def main() -> None:
         "frame_in_memory_mb_est": round(frame_mb),
         "rows_stored": ours["rows"],
         "status": ours["status"],
+        "parse_only_secs": round(parse["secs"], 2),
+        "parse_only_cpu_secs": round(parse["cpu_secs"], 2),
+        "parse_only_readings_per_sec": round(readings / parse["secs"]),
+        "parse_only_speedup_vs_nemreader": round((readings / parse["secs"]) / ref_rate, 1),
         "nemreader_sample_readings": ref["rows"],
         "nemreader_secs_sample": round(ref["secs"], 2),
         "nemreader_readings_per_sec": round(ref_rate),
@@ -177,6 +200,8 @@ def main() -> None:
         f"  fairshare : {ours['secs']:.2f} s -> {ours_rate / 1e6:.2f} M readings/s, "
         f"peak RSS {ours['maxrss_kb'] / 1024:.0f} MB (readings as an in-memory frame ~{frame_mb:.0f} MB)\n"
         f"              CPU {ours['cpu_secs']:.1f} s -> {readings / ours['cpu_secs'] / 1e6:.2f} M readings per CPU-second\n"
+        f"  parse only (no store; like nemreader): {parse['secs']:.2f} s, CPU {parse['cpu_secs']:.1f} s -> "
+        f"{readings / parse['secs'] / 1e6:.2f} M readings/s ({(readings / parse['secs']) / ref_rate:.0f}x nemreader)\n"
         f"  nemreader : {ref['rows']:,}-reading sample in {ref['secs']:.2f} s -> "
         f"{ref_rate / 1e6:.3f} M readings/s (whole file extrapolated: {readings / ref_rate:.0f} s), "
         f"sample peak RSS {ref['maxrss_kb'] / 1024:.0f} MB\n"
