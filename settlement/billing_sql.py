@@ -60,7 +60,7 @@ def clock_frame(ctx: Context, bounds: pl.DataFrame) -> pl.DataFrame:
 
 def _lines(
     ctx: Context, store: Store, order: int, comp: Energy | FeedIn
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     q = component_query(comp, CURRENT_READS)
     rows = store.con.sql(q.sql).pl()
     labels = dict(enumerate(q.labels))
@@ -96,7 +96,25 @@ def _lines(
         .with_columns(_note_expr(comp))
         .select(LINE_COLUMNS)
     )
-    return lines, holds
+    counts = rows.group_by("seg").agg(
+        pl.col("n_intervals").sum().alias("n"),
+        pl.col("n_estimated").sum().alias("n_estimated"),
+        pl.col("minutes").min().alias("minutes"),
+        pl.lit(q.suffix).alias("suffix"),
+    )
+    return lines, holds, counts
+
+
+def _counts_from(per_component: pl.DataFrame) -> pl.DataFrame:
+    """Reads per segment and channel from the component queries (no extra scan of the reads)."""
+    wide = per_component.group_by("seg").agg(
+        pl.col("minutes").filter(pl.col("suffix") == "E1").min().alias("minutes"),
+        pl.col("n").filter(pl.col("suffix") == "E1").max().alias("n_import"),
+        pl.col("n").filter(pl.col("suffix") == "E2").max().alias("n_cl"),
+        pl.col("n").filter(pl.col("suffix") == "B1").max().alias("n_export"),
+        pl.col("n_estimated").max().alias("estimated_intervals"),
+    )
+    return wide.with_columns(pl.col("n_cl", "n_export").fill_null(0))
 
 
 def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:
@@ -110,12 +128,15 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
         store.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _src")
         store.con.unregister("_src")
     try:
-        counts = store.con.sql(_COUNTS_SQL.format(reads=CURRENT_READS)).pl()
         parts = [
             _lines(ctx, store, i, c)
             for i, c in enumerate(ctx.product.components)
             if isinstance(c, Energy | FeedIn)
         ]
+        if any(p[2]["suffix"].eq("E1").any() for p in parts):
+            counts = _counts_from(pl.concat([p[2] for p in parts]))
+        else:
+            counts = store.con.sql(_COUNTS_SQL.format(reads=CURRENT_READS)).pl()
     finally:
         for name in frames:
             store.con.execute(f"DROP TABLE IF EXISTS {name}")

@@ -119,6 +119,7 @@ class ComponentQuery:
     varying: bool  # spot-linked: one line per segment, rate = amount / quantity
     sign: float  # -1 for feed-in credits
     taxable: bool
+    suffix: str = "E1"  # the meter channel it reads
 
 
 def _clamp_cols(x: str, floor: bool, cap: bool) -> str:
@@ -174,7 +175,8 @@ JOIN kc ON kc.ts_us = epoch_us(m.interval_start)"""
         sql = f"""WITH {kc}
 SELECT s.seg, kc.didx, any_value(kc.rate) AS rate, kc.rate_from, sum(m.kwh) AS quantity,
        NULL::DOUBLE AS amount_raw, min(kc.local_date) AS date_from, max(kc.local_date) AS date_to,
-       count(*) AS n_intervals, count(*) FILTER (WHERE kc.rate IS NULL) AS n_unpriced
+       count(*) AS n_intervals, count(*) FILTER (WHERE kc.rate IS NULL) AS n_unpriced,
+       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes
 {joins}
 GROUP BY s.seg, kc.didx, kc.rate_from"""
     else:
@@ -187,13 +189,14 @@ GROUP BY s.seg, kc.didx, kc.rate_from"""
 SELECT s.seg, 0 AS didx, NULL::DOUBLE AS rate, NULL::DATE AS rate_from, sum(m.kwh) AS quantity,
        sum(m.kwh * {price}) AS amount_raw, min(kc.local_date) AS date_from,
        max(kc.local_date) AS date_to, count(*) AS n_intervals,
-       count(*) FILTER (WHERE p.spot_per_mwh IS NULL) AS n_unpriced
+       count(*) FILTER (WHERE p.spot_per_mwh IS NULL) AS n_unpriced,
+       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes
 {joins}
 LEFT JOIN _prices p ON p.region = s.region AND p.ts_us = kc.ts_us
      AND p.interval_minutes = m.interval_minutes
 GROUP BY s.seg"""
     return ComponentQuery(sql, labels, spot is not None, -1.0 if isinstance(comp, FeedIn) else 1.0,
-                          not isinstance(comp, FeedIn))  # fmt: skip
+                          not isinstance(comp, FeedIn), SUFFIX[channel])  # fmt: skip
 
 
 def sql_capable(components: Sequence[object]) -> bool:
