@@ -31,7 +31,7 @@ from settlement.store import Store
 from tariffs.product import Product
 
 Progress = Callable[[str, int, int], None]
-ACCOUNT_BATCH = 20_000  # accounts billed per call: bounds the interval frame in memory
+ACCOUNT_BATCH = 5_000  # accounts billed per call: bounds the interval frame (~2 GB at 5-min)
 
 CANDIDATES_SQL = """
 WITH months AS (

@@ -9,7 +9,9 @@ A settlement day is a NEM market day: intervals starting in ``[D 00:00, D+1 00:0
 The price of a meter interval is the time-weighted mean of the price intervals it covers (a
 30-minute read under 5-minute prices takes the mean of six prices; a 5-minute read under a
 30-minute price takes that price). An interval whose price is not fully covered is stored with a
-NULL cost and ``status = 'missing_price'``: a missing price never counts as zero.
+NULL cost and ``status = 'missing_price'``: a missing price never counts as zero. Where prices
+of two interval lengths cover the same time (30-minute trading and 5-minute dispatch prices before
+2021-10-01), the longer one is used: it is the price that was settled.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ reads AS (
     WHERE m.is_current AND m.interval_start >= $start AND m.interval_start < $end
       AND (m.suffix[1] = 'E' OR m.suffix[1] = 'B')
 ),
-px AS (
-    -- time-weighted mean price over each (region, meter interval)
-    SELECT r.region, r.interval_start, r.interval_minutes,
+px_by_length AS (
+    -- time-weighted mean price over each (region, meter interval), per price interval length
+    SELECT r.region, r.interval_start, r.interval_minutes, p.interval_minutes AS price_minutes,
            sum(p.price_per_mwh * o.overlap_s) / sum(o.overlap_s) AS price_per_mwh,
            sum(o.overlap_s) AS covered_s
     FROM (SELECT DISTINCT region, interval_start, interval_minutes FROM reads) r
@@ -56,6 +58,14 @@ px AS (
                - greatest(epoch(p.interval_start), epoch(r.interval_start)) AS overlap_s
     ) o
     GROUP BY ALL
+),
+px AS (
+    -- one price series per interval: a fully covering one, the longest interval first (before
+    -- 5-minute settlement the 30-minute trading price is what was settled, not dispatch prices)
+    SELECT * FROM px_by_length
+    QUALIFY row_number() OVER (PARTITION BY region, interval_start, interval_minutes
+                               ORDER BY covered_s = 60 * interval_minutes DESC,
+                                        price_minutes DESC) = 1
 )
 SELECT r.account, r.nmi, r.suffix, r.region, r.interval_start, r.interval_minutes,
        $settlement_date AS settlement_date, r.kwh, r.dlf, r.mlf,

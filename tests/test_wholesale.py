@@ -155,3 +155,24 @@ def test_thirty_minute_price_covers_five_minute_reads(store: Store, tmp_path: Pa
     settle_day(store, day, "r1")
     total = store.query("SELECT sum(cost_aud), count(*) FROM wholesale_settlement").fetchall()[0]
     assert total[0] == pytest.approx(6 * 1.0 * 80 / 1000) and total[1] == 6
+
+
+def test_trading_price_wins_over_dispatch_prices_for_the_same_time(retailer: Store) -> None:
+    start, _ = market_day_bounds(DAY)
+    add_prices(retailer, five_minute_prices(start, [1000.0] * 6))  # dispatch, 5-minute
+    add_prices(
+        retailer,
+        pl.DataFrame(
+            {
+                "region": ["NSW1"],
+                "interval_start": [start],
+                "interval_minutes": [30],
+                "price_per_mwh": [90.0],
+            },
+            schema_overrides={"interval_start": pl.Datetime("us", "UTC")},
+        ),
+    )
+    settle_day(retailer, DAY, "r1")
+    assert retailer.query(
+        "SELECT DISTINCT price_per_mwh, status FROM wholesale_reads"
+    ).fetchall() == [(90.0, "ok")]
