@@ -141,7 +141,9 @@ def fit_base_ou(
     resid = np.where(base_mask, (price - fitted) / level_scale, np.nan)
     idx = f.month * slots + f.slot
     mean_sq = _cell_mean(resid**2, idx, 12 * slots)
-    vol = np.sqrt(_fill_cells(mean_sq, np.nanmean(resid**2)))
+    overall = float(np.sqrt(np.nanmean(resid**2))) if np.isfinite(resid).any() else 0.0
+    vol = np.sqrt(_fill_cells(mean_sq, overall**2))
+    vol = np.where(vol > 1e-9, vol, max(overall, 1e-3))  # flat cells (e.g. constant demo prices)
     z = resid / vol[idx]
     _c, a, _sd_e = fit_ar1(z, base_mask[:-1] & base_mask[1:])
     # Z is unit-variance by construction: set sigma so the stationary variance is 1.
