@@ -170,7 +170,9 @@ def infer_minutes(lf: pl.LazyFrame) -> pl.LazyFrame:
         .unique()
         .sort(FILE, "region", "end_utc")
         .with_columns(step=pl.col("end_utc").diff().over(FILE, "region").dt.total_minutes())
-        .filter(pl.col("step") > 0)
+        .filter(
+            (pl.col("step") > 0) & (pl.col("step") <= 1440)
+        )  # a day at most: gaps are not lengths
         .group_by(FILE, "region")
         .agg(pl.col("step").mode().min().cast(pl.Int16).alias("_inferred"))
     )
