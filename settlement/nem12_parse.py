@@ -223,6 +223,7 @@ def parse_chunk(text: str, first_line: int, state: StreamState) -> tuple[ChunkRe
         r300.select(pl.col("line_no").alias("own"), pl.col("err_reason").alias("own_err")),
         on="own",
         how="left",
+        maintain_order="left",
     ).with_columns(
         pl.when(pl.col("err_reason").is_null() & pl.col("own_err").is_not_null())
         .then(
@@ -352,6 +353,7 @@ def parse_300(rows: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
         ),
         on="blk",
         how="left",
+        maintain_order="left",
     ).with_columns(
         pl.col("text").str.split(",").alias("f"),
         (MINUTES_PER_DAY // pl.col("interval_minutes")).alias("n_exp"),
@@ -378,7 +380,7 @@ def parse_300(rows: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
     # where the quality flag really is: only for records without one at the expected place
     # (a regex over every field of every line would cost more than the rest of the parse)
     found = rows.filter(~pl.col("_is_q")).select("line_no", n_found.alias("n_found"))
-    rows = rows.join(found, on="line_no", how="left").drop("_is_q")
+    rows = rows.join(found, on="line_no", how="left", maintain_order="left").drop("_is_q")
     blk_txt = pl.col("blk").cast(pl.Utf8)
     fld, why = _first_error(
         [
@@ -520,6 +522,7 @@ def parse_400(rows: pl.DataFrame, r300: pl.DataFrame) -> pl.DataFrame:
         ),
         on="own",
         how="left",
+        maintain_order="left",
     ).with_columns(
         pl.col("text").str.split(",").list.eval(pl.element().str.strip_chars()).alias("f")
     )
@@ -615,7 +618,7 @@ def check_coverage(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
         .rename({"own": "line_no"})
     )
     is_v = (pl.col("qm") == "V") & pl.col("err_reason").is_null() & ~pl.col("skipped")
-    r = r300.join(cover, on="line_no", how="left")
+    r = r300.join(cover, on="line_no", how="left", maintain_order="left")
     fld, why = _first_error(
         [
             (
@@ -738,7 +741,7 @@ def _apply_400(reads: pl.DataFrame, good: pl.DataFrame, r400: pl.DataFrame) -> p
     )
     m4 = pl.col("qm4").str.slice(1)
     return (
-        reads.join(per, on=["source_line", "i"], how="left")
+        reads.join(per, on=["source_line", "i"], how="left", maintain_order="left")
         .with_columns(
             pl.coalesce(pl.col("qm4").str.slice(0, 1), "quality").alias("quality"),
             pl.when(pl.col("qm4").is_not_null())
