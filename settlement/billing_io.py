@@ -360,8 +360,10 @@ def _insert(store: Store, bills: pl.DataFrame, lines: pl.DataFrame, run_id: int)
     store.con.register("_l", lines.select(lcols).to_arrow())
     try:
         store.con.execute(
-            "INSERT INTO bill_lines SELECT bill_id, line_no, component, detail, quantity, unit, rate,"
-            " (amount_ex_tax_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
+            # quantities to 1e-6 and rates to 1e-8: parallel float sums differ in the last bits
+            # from run to run; stored lines (and their audited hashes) must not
+            "INSERT INTO bill_lines SELECT bill_id, line_no, component, detail, round(quantity, 6),"
+            " unit, round(rate, 8), (amount_ex_tax_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
             " (tax_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
             " ((amount_ex_tax_cents + tax_cents)::DECIMAL(18,2) * 0.01)::DECIMAL(18,2), taxable,"
             " date_from, date_to, n_intervals, explanation FROM _l"
