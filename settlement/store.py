@@ -101,10 +101,12 @@ class Store:
             "CREATE TABLE IF NOT EXISTS schema_version ("
             "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)"
         )
-        done = self.schema_version()
+        done = {
+            int(r[0]) for r in self.con.execute("SELECT version FROM schema_version").fetchall()
+        }
         applied = []
         for m in sorted(MIGRATIONS, key=lambda m: m.version):
-            if m.version <= done:
+            if m.version in done:  # by set, not by maximum: a gap is filled, never skipped
                 continue
             with self.transaction():
                 self.con.execute(m.sql)
