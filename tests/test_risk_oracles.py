@@ -169,8 +169,8 @@ def test_normal_tail_constants() -> None:
         assert stats.norm.pdf(z) / (1 - alpha) == pytest.approx(k, abs=1e-6)
 
 
-def test_lsm_against_quantlib_bermudan_fd() -> None:
-    """Second oracle: QuantLib finite differences on the same 50-date Bermudan put."""
+def _quantlib_bermudan_put(s0: float, sigma: float, t: float) -> float:
+    """QuantLib finite-difference value of the K=40, r=0.06 put exercisable 50 times a year."""
     ql = pytest.importorskip("QuantLib")
     settings = ql.Settings.instance()
     saved = settings.evaluationDate
@@ -178,19 +178,35 @@ def test_lsm_against_quantlib_bermudan_fd() -> None:
         today = ql.Date(4, 1, 2021)
         settings.evaluationDate = today
         dc = ql.Actual365Fixed()
-        dates = [today + round(365 * i / 50) for i in range(1, 51)]
-        spot = ql.QuoteHandle(ql.SimpleQuote(36.0))
+        n = round(50 * t)
+        dates = [today + round(365 * t * i / n) for i in range(1, n + 1)]
+        spot = ql.QuoteHandle(ql.SimpleQuote(s0))
         curve = ql.YieldTermStructureHandle(ql.FlatForward(today, 0.06, dc, ql.Continuous))
         divs = ql.YieldTermStructureHandle(ql.FlatForward(today, 0.0, dc, ql.Continuous))
-        vol = ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), 0.2, dc))
+        vol = ql.BlackVolTermStructureHandle(
+            ql.BlackConstantVol(today, ql.NullCalendar(), sigma, dc)
+        )
         process = ql.BlackScholesMertonProcess(spot, divs, curve, vol)
         option = ql.VanillaOption(
             ql.PlainVanillaPayoff(ql.Option.Put, 40.0), ql.BermudanExercise(dates)
         )
         option.setPricingEngine(ql.FdBlackScholesVanillaEngine(process, 400, 400))
-        reference = option.NPV()
+        return float(option.NPV())
     finally:
         settings.evaluationDate = saved
+
+
+@pytest.mark.parametrize("row", LS_TABLE_1, ids=lambda r: f"S{r[0]}-v{r[1]}-T{r[2]}")
+def test_table_1_finite_difference_column_against_quantlib(row: tuple[float, ...]) -> None:
+    """QuantLib (an independent implementation) reproduces every row's FD column, which checks
+    the transcription of the rows other than the one DOMAIN.md quotes."""
+    s0, sigma, t, fd = row[:4]
+    assert _quantlib_bermudan_put(s0, sigma, t) == pytest.approx(fd, abs=0.005)
+
+
+def test_lsm_against_quantlib_bermudan_fd() -> None:
+    """Second oracle: QuantLib finite differences on the same 50-date Bermudan put."""
+    reference = _quantlib_bermudan_put(36.0, 0.2, 1.0)
     states, exercise, discount = _american_put_lsm(36.0, 0.2, 1.0, 40_000, seed=77)
     res = lsm_value(states, exercise, discount, degree=3)
     assert abs(res.value.value - reference) < 3 * res.value.se + 0.01, (res.value, reference)
