@@ -118,9 +118,13 @@ CURRENT_READS = "(SELECT * FROM meter_reads_raw WHERE is_current)"
 # Low-cardinality aggregate (one row per segment): reads per channel, for the missing-read holds.
 _COUNTS_SQL = """
 SELECT s.seg, min(m.interval_minutes) FILTER (WHERE m.suffix = 'E1') AS minutes,
-       count(*) FILTER (WHERE m.suffix = 'E1') AS n_import,
-       count(*) FILTER (WHERE m.suffix = 'E2') AS n_cl,
-       count(*) FILTER (WHERE m.suffix = 'B1') AS n_export
+       -- in intervals of the finest import length: covered minutes / that length
+       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1')
+         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_import,
+       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E2')
+         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_cl,
+       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'B1')
+         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_export
 FROM _segs s JOIN {source} m ON m.nmi = s.nmi
      AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
 WHERE m.quality <> 'N' AND m.suffix IN ('E1', 'E2', 'B1')

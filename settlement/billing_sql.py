@@ -29,9 +29,13 @@ from tariffs.sql import DAY_CODES, component_query
 
 _COUNTS_SQL = """
 SELECT s.seg, min(m.interval_minutes) FILTER (WHERE m.suffix = 'E1') AS minutes,
-       count(*) FILTER (WHERE m.suffix = 'E1') AS n_import,
-       count(*) FILTER (WHERE m.suffix = 'E2') AS n_cl,
-       count(*) FILTER (WHERE m.suffix = 'B1') AS n_export,
+       -- in intervals of the finest import length: covered minutes / that length
+       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1')
+         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_import,
+       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E2')
+         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_cl,
+       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'B1')
+         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_export,
        count(*) FILTER (WHERE m.quality = 'E') AS estimated_intervals
 FROM _segs s JOIN {reads} m ON m.nmi = s.nmi
      AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
@@ -98,6 +102,7 @@ def _lines(
     )
     counts = rows.group_by("seg").agg(
         pl.col("n_intervals").sum().alias("n"),
+        pl.col("covered_minutes").sum().alias("covered"),
         pl.col("n_estimated").sum().alias("n_estimated"),
         pl.col("minutes").min().alias("minutes"),
         pl.lit(q.suffix).alias("suffix"),
@@ -106,15 +111,22 @@ def _lines(
 
 
 def _counts_from(per_component: pl.DataFrame) -> pl.DataFrame:
-    """Reads per segment and channel from the component queries (no extra scan of the reads)."""
+    """Reads per segment and channel from the component queries (no extra scan of the reads).
+
+    Counted in intervals of the segment's finest import length: covered minutes divided by it,
+    so a month of 30-minute reads with a 5-minute day (a meter exchange) is complete.
+    """
     wide = per_component.group_by("seg").agg(
         pl.col("minutes").filter(pl.col("suffix") == "E1").min().alias("minutes"),
-        pl.col("n").filter(pl.col("suffix") == "E1").max().alias("n_import"),
-        pl.col("n").filter(pl.col("suffix") == "E2").max().alias("n_cl"),
-        pl.col("n").filter(pl.col("suffix") == "B1").max().alias("n_export"),
+        *[
+            pl.col("covered").filter(pl.col("suffix") == sfx).max().alias(name)
+            for sfx, name in (("E1", "n_import"), ("E2", "n_cl"), ("B1", "n_export"))
+        ],
         pl.col("n_estimated").max().alias("estimated_intervals"),
     )
-    return wide.with_columns(pl.col("n_cl", "n_export").fill_null(0))
+    return wide.with_columns(
+        (pl.col(c) // pl.col("minutes")).alias(c) for c in ("n_import", "n_cl", "n_export")
+    ).with_columns(pl.col("n_cl", "n_export").fill_null(0))
 
 
 def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:

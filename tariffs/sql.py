@@ -176,7 +176,8 @@ JOIN kc ON kc.ts_us = epoch_us(m.interval_start)"""
 SELECT s.seg, kc.didx, any_value(kc.rate) AS rate, kc.rate_from, sum(m.kwh) AS quantity,
        NULL::DOUBLE AS amount_raw, min(kc.local_date) AS date_from, max(kc.local_date) AS date_to,
        count(*) AS n_intervals, count(*) FILTER (WHERE kc.rate IS NULL) AS n_unpriced,
-       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes
+       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes,
+       sum(m.interval_minutes)::BIGINT AS covered_minutes
 {joins}
 GROUP BY s.seg, kc.didx, kc.rate_from"""
     else:
@@ -190,7 +191,8 @@ SELECT s.seg, 0 AS didx, NULL::DOUBLE AS rate, NULL::DATE AS rate_from, sum(m.kw
        sum(m.kwh * {price}) AS amount_raw, min(kc.local_date) AS date_from,
        max(kc.local_date) AS date_to, count(*) AS n_intervals,
        count(*) FILTER (WHERE p.spot_per_mwh IS NULL) AS n_unpriced,
-       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes
+       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes,
+       sum(m.interval_minutes)::BIGINT AS covered_minutes
 {joins}
 LEFT JOIN _prices p ON p.region = s.region AND p.ts_us = kc.ts_us
      AND p.interval_minutes = m.interval_minutes
