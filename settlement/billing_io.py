@@ -116,7 +116,7 @@ LEFT JOIN _prices p ON p.region = s.region AND p.ts_us = epoch_us(e.interval_sta
 CURRENT_READS = "(SELECT * FROM meter_reads_raw WHERE is_current)"
 
 # Low-cardinality aggregate (one row per segment): reads per channel, for the missing-read holds.
-_COUNTS_SQL = """
+COUNTS_SQL = """
 SELECT s.seg, min(m.interval_minutes) FILTER (WHERE m.suffix = 'E1') AS minutes,
        -- in intervals of the finest import length: covered minutes / that length
        sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1')
@@ -124,7 +124,8 @@ SELECT s.seg, min(m.interval_minutes) FILTER (WHERE m.suffix = 'E1') AS minutes,
        sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E2')
          // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_cl,
        sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'B1')
-         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_export
+         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_export,
+       count(*) FILTER (WHERE m.quality = 'E') AS estimated_intervals
 FROM _segs s JOIN {source} m ON m.nmi = s.nmi
      AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
 WHERE m.quality <> 'N' AND m.suffix IN ('E1', 'E2', 'B1')
@@ -146,7 +147,7 @@ def _read_channels(
         pl.from_epoch("ts_us", time_unit="us").dt.replace_time_zone("UTC").alias("interval_start")
     ).drop("ts_us")
     iv = iv.with_columns(pl.col("spot_per_mwh").cast(pl.Float64))
-    counts = store.con.sql(_COUNTS_SQL.format(source=src), params=params).pl()
+    counts = store.con.sql(COUNTS_SQL.format(source=src), params=params).pl()
     return iv, counts
 
 

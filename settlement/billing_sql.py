@@ -15,6 +15,7 @@ import polars as pl
 
 from settlement.billing_io import (
     _NO_PRICES,
+    COUNTS_SQL,
     CURRENT_READS,
     _price_table,
     _read_holds,
@@ -26,22 +27,6 @@ from tariffs.calendar import with_local_attributes
 from tariffs.lines import SegmentBills, finish_lines
 from tariffs.product import Energy, FeedIn
 from tariffs.sql import DAY_CODES, component_query
-
-_COUNTS_SQL = """
-SELECT s.seg, min(m.interval_minutes) FILTER (WHERE m.suffix = 'E1') AS minutes,
-       -- in intervals of the finest import length: covered minutes / that length
-       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1')
-         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_import,
-       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E2')
-         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_cl,
-       sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'B1')
-         // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_export,
-       count(*) FILTER (WHERE m.quality = 'E') AS estimated_intervals
-FROM _segs s JOIN {reads} m ON m.nmi = s.nmi
-     AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
-WHERE m.quality <> 'N' AND m.suffix IN ('E1', 'E2', 'B1')
-GROUP BY s.seg
-"""
 
 
 def clock_frame(ctx: Context, bounds: pl.DataFrame) -> pl.DataFrame:
@@ -148,7 +133,7 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
         if any(p[2]["suffix"].eq("E1").any() for p in parts):
             counts = _counts_from(pl.concat([p[2] for p in parts]))
         else:
-            counts = store.con.sql(_COUNTS_SQL.format(reads=CURRENT_READS)).pl()
+            counts = store.con.sql(COUNTS_SQL.format(source=CURRENT_READS)).pl()
     finally:
         for name in frames:
             store.con.execute(f"DROP TABLE IF EXISTS {name}")
