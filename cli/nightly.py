@@ -13,7 +13,7 @@ import typer
 from rich.progress import Progress
 
 from cli.common import DEFAULT_DB_PATH, DbOption, console, out, run_guarded
-from settlement.config import load_config
+from settlement.config import NightlyConfig, load_config
 from settlement.nightly import NightlyResult, dry_run, run_nightly
 from settlement.store import Store
 from tariffs.errors import ConfigError
@@ -81,10 +81,9 @@ def nightly(
     run_guarded(go)
 
 
-def _run(store: Store, cfg: object, d1: dt.date, d2: dt.date, fmt: LogFormat) -> NightlyResult:
-    from settlement.config import NightlyConfig
-
-    assert isinstance(cfg, NightlyConfig)
+def _run(
+    store: Store, cfg: NightlyConfig, d1: dt.date, d2: dt.date, fmt: LogFormat
+) -> NightlyResult:
     if fmt is LogFormat.json or not console.is_terminal:
         return run_nightly(
             store,
