@@ -8,6 +8,9 @@ Run: uv run python bench/bench_risk.py [--paths 10000] [--repeat 2]
 
 The simulation draws its per-interval normals in float32 (see risk.simulate.DAY_DTYPE); the
 target is stated against numpy's default float64 draws, and the float32 draw time is printed too.
+By default the engine draws the next day's normals in one worker thread while it computes the
+current day (``draw_ahead``); the serial engine (one thread) is timed as well, so both figures are
+on record.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def main() -> None:
     grid = grid_for_period("2024-07-01", 365)
     strikes = tuple(book.cap_strikes())
     caps = settings.caps_by_fy
-    baseline, baseline32, t_sim, t_total = [], [], [], []
+    baseline, baseline32, t_sim, t_total, t_serial = [], [], [], [], []
     for _ in range(args.repeat):  # interleaved, best of N (the machine may be shared)
         baseline.append(baseline_normals(args.paths, 365, grid.slots_per_day))
         baseline32.append(baseline_normals(args.paths, 365, grid.slots_per_day, np.float32))
@@ -83,13 +86,22 @@ def main() -> None:
         t_sim.append(time.perf_counter() - t0)
         valuation = value_hedge_book(sim, book, HedgeSettings(lp_max_paths=2000))
         t_total.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        serial = simulate_market(
+            model, grid, args.paths, 7, caps_by_fy=caps, cap_strikes=strikes, draw_ahead=False
+        )
+        value_hedge_book(serial, book, HedgeSettings(lp_max_paths=2000))
+        t_serial.append(time.perf_counter() - t0)
     # memory: a separate, traced run (tracemalloc slows numpy allocation, so it is not timed)
     tracemalloc.start()
     sim2 = simulate_market(model, grid, args.paths, 7, caps_by_fy=caps, cap_strikes=strikes)
     value_hedge_book(sim2, book, HedgeSettings(lp_max_paths=2000))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    identical = bool(np.array_equal(sim.cost_aud, sim2.cost_aud))
+    identical = bool(
+        np.array_equal(sim.cost_aud, sim2.cost_aud)
+        and np.array_equal(sim.cost_aud, serial.cost_aud)
+    )
     base = min(baseline)
     figures = {
         "model": label,
@@ -103,6 +115,8 @@ def main() -> None:
         "ratio_simulate_to_baseline": round(min(t_sim) / base, 2),
         "ratio_total_to_baseline": round(min(t_total) / base, 2),
         "ratio_total_to_float32_baseline": round(min(t_total) / min(baseline32), 2),
+        "serial_simulate_and_value_s": round(min(t_serial), 3),
+        "ratio_serial_total_to_baseline": round(min(t_serial) / base, 2),
         "peak_traced_numpy_mib": round(peak / 2**20, 1),
         "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "hedged_cost_cvar95_aud": valuation.hedged["cvar95"],

@@ -1,8 +1,8 @@
 """Streaming Monte Carlo of joint price and load paths.
 
 Paths are split into canonical blocks of ``BLOCK_PATHS``; block ``b`` draws every random number
-from its own generator, seeded by ``SeedSequence(seed).spawn(n_blocks)[b]``, day after day in a
-fixed order. Blocks can be processed in any grouping (``paths_per_chunk``) and give identical
+from its own generators, seeded by ``SeedSequence(seed).spawn(n_blocks)[b]`` (daily factors and
+spikes) and its first child (the per-interval innovations), day after day in a fixed order. Blocks can be processed in any grouping (``paths_per_chunk``) and give identical
 results. Time is streamed one market day at a time: only ``(blocks, slots, paths)`` arrays for
 one day are held, with per-path monthly sums accumulated (see :class:`SimulationResult`).
 """
@@ -10,6 +10,8 @@ one day are held, with per-path monthly sums accumulated (see :class:`Simulation
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +47,7 @@ __all__ = ["BLOCK_PATHS", "MarketModel", "SimulationResult", "simulate_market"]
 @dataclass
 class _Block:
     rng: np.random.Generator
+    fast_rng: np.random.Generator  # per-interval innovations only (drawn a day ahead)
     n: int
     sobol_normals: FloatArray | None  # (n, 3 * n_days) daily innovations
 
@@ -59,6 +62,7 @@ def _blocks(
         if antithetic and n % 2:
             raise ValueError(f"antithetic sampling needs an even path count, got {n_paths}")
         rng = np.random.Generator(np.random.PCG64(ss))
+        fast_rng = np.random.Generator(np.random.PCG64(ss.spawn(1)[0]))
         sob = None
         if sampler == "sobol":
             engine = qmc.Sobol(3 * n_days, scramble=True, seed=rng)
@@ -66,7 +70,7 @@ def _blocks(
                 warnings.simplefilter("ignore")
                 u = engine.random(n)
             sob = stats.norm.ppf(np.clip(u, 1e-12, 1 - 1e-12))
-        out.append(_Block(rng, n, sob))
+        out.append(_Block(rng, fast_rng, n, sob))
     return out
 
 
@@ -101,6 +105,7 @@ def simulate_market(
     sampler: Sampler = "pseudo",
     paths_per_chunk: int = 16 * BLOCK_PATHS,
     keep_paths: int = 0,
+    draw_ahead: bool = True,
 ) -> SimulationResult:
     """Simulate ``n_paths`` joint price and load paths over ``grid`` (whole market days).
 
@@ -118,6 +123,9 @@ def simulate_market(
     paths_per_chunk : paths processed together (rounded to whole blocks); results do not depend
         on it.
     keep_paths : number of full paths kept (float32) for validation statistics.
+    draw_ahead : draw the next day's per-interval innovations in a worker thread while this day
+        is computed (numpy releases the GIL while it fills an array). Each block's innovation
+        stream is used by one thread in day order, so results are identical either way.
     """
     from risk.calendar import floor_cap_for_fy
 
@@ -136,6 +144,7 @@ def simulate_market(
         keep_paths,
         (7 * hour_slots, 22 * hour_slots),
         model.load.spike_uplift,
+        draw_ahead,
     )
     blocks = _blocks(n_paths, seed, sampler, n_days, antithetic)
     n_pad = len(blocks) * BLOCK_PATHS
@@ -209,14 +218,37 @@ def _run_chunk(
     cols = slice(offset, offset + k * nb)
     slots = grid.slots_per_day
     feats = grid.features(0, grid.n_intervals)
-    for d in range(grid.n_intervals // slots):
+    n_days = grid.n_intervals // slots
+    draws = _fast_draws(blocks, slots, n_days, cfg.antithetic, cfg.draw_ahead)
+    for d, innovations in zip(range(n_days), draws, strict=True):
         month, weekend = int(feats.month[d * slots]), bool(feats.weekend[d * slots])
         mi = int(day_month[d])
         if d == 0 or day_month[d - 1] != mi:
             acc.level_ms[mi, cols] = state.level.reshape(-1)
             acc.slow_ms[mi, cols] = state.slow.reshape(-1)
             acc.driver_ms[mi, cols] = state.driver.reshape(-1)
-        _day(model, blocks, state, d, month, weekend, mi, cols, cfg, acc, slots)
+        _day(model, blocks, state, innovations, d, month, weekend, mi, cols, cfg, acc)
+
+
+def _fast_draws(
+    blocks: list[_Block], slots: int, n_days: int, antithetic: bool, ahead: bool
+) -> Iterator[DayArray]:
+    """Each day's per-interval unit innovations ``(K, slots, BLOCK_PATHS)``, in day order.
+
+    With ``ahead``, day ``d + 1`` is drawn by one worker thread while the caller computes day
+    ``d``; only two day arrays are alive at once.
+    """
+    if not ahead:
+        for _ in range(n_days):
+            yield _draw_fast(blocks, slots, antithetic)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairshare-draws") as pool:
+        pending = pool.submit(_draw_fast, blocks, slots, antithetic)
+        for d in range(n_days):
+            day = pending.result()
+            if d + 1 < n_days:
+                pending = pool.submit(_draw_fast, blocks, slots, antithetic)
+            yield day
 
 
 def _pad(x: FloatArray) -> FloatArray:
@@ -232,13 +264,13 @@ def _draw_fast(blocks: list[_Block], slots: int, antithetic: bool) -> DayArray:
     for i, b in enumerate(blocks):
         n = b.n
         if antithetic:
-            half = b.rng.standard_normal((slots, n // 2), dtype=DAY_DTYPE)
+            half = b.fast_rng.standard_normal((slots, n // 2), dtype=DAY_DTYPE)
             buf[i, :, : n // 2] = half
             np.negative(half, out=buf[i, :, n // 2 : n])
         elif n == BLOCK_PATHS:
-            b.rng.standard_normal(out=buf[i], dtype=DAY_DTYPE)
+            b.fast_rng.standard_normal(out=buf[i], dtype=DAY_DTYPE)
         else:
-            buf[i, :, :n] = b.rng.standard_normal((slots, n), dtype=DAY_DTYPE)
+            buf[i, :, :n] = b.fast_rng.standard_normal((slots, n), dtype=DAY_DTYPE)
         buf[i, :, n:] = 0.0
     return buf
 
@@ -308,6 +340,7 @@ def _day(
     model: MarketModel,
     blocks: list[_Block],
     state: _State,
+    price: DayArray,
     d: int,
     month: int,
     weekend: bool,
@@ -315,11 +348,12 @@ def _day(
     cols: slice,
     cfg: SimSettings,
     acc: Accumulators,
-    slots: int,
 ) -> None:
+    """One market day of every block: ``price`` holds the day's unit innovations on entry
+    (Z / sd_f below) and becomes the day's prices in place."""
+    slots = price.shape[1]
     p, ld = model.price, model.load
     _, a_f, sd_f = p.fast.ar1(p.interval_minutes / 1440.0)
-    price = _draw_fast(blocks, slots, cfg.antithetic)  # unit innovations; Z / sd_f below
     daily = _draw_daily(blocks, d, cfg.antithetic)
     _ar1_in_place(price, a_f, state.fast)
     state.fast = price[:, -1:, :].astype(np.float64)

@@ -60,6 +60,8 @@ def test_same_seed_same_paths_however_chunked() -> None:
     one = simulate_market(model, grid, 2560, 7, paths_per_chunk=1024, **kw)
     all_ = simulate_market(model, grid, 2560, 7, paths_per_chunk=8192, **kw)
     np.testing.assert_array_equal(one.cost_aud, all_.cost_aud)
+    serial = simulate_market(model, grid, 2560, 7, draw_ahead=False, **kw)  # no worker thread
+    np.testing.assert_array_equal(serial.cost_aud, all_.cost_aud)
     np.testing.assert_array_equal(one.prices.cap_excess_sum, all_.prices.cap_excess_sum)
     np.testing.assert_array_equal(one.kept_price_per_mwh, all_.kept_price_per_mwh)
     other = simulate_market(model, grid, 2560, 8, **kw)
@@ -76,32 +78,50 @@ def test_first_paths_do_not_depend_on_path_count() -> None:
 
 @pytest.mark.parametrize("spike_model", ["regime_switching", "jump_ou"])
 def test_calibration_round_trip(spike_model: str) -> None:
-    """Simulate two years from a known model, calibrate, recover the key parameters."""
-    truth = synthetic_model(spike_model, spike_scale=4.0)  # ~300 spike events to fit from
+    """Simulate two years from a known model, calibrate, recover the key parameters.
+
+    Four independent two-year paths are fitted and their estimates averaged, so the checks are
+    on the estimator rather than on one path's luck (with one path the fitted shape wanders by up
+    to 25 $/MWh from seed to seed). Spreads quoted below were measured over seeds 8-15.
+    """
+    truth = synthetic_model(spike_model, spike_scale=4.0)  # ~300 spike events per path
     grid = grid_for_period("2024-07-01", 2 * 365)
-    sim = simulate_market(truth, grid, 2, 11, caps_by_fy=CAPS, keep_paths=1)
-    price = sim.kept_price_per_mwh[:, 0].astype(float)
-    load = sim.kept_load_kwh[:, 0].astype(float)
-    load_fit, driver = calibrate_load_model(load, grid, price > 300)
-    fit, _ = calibrate_price_model(price, grid, spike_model=spike_model, driver_daily=driver)
-    shape_true = truth.price.shape_per_mwh
+    n = 4
+    sim = simulate_market(truth, grid, n, 11, caps_by_fy=CAPS, keep_paths=n)
+    fits, load_fits = [], []
+    for i in range(n):
+        price = sim.kept_price_per_mwh[:, i].astype(float)
+        load = sim.kept_load_kwh[:, i].astype(float)
+        load_fit, driver = calibrate_load_model(load, grid, price > 300)
+        fit, _ = calibrate_price_model(price, grid, spike_model=spike_model, driver_daily=driver)
+        fits.append(fit)
+        load_fits.append(load_fit)
+    shape_fit = np.mean([f.shape_per_mwh.mean(axis=0) for f in fits], axis=0)
+    shape_true = truth.price.shape_per_mwh.mean(axis=0)
+    # the intraday profile is identified; its overall level is shared with the daily level
+    # factor (measured offsets -5.3..+5.3 $/MWh)
+    assert abs(float(shape_fit.mean() - shape_true.mean())) < 8.0
     np.testing.assert_allclose(
-        fit.shape_per_mwh.mean(axis=0), shape_true.mean(axis=0), rtol=0.15, atol=8
+        shape_fit - shape_fit.mean(), shape_true - shape_true.mean(), rtol=0.15, atol=8
     )
     # the daily level fit absorbs part of the slow end of the fast OU: kappa is biased up
-    assert fit.fast.kappa == pytest.approx(truth.price.fast.kappa, rel=0.35)
-    assert np.median(fit.vol_per_mwh) == pytest.approx(25.0, rel=0.15)
-    evening = fit.spikes.start_prob[:, 16:21].mean()
-    night = fit.spikes.start_prob[:, 0:6].mean()
+    # (measured 1.25-1.38 x the truth), never down
+    kappa = np.mean([f.fast.kappa for f in fits]) / truth.price.fast.kappa
+    assert 1.0 < kappa < 1.5
+    assert np.median([np.median(f.vol_per_mwh) for f in fits]) == pytest.approx(25.0, rel=0.15)
+    evening = np.mean([f.spikes.start_prob[:, 16:21].mean() for f in fits])
+    night = np.mean([f.spikes.start_prob[:, 0:6].mean() for f in fits])
     assert evening > 4 * night
     if spike_model == "regime_switching":  # (jump-OU uplifts load in every decaying cell)
         # monthly shape cells absorb each month's mean driver (two years: two months per cell), which
         # shortens the fitted memory; sigma and the uplift (diluted by base-driven exceedances of
         # the threshold) are recovered more closely
-        assert 0.3 / 1.5 < load_fit.driver.kappa < 0.3 * 2.0
-        assert load_fit.driver.sigma == pytest.approx(0.06, rel=0.25)
-        assert load_fit.spike_uplift == pytest.approx(0.3, abs=0.1)
-        assert fit.spikes.mean_duration_intervals == pytest.approx(1 / (1 - 0.7), rel=0.2)
+        driver_kappa = np.mean([lf.driver.kappa for lf in load_fits])
+        assert 0.3 / 1.5 < driver_kappa < 0.3 * 2.0
+        assert np.mean([lf.driver.sigma for lf in load_fits]) == pytest.approx(0.06, rel=0.25)
+        assert np.mean([lf.spike_uplift for lf in load_fits]) == pytest.approx(0.3, abs=0.1)
+        duration = np.mean([f.spikes.mean_duration_intervals for f in fits])
+        assert duration == pytest.approx(1 / (1 - 0.7), rel=0.2)
 
 
 def test_validation_report_on_own_paths() -> None:
