@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from settlement.billing import bill_accounts, load_products  # noqa: E402
+from settlement.meter_store import append_reads  # noqa: E402
 from settlement.store import Store  # noqa: E402
 
 START, END = dt.date(2024, 9, 1), dt.date(2024, 10, 1)
@@ -53,15 +54,19 @@ SELECT ts, row_number() OVER (ORDER BY ts) - 1 AS k FROM (SELECT unnest(generate
 INSERT INTO price_reads_raw
 SELECT 'NSW1', ts, 30, 80 + 60 * sin(k / 48.0 * 2 * pi()) - CASE WHEN k % 48 BETWEEN 4 AND 10 THEN 120 ELSE 0 END,
        now(), 3, k::INTEGER, true FROM hh;
-INSERT INTO meter_reads_raw
+"""
+# readings, appended through settlement.meter_store (schema v4 stores them as numbers)
+READS_E1 = """
 SELECT '41' || lpad(i::VARCHAR, 8, '0'), 'E1', ts, 30,
-       round(0.1 + 0.6 * ((hash(i * 7919 + k) % 1000) / 1000.0), 3), 'A', NULL, NULL, now(), 2, k::INTEGER, true
-FROM range({n}) a(i), hh;
-INSERT INTO meter_reads_raw
+       round(0.1 + 0.6 * ((hash(i * 7919 + k) % 1000) / 1000.0), 3), 'A', NULL, NULL,
+       TIMESTAMPTZ '2024-10-01 00:00:00+00', 2, k::INTEGER, true
+FROM range({n}) a(i), hh
+"""
+READS_B1 = """
 SELECT '41' || lpad(i::VARCHAR, 8, '0'), 'B1', ts, 30,
        CASE WHEN k % 48 BETWEEN 0 AND 14 THEN round(1.2 * ((hash(i + k) % 1000) / 1000.0), 3) ELSE 0 END,
-       'A', NULL, NULL, now(), 2, k::INTEGER, true
-FROM range(0, {n}, 3) a(i), hh;
+       'A', NULL, NULL, TIMESTAMPTZ '2024-10-01 00:00:00+00', 2, k::INTEGER, true
+FROM range(0, {n}, 3) a(i), hh
 """
 
 BASELINE = """
@@ -122,6 +127,8 @@ def main() -> None:
         t0 = time.perf_counter()
         if not reuse:
             store.con.execute(GENERATE.format(n=n))
+            append_reads(store.con, READS_E1.format(n=n))
+            append_reads(store.con, READS_B1.format(n=n))
             store.con.execute("CHECKPOINT")
         gen_s = time.perf_counter() - t0
         rows = store.con.execute("SELECT count(*) FROM meter_reads_raw").fetchone()[0]  # type: ignore[index]

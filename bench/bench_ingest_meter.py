@@ -79,7 +79,7 @@ t0 = time.perf_counter()
 state, n = StreamState(), 0
 with open({path!r}, "rb") as fh:
     for text, first, _ in _chunks(fh, 2 << 20):
-        n += parse_chunk(text, first, state)[0].reads.height
+        n += parse_chunk(text, first, state)[0].values.height
 secs = time.perf_counter() - t0
 ru = resource.getrusage(resource.RUSAGE_SELF)
 cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime

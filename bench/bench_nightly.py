@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from settlement.customers import COLUMNS  # noqa: E402
+from settlement.meter_store import append_reads  # noqa: E402
 from settlement.nem12_writer import write_nem12  # noqa: E402
 from settlement.store import Store  # noqa: E402
 
@@ -125,9 +126,9 @@ def preload_history(db: Path, customers: Path, n: int) -> None:
         start = dt.datetime.combine(
             MONTH_START, dt.time(0), tzinfo=dt.timezone(dt.timedelta(hours=10))
         )
-        s.con.execute(
+        append_reads(
+            s.con,
             """
-            INSERT INTO meter_reads_raw
             SELECT '41' || lpad(a::VARCHAR, 8, '0'), 'E1',
                    $start + to_minutes(30 * k), 30,
                    round(0.3 + 0.25 * sin(k / 7.6 + a % 13) * (1 + (a % 5) / 10), 4), 'A',

@@ -2,7 +2,8 @@
 
 :func:`ingest_meter_files` reads NEM12 files (.csv, or .zip with every member read), streams each
 in chunks of whole lines through the vectorised parser in :mod:`settlement.nem12_parse`, and
-appends the readings to ``meter_reads_raw`` (kWh, UTC) in one transaction per file:
+appends the readings to ``meter_values`` (kWh, UTC; read through the ``meter_reads_raw`` and
+``meter_reads`` views) in one transaction per file:
 
 - the file registry makes the same bytes a no-op (``duplicate``);
 - bad records go to ``quarantine`` (the good ones still load, status ``partial``); whole-file
@@ -37,7 +38,13 @@ from settlement.ingest_common import (
     register_file,
     sha256_file,
 )
-from settlement.nem12_parse import ChunkResult, FileRejected, StreamState, parse_chunk
+from settlement.nem12_parse import (
+    ChunkResult,
+    FileRejected,
+    StreamState,
+    parse_chunk,
+    wide_reads,
+)
 from settlement.store import Store
 
 Progress = Callable[[str, int, int | None], None]
@@ -178,7 +185,7 @@ def _load(
             state = StreamState()
             for chunk, n_bytes in _parsed(pool, _chunks(stream, chunk_bytes), state):
                 result.rows_quarantined += quarantine_rows(store, result.file_id, name, chunk.bad)
-                loaded, dup = loader.load(chunk.reads, chunk.records)
+                loaded, dup = loader.load(chunk)
                 result.rows_loaded += loaded
                 result.rows_duplicate += dup
                 if progress is not None:
@@ -257,8 +264,15 @@ def _stream_warnings(name: str, path: Path, state: StreamState) -> list[str]:
     return out
 
 
+_FLAG_KEY = ["quality", "method", "reason"]
+
+
 class _Loader:
     """Appends one file's readings chunk by chunk, keeping ``is_current`` exact as it goes.
+
+    A reading is stored as numbers (see :mod:`settlement.schema_meter`): its channel and its
+    (quality, method, reason) are looked up in, or added to, the two dictionaries once per
+    record, and gathered per reading.
 
     Fast path: a 300 record whose (nmi, suffix, market day) appears nowhere else (not in the
     store, not elsewhere in the chunk) cannot duplicate or supersede anything, so its readings are
@@ -273,52 +287,117 @@ class _Loader:
         self.file_id = file_id
         self.n_conflicts = 0
         self.seen: list[pl.DataFrame] = []  # (nmi, suffix, day_no) of this file's earlier chunks
+        self.channels = self.con.execute("SELECT nmi, suffix, channel_id FROM meter_channels").pl()
+        self.flags = self.con.execute(
+            "SELECT quality, method, reason, flag_id FROM meter_flags"
+        ).pl()
 
-    def load(self, reads: pl.DataFrame, records: pl.DataFrame) -> tuple[int, int]:
+    def load(self, chunk: ChunkResult) -> tuple[int, int]:
         """Insert one chunk; return (rows inserted, rows duplicate)."""
-        if reads.height == 0:
+        values = chunk.values
+        if values.height == 0:
             return 0, 0
+        records = chunk.records.with_columns(
+            channel_id=self._ids(chunk.records.select("nmi", "suffix"), "channels"),
+            flag_id=self._ids(chunk.records.select(_FLAG_KEY), "flags"),
+        )
+        flagged = values.filter(pl.col("flag_quality").is_not_null())
+        rec = values["rec"]
+        flag_id = records["flag_id"].gather(rec)
+        if flagged.height:  # per-interval flags of V days (400 records)
+            own = self._ids(
+                values.select(
+                    pl.col("flag_quality").alias("quality"),
+                    pl.col("flag_method").alias("method"),
+                    pl.col("flag_reason").alias("reason"),
+                ),
+                "flags",
+            )
+            flag_id = pl.select(
+                pl.when(values["flag_quality"].is_not_null()).then(own).otherwise(flag_id)
+            ).to_series()
+        rows = pl.DataFrame(
+            {
+                "channel_id": records["channel_id"].gather(rec),
+                "interval_start": values["interval_start"],
+                "interval_minutes": records["interval_minutes"].gather(rec),
+                "kwh": values["kwh"],
+                "flag_id": flag_id,
+                "version_at": records["version_at"].gather(rec),
+                "source_line": records["source_line"].gather(rec),
+            }
+        )
         colliding = self._colliding(records)
         if colliding.height == 0:
-            self._insert_current(reads)
-            return reads.height, 0
+            self._insert_current(rows)
+            return rows.height, 0
         slow_mask = pl.col("source_line").is_in(colliding["source_line"].implode())
-        fast = reads.filter(~slow_mask)
+        fast = rows.filter(~slow_mask)
         if fast.height:
             self._insert_current(fast)
-        staged, dup = self._load_exact(reads.filter(slow_mask))
+        wide = wide_reads(records, values).with_columns(rows["channel_id"], rows["flag_id"])
+        staged, dup = self._load_exact(wide.filter(slow_mask))
         return fast.height + staged, dup
 
-    def _insert_current(self, reads: pl.DataFrame) -> None:
+    def _ids(self, keys: pl.DataFrame, kind: str) -> pl.Series:
+        """Dictionary ids of ``keys`` rows (nulls equal), adding the keys not yet stored; a row
+        whose first key is null (a reading without its own flags) gets a null id."""
+        known = self.channels if kind == "channels" else self.flags
+        id_col = "channel_id" if kind == "channels" else "flag_id"
+        cols = keys.columns
+        uniq = keys.unique(maintain_order=True)
+        new = uniq.join(known, on=cols, how="anti", nulls_equal=True).drop_nulls(cols[0])
+        if new.height:
+            top = known[id_col].max() if known.height else None
+            base = int(top) if isinstance(top, int) else 0
+            dtype = pl.Int32 if kind == "channels" else pl.Int16
+            if kind == "flags" and base + new.height > 32767:
+                raise ValueError("more than 32,767 distinct (quality, method, reason) flags")
+            added = new.with_columns(
+                pl.int_range(base + 1, base + 1 + new.height, dtype=dtype).alias(id_col)
+            )
+            _new = added.select(id_col, *cols)  # scanned by name below
+            table = "meter_channels" if kind == "channels" else "meter_flags"
+            self.con.execute(f"INSERT INTO {table} SELECT * FROM _new")  # fixed names only
+            known = pl.concat([known, added.select(*cols, id_col)], how="vertical_relaxed")
+            if kind == "channels":
+                self.channels = known
+            else:
+                self.flags = known
+        return keys.join(known, on=cols, how="left", nulls_equal=True, maintain_order="left")[
+            id_col
+        ]
+
+    def _insert_current(self, rows: pl.DataFrame) -> None:
         # DuckDB reads the local frame by name (replacement scan); con.register() would keep
         # each registered chunk's Arrow buffers alive until the connection closes.
-        _chunk = reads  # scanned by name in the SQL below
+        _chunk = rows  # scanned by name in the SQL below
         self.con.execute(
-            "INSERT INTO meter_reads_raw SELECT nmi, suffix, interval_start, interval_minutes,"
-            " kwh, quality, method, reason, version_at, ?, source_line, true FROM _chunk",
+            "INSERT INTO meter_values SELECT channel_id, interval_start, interval_minutes, kwh,"
+            " flag_id, version_at, ?, source_line, true FROM _chunk",
             [self.file_id],
         )
 
     def _colliding(self, records: pl.DataFrame) -> pl.DataFrame:
-        """Records sharing (nmi, suffix, market day) with another record of the chunk, of an
+        """Records sharing (channel, market day) with another record of the chunk, of an
         earlier chunk of this file (kept in polars) or of an earlier file (SQL; ``file_id < this``
         lets DuckDB skip this file's own row groups by their min/max statistics)."""
-        key = ["nmi", "suffix", "day_no"]
+        key = ["channel_id", "day_no"]
         parts = [records.filter(pl.len().over(key) > 1).select("source_line")]
         if self.seen:
             earlier = pl.concat(self.seen).unique()
             parts.append(records.join(earlier, on=key, how="semi").select("source_line"))
         self.seen.append(records.select(key).unique())
         lo, hi = records["day_no"].min(), records["day_no"].max()
-        nmi_lo, nmi_hi = records["nmi"].min(), records["nmi"].max()
-        _rec = records  # scanned by name in _COLLIDE_SQL
-        stored = self.con.execute(_COLLIDE_SQL, [lo, hi, nmi_lo, nmi_hi, self.file_id]).pl()
+        ch_lo, ch_hi = records["channel_id"].min(), records["channel_id"].max()
+        _rec = records.select("source_line", *key)  # scanned by name in _COLLIDE_SQL
+        stored = self.con.execute(_COLLIDE_SQL, [lo, hi, ch_lo, ch_hi, self.file_id]).pl()
         parts.append(stored.select(pl.col("source_line").cast(pl.Int32)))
         return pl.concat(parts).unique()
 
     def _load_exact(self, reads: pl.DataFrame) -> tuple[int, int]:
         uniq = reads.unique(
-            ["nmi", "suffix", "interval_start", "version_at", "kwh", "quality"],
+            ["channel_id", "interval_start", "version_at", "kwh", "quality"],
             keep="first",
             maintain_order=True,
         )
@@ -346,59 +425,59 @@ class _Loader:
 _COLLIDE_SQL = """
 SELECT DISTINCT k.source_line
 FROM _rec k
-JOIN (SELECT nmi, suffix,
+JOIN (SELECT channel_id,
              ((epoch(interval_start)::BIGINT + 36000) // 86400)::INTEGER AS day_no
-      FROM meter_reads_raw
+      FROM meter_values
       WHERE interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
                               + to_days($1) - INTERVAL 10 HOUR
         AND interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
                               + to_days($2 + 1) - INTERVAL 10 HOUR
-        AND nmi BETWEEN $3 AND $4 AND file_id < $5) r
-  ON r.nmi = k.nmi AND r.suffix = k.suffix AND r.day_no = k.day_no
+        AND channel_id BETWEEN $3 AND $4 AND file_id < $5) r
+  ON r.channel_id = k.channel_id AND r.day_no = k.day_no
 """
 
 _CONFLICT_SQL = """
 SELECT count(*) FROM (
   SELECT 1 FROM (
-    SELECT nmi, suffix, interval_start, version_at FROM _new
+    SELECT channel_id, interval_start, version_at FROM _new
     UNION ALL
-    SELECT r.nmi, r.suffix, r.interval_start, r.version_at
-    FROM meter_reads_raw r SEMI JOIN _new n
-      ON r.nmi = n.nmi AND r.suffix = n.suffix AND r.interval_start = n.interval_start
+    SELECT r.channel_id, r.interval_start, r.version_at
+    FROM meter_values r SEMI JOIN _new n
+      ON r.channel_id = n.channel_id AND r.interval_start = n.interval_start
     WHERE r.file_id = $1 AND r.interval_start BETWEEN $2 AND $3
-  ) u GROUP BY nmi, suffix, interval_start, version_at HAVING count(*) > 1
+  ) u GROUP BY channel_id, interval_start, version_at HAVING count(*) > 1
 )
 """
 
 _STAGE_SQL = """
 CREATE OR REPLACE TEMP TABLE _new AS
 SELECT c.*,
-       row_number() OVER (PARTITION BY c.nmi, c.suffix, c.interval_start
+       row_number() OVER (PARTITION BY c.channel_id, c.interval_start
                           ORDER BY c.version_at DESC, c.source_line DESC) = 1 AS win
 FROM _chunk c
 WHERE NOT EXISTS (
-    SELECT 1 FROM meter_reads_raw r
+    SELECT 1 FROM meter_values r JOIN meter_flags f USING (flag_id)
     WHERE r.interval_start BETWEEN $1 AND $2
-      AND r.nmi = c.nmi AND r.suffix = c.suffix AND r.interval_start = c.interval_start
-      AND r.version_at = c.version_at AND r.kwh = c.kwh AND r.quality = c.quality)
+      AND r.channel_id = c.channel_id AND r.interval_start = c.interval_start
+      AND r.version_at = c.version_at AND r.kwh = c.kwh AND f.quality = c.quality)
 """
 
 _SUPERSEDE_SQL = """
-UPDATE meter_reads_raw r SET is_current = false
+UPDATE meter_values r SET is_current = false
 FROM _new n
 WHERE n.win AND r.is_current AND r.interval_start BETWEEN $1 AND $2
-  AND r.nmi = n.nmi AND r.suffix = n.suffix AND r.interval_start = n.interval_start
+  AND r.channel_id = n.channel_id AND r.interval_start = n.interval_start
   AND r.version_at <= n.version_at
 """
 
 _INSERT_SQL = """
-INSERT INTO meter_reads_raw
-SELECT n.nmi, n.suffix, n.interval_start, n.interval_minutes, n.kwh, n.quality, n.method,
-       n.reason, n.version_at, $1, n.source_line,
+INSERT INTO meter_values
+SELECT n.channel_id, n.interval_start, n.interval_minutes, n.kwh, n.flag_id, n.version_at, $1,
+       n.source_line,
        n.win AND NOT EXISTS (
-           SELECT 1 FROM meter_reads_raw r
+           SELECT 1 FROM meter_values r
            WHERE r.is_current AND r.interval_start BETWEEN $2 AND $3
-             AND r.nmi = n.nmi AND r.suffix = n.suffix AND r.interval_start = n.interval_start)
+             AND r.channel_id = n.channel_id AND r.interval_start = n.interval_start)
 FROM _new n
 """
 
@@ -407,4 +486,4 @@ def parse_nem12_text(text: str) -> tuple[pl.DataFrame, pl.DataFrame, StreamState
     """Parse a whole NEM12 text in memory (tests, tools): (reads, quarantine rows, state)."""
     state = StreamState()
     chunk, _ = parse_chunk(text, 1, state)
-    return chunk.reads, chunk.bad, state
+    return chunk.reads().drop("rec"), chunk.bad, state

@@ -66,14 +66,59 @@ class StreamState:
     skipped: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
+RECORD_COLUMNS = (
+    "source_line",
+    "nmi",
+    "suffix",
+    "day_no",
+    "interval_minutes",
+    "quality",
+    "method",
+    "reason",
+    "version_at",
+)
+VALUE_COLUMNS = ("rec", "interval_start", "kwh", "flag_quality", "flag_method", "flag_reason")
+
+
 @dataclass
 class ChunkResult:
-    """Readings (columns :data:`READ_COLUMNS`), quarantine rows, and the loaded 300 records
-    (``source_line``, ``nmi``, ``suffix``, ``day_no`` = market day as days since 1970-01-01)."""
+    """The loaded 300 records, their readings, and the quarantine rows of one chunk.
 
-    reads: pl.DataFrame
-    bad: pl.DataFrame
+    ``records`` (:data:`RECORD_COLUMNS`) has one row per good energy 300 record: what is
+    constant over the record's day (``day_no`` = market day as days since 1970-01-01; quality,
+    method and reason as the 300 record states them). ``values`` (:data:`VALUE_COLUMNS`) has one
+    row per reading: ``rec`` is the row of its record in ``records``; the ``flag_*`` columns hold
+    the per-interval quality, method and reason of V days (from their 400 records) and are null
+    elsewhere. Per reading only numbers are carried; :meth:`reads` widens on demand.
+    """
+
     records: pl.DataFrame
+    values: pl.DataFrame
+    bad: pl.DataFrame
+
+    def reads(self) -> pl.DataFrame:
+        """One row per reading with the columns :data:`READ_COLUMNS` (flags resolved)."""
+        return wide_reads(self.records, self.values)
+
+
+def wide_reads(records: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
+    """Readings with their record's columns (:data:`READ_COLUMNS`, plus ``rec``)."""
+    rec = pl.col("rec")
+    per = {c: records[c].gather(values["rec"]) for c in RECORD_COLUMNS}
+    flagged = pl.col("flag_quality").is_not_null()
+    return values.with_columns(**per).select(
+        "nmi",
+        "suffix",
+        "interval_start",
+        "interval_minutes",
+        "kwh",
+        pl.coalesce("flag_quality", "quality").alias("quality"),
+        pl.when(flagged).then(pl.col("flag_method")).otherwise(pl.col("method")).alias("method"),
+        pl.when(flagged).then(pl.col("flag_reason")).otherwise(pl.col("reason")).alias("reason"),
+        "version_at",
+        "source_line",
+        rec,
+    )
 
 
 def _fmt_reason(*parts: pl.Expr | str) -> pl.Expr:
@@ -237,13 +282,7 @@ def parse_chunk(text: str, first_line: int, state: StreamState) -> tuple[ChunkRe
         .alias("err_reason")
     )
     _count_skipped(r300, state)
-    reads = build_reads(r300, r400)
-    records = r300.filter(pl.col("err_reason").is_null() & ~pl.col("skipped")).select(
-        pl.col("line_no").cast(pl.Int32).alias("source_line"),
-        "nmi",
-        "suffix",
-        pl.col("day").cast(pl.Int32).alias("day_no"),
-    )
+    records, values = build_values(r300, r400)
     other = lines.filter(~pl.col("rec").is_in(["100", "200", "300", "400", "500", "900"]))
     unknown = other.select(
         "line_no",
@@ -268,7 +307,7 @@ def parse_chunk(text: str, first_line: int, state: StreamState) -> tuple[ChunkRe
             ),
         ]
     ).sort("source_line")
-    return ChunkResult(reads=reads, bad=bad, records=records), warnings
+    return ChunkResult(records=records, values=values, bad=bad), warnings
 
 
 def _carry_block(lines: pl.DataFrame, state: StreamState) -> None:
@@ -664,12 +703,13 @@ def _count_skipped(r300: pl.DataFrame, state: StreamState) -> None:
         state.skipped[key] = state.skipped.get(key, 0) + int(n)
 
 
-def build_reads(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
-    """One row per interval of every good energy 300 record, in kWh, UTC, with its version.
+def build_values(r300: pl.DataFrame, r400: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Records and readings (see :class:`ChunkResult`) of every good energy 300 record, in kWh
+    and UTC, with their version.
 
-    Everything constant within a record (times, quality, version) is computed per record before
-    the values are exploded; the per-reading work is the explode, one integer time offset and
-    the unit conversion.
+    Everything constant within a record (times, quality, version) is computed once per record;
+    the per-reading work is the explode of the values with the record's row, one integer time
+    offset and the unit conversion.
     """
     good = r300.filter(pl.col("err_reason").is_null() & ~pl.col("skipped"))
     uom = pl.col("uom").str.to_lowercase()
@@ -677,39 +717,41 @@ def build_reads(r300: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
     method = qm.str.slice(1)
     t0 = (pl.col("day").cast(pl.Datetime("us")) - MARKET_OFFSET).cast(pl.Int64)
     ver = pl.coalesce("upd", "msats", "header_dt", pl.lit(EPOCH, pl.Datetime("us")))
-    rec = good.select(
+    records = good.select(
+        pl.col("line_no").cast(pl.Int32).alias("source_line"),
         "nmi",
         "suffix",
+        pl.col("day").cast(pl.Int32).alias("day_no"),
         pl.col("interval_minutes").cast(pl.Int16),
-        t0.alias("t0"),
         qm.str.slice(0, 1).alias("quality"),
         pl.when(method != "").then(method).alias("method"),
         pl.when(pl.col("reason_code") != "").then(pl.col("reason_code")).alias("reason"),
         (ver - MARKET_OFFSET).dt.replace_time_zone("UTC").alias("version_at"),
-        pl.col("line_no").cast(pl.Int32).alias("source_line"),
+    )
+    step_us = pl.col("interval_minutes").cast(pl.Int64) * 60_000_000
+    rec = good.select(
+        pl.int_range(0, pl.len(), dtype=pl.Int32).alias("rec"),
+        t0.alias("t0"),
+        step_us.alias("step"),
         pl.col("x").alias("kwh"),
         pl.int_ranges(0, pl.col("n_exp"), dtype=pl.Int64).alias("i"),
         (uom == "wh").alias("_wh"),
         (uom == "mwh").alias("_mwh"),
         pl.col("n_exp"),
     )
-    reads = rec.explode("kwh", "i", empty_as_null=True)
-    reads = reads.with_columns(_to_kwh(rec, reads["kwh"]))
+    values = rec.select("rec", "t0", "step", "kwh", "i").explode("kwh", "i", empty_as_null=True)
+    values = values.with_columns(_to_kwh(rec, values["kwh"]))
     if good.filter(qm == "V").height:
-        reads = _apply_400(reads, good, r400)
-    step_us = pl.col("interval_minutes").cast(pl.Int64) * 60_000_000
-    start = (pl.col("t0") + pl.col("i") * step_us).cast(pl.Datetime("us", "UTC"))
-    return reads.select(
-        "nmi",
-        "suffix",
-        start.alias("interval_start"),
-        "interval_minutes",
-        "kwh",
-        "quality",
-        "method",
-        "reason",
-        "version_at",
-        "source_line",
+        values = _apply_400(values, good, r400)
+    else:
+        values = values.with_columns(
+            pl.lit(None, pl.Utf8).alias("flag_quality"),
+            pl.lit(None, pl.Utf8).alias("flag_method"),
+            pl.lit(None, pl.Utf8).alias("flag_reason"),
+        )
+    start = (pl.col("t0") + pl.col("i") * pl.col("step")).cast(pl.Datetime("us", "UTC"))
+    return records, values.select(
+        "rec", start.alias("interval_start"), "kwh", "flag_quality", "flag_method", "flag_reason"
     )
 
 
@@ -726,13 +768,17 @@ def _to_kwh(rec: pl.DataFrame, values: pl.Series) -> pl.Series:
     return pl.Series("kwh", out, pl.Float64)
 
 
-def _apply_400(reads: pl.DataFrame, good: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
+def _apply_400(values: pl.DataFrame, good: pl.DataFrame, r400: pl.DataFrame) -> pl.DataFrame:
     """Per-interval quality, method and reason of V days from their 400 records."""
     v_lines = good.filter(pl.col("qm") == "V")["line_no"].implode()
+    rec_of = good.select(
+        pl.col("line_no").alias("own"), pl.int_range(0, pl.len(), dtype=pl.Int32).alias("_rec")
+    )
     per = (
         r400.filter(pl.col("own").is_in(v_lines))
+        .join(rec_of, on="own", how="left")
         .select(
-            pl.col("own").cast(pl.Int32).alias("source_line"),
+            pl.col("_rec").alias("rec"),
             pl.int_ranges(pl.col("a") - 1, pl.col("b"), dtype=pl.Int64).alias("i"),
             pl.col("qm").alias("qm4"),
             pl.col("reason_code").alias("rc4"),
@@ -741,17 +787,11 @@ def _apply_400(reads: pl.DataFrame, good: pl.DataFrame, r400: pl.DataFrame) -> p
     )
     m4 = pl.col("qm4").str.slice(1)
     return (
-        reads.join(per, on=["source_line", "i"], how="left", maintain_order="left")
+        values.join(per, on=["rec", "i"], how="left", maintain_order="left")
         .with_columns(
-            pl.coalesce(pl.col("qm4").str.slice(0, 1), "quality").alias("quality"),
-            pl.when(pl.col("qm4").is_not_null())
-            .then(pl.when(m4 != "").then(m4))
-            .otherwise(pl.col("method"))
-            .alias("method"),
-            pl.when(pl.col("qm4").is_not_null())
-            .then(pl.when(pl.col("rc4") != "").then(pl.col("rc4")))
-            .otherwise(pl.col("reason"))
-            .alias("reason"),
+            pl.col("qm4").str.slice(0, 1).alias("flag_quality"),
+            pl.when(m4 != "").then(m4).alias("flag_method"),
+            pl.when(pl.col("rc4") != "").then(pl.col("rc4")).alias("flag_reason"),
         )
         .drop("qm4", "rc4")
     )

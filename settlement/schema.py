@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 
 
@@ -252,6 +253,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "store: files, quarantine, meter reads, prices, thresholds, customers", _V1),
     Migration(2, "billing: runs, product versions, bills, bill lines, audits", _V2),
     Migration(3, "nightly: runs, stages, audits, wholesale settlement", NIGHTLY_SQL),
+    Migration(
+        4, "meter readings as numbers: meter_values, meter_channels, meter_flags", METER_V4_SQL
+    ),
 )
 
 LATEST_VERSION: int = max(m.version for m in MIGRATIONS)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from settlement.meter_store import append_reads
 from settlement.store import Store
 from tariffs.product import Product, parse_product
 
@@ -94,9 +95,10 @@ def add_reads(
         {"interval_start": starts, "kwh": values, "line": range(len(starts))}
     ).with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
     store.con.register("_r", frame.to_arrow())
-    store.con.execute(
-        "INSERT INTO meter_reads_raw SELECT ?, ?, interval_start, ?, kwh, ?, NULL, NULL, now(), ?,"
-        " line, true FROM _r",
+    append_reads(
+        store.con,
+        "SELECT ?::VARCHAR, ?::VARCHAR, interval_start, ?::SMALLINT, kwh, ?::VARCHAR, NULL, NULL,"
+        " now(), ?::BIGINT, line::INTEGER, true FROM _r",
         [nmi, suffix, minutes, quality, fid],
     )
     store.con.unregister("_r")

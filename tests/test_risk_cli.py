@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from risk.calendar import grid_for_period
 from risk.simulate import simulate_market
+from settlement.meter_store import append_reads
 from settlement.risk_inputs import (
     calibrate_from_store,
     load_settings,
@@ -91,9 +92,10 @@ def _fill_store(path: Path) -> None:
             "INSERT INTO price_reads_raw (region, interval_start, interval_minutes, price_per_mwh, "
             "version_at, file_id, source_line, is_current) SELECT * FROM price_frame"
         )
-        con.execute(
-            "INSERT INTO meter_reads_raw (nmi, suffix, interval_start, interval_minutes, kwh, "
-            "quality, version_at, file_id, source_line, is_current) SELECT * FROM read_frame"
+        append_reads(
+            con,
+            "SELECT nmi, suffix, interval_start, interval_minutes, kwh, quality, NULL, NULL, "
+            "version_at, file_id, source_line, is_current FROM read_frame",
         )
         for i, nmi in enumerate(("NMI0000001", "NMI0000002", "NMI0000003")):
             con.execute(

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from settlement.customers import COLUMNS, ingest_customer_file
+from settlement.meter_store import append_reads
 from settlement.store import Store
 from settlement.wholesale import market_day_bounds, settle_day
 
@@ -30,8 +31,9 @@ def add_reads(store: Store, frame: pl.DataFrame) -> None:
     """Append long-form reads (nmi, suffix, interval_start, interval_minutes, kwh)."""
     fid = _file(store, "meter")
     store.con.register("_r", frame.to_arrow())
-    store.con.execute(
-        "INSERT INTO meter_reads_raw SELECT nmi, suffix, interval_start, interval_minutes, kwh,"
+    append_reads(
+        store.con,
+        "SELECT nmi, suffix, interval_start, interval_minutes, kwh,"
         " 'A', NULL, NULL, TIMESTAMPTZ '2024-02-01 00:00:00+00', ?, 1, TRUE FROM _r",
         [fid],
     )
