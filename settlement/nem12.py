@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -183,9 +184,12 @@ def _load(
         stack.enter_context(_duckdb_threads(store, 1))
         for name, stream, member_size in _streams(path, stack):
             state = StreamState()
-            for chunk, n_bytes in _parsed(pool, _chunks(stream, chunk_bytes), state):
-                result.rows_quarantined += quarantine_rows(store, result.file_id, name, chunk.bad)
-                loaded, dup = loader.load(chunk)
+            encode = loader.encoder.encode
+            for enc, n_bytes in _parsed(pool, _chunks(stream, chunk_bytes), state, encode):
+                result.rows_quarantined += quarantine_rows(
+                    store, result.file_id, name, enc.chunk.bad
+                )
+                loaded, dup = loader.load(enc)
                 result.rows_loaded += loaded
                 result.rows_duplicate += dup
                 if progress is not None:
@@ -212,19 +216,27 @@ def _load(
 
 
 def _parsed(
-    pool: ThreadPoolExecutor, chunks: Iterator[tuple[str, int, int]], state: StreamState
-) -> Iterator[tuple[ChunkResult, int]]:
-    """Parse chunks one ahead on a worker thread, so parsing (polars) overlaps loading (DuckDB);
-    both release the GIL. Chunks are parsed strictly in order (``state`` carries over)."""
-    pending: Future[tuple[ChunkResult, list[str]]] | None = None
+    pool: ThreadPoolExecutor,
+    chunks: Iterator[tuple[str, int, int]],
+    state: StreamState,
+    encode: Callable[[ChunkResult], _Encoded],
+) -> Iterator[tuple[_Encoded, int]]:
+    """Parse and encode chunks one ahead on a worker thread, so that work (polars) overlaps
+    loading (DuckDB); both release the GIL. Chunks are handled strictly in order (``state`` and
+    the encoder's dictionaries carry over)."""
+
+    def work(text: str, first_line: int) -> _Encoded:
+        return encode(parse_chunk(text, first_line, state)[0])
+
+    pending: Future[_Encoded] | None = None
     pending_bytes = 0
     for text, first_line, n_bytes in chunks:
-        nxt = pool.submit(parse_chunk, text, first_line, state)
+        nxt = pool.submit(work, text, first_line)
         if pending is not None:
-            yield pending.result()[0], pending_bytes
+            yield pending.result(), pending_bytes
         pending, pending_bytes = nxt, n_bytes
     if pending is not None:
-        yield pending.result()[0], pending_bytes
+        yield pending.result(), pending_bytes
 
 
 @contextmanager
@@ -267,15 +279,114 @@ def _stream_warnings(name: str, path: Path, state: StreamState) -> list[str]:
 _FLAG_KEY = ["quality", "method", "reason"]
 
 
+@dataclass
+class _Encoded:
+    """One parsed chunk in storage form (see :class:`_Encoder`)."""
+
+    chunk: ChunkResult
+    records: pl.DataFrame  # chunk.records + channel_id, flag_id
+    rows: pl.DataFrame  # meter_values columns, but file_id and is_current
+    new_channels: pl.DataFrame  # dictionary rows to add before the readings
+    new_flags: pl.DataFrame
+    in_file: pl.Series  # source_line of records that collide within this file
+
+
+class _Dictionary:
+    """An id per distinct key row (nulls equal): the stored ones, then new ones in order."""
+
+    def __init__(
+        self, known: pl.DataFrame, id_col: str, dtype: type[pl.Int32] | type[pl.Int16], limit: int
+    ) -> None:
+        self.known, self.id_col, self.dtype, self.limit = known, id_col, dtype, limit
+        top = known[id_col].max() if known.height else None
+        self.top = int(top) if isinstance(top, int) else 0
+
+    def ids(self, keys: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
+        """Ids of ``keys`` rows and the dictionary rows added for them (``id_col`` first). A row
+        whose first key is null (a reading without its own flags) gets a null id."""
+        cols = keys.columns
+        new = (
+            keys.unique(maintain_order=True)
+            .join(self.known, on=cols, how="anti", nulls_equal=True)
+            .drop_nulls(cols[0])
+        )
+        added = new.with_columns(
+            pl.int_range(self.top + 1, self.top + 1 + new.height, dtype=self.dtype).alias(
+                self.id_col
+            )
+        )
+        if new.height:
+            if self.top + new.height > self.limit:
+                raise ValueError(f"more than {self.limit:,} distinct {cols} in meter data")
+            self.top += new.height
+            self.known = pl.concat([self.known, added], how="vertical_relaxed")
+        ids = keys.join(self.known, on=cols, how="left", nulls_equal=True, maintain_order="left")
+        return ids[self.id_col], added.select(self.id_col, *cols)
+
+
+class _Encoder:
+    """Turns parsed chunks into ``meter_values`` rows, on the parser's worker thread.
+
+    It owns the channel and flag dictionaries for the file (stored ids first, new ids assigned
+    in chunk order; the loader inserts each chunk's new entries before its readings) and finds
+    the records that collide with another record of the same file.
+    """
+
+    def __init__(self, channels: pl.DataFrame, flags: pl.DataFrame) -> None:
+        self.channels = _Dictionary(channels, "channel_id", pl.Int32, 2**31 - 1)
+        self.flags = _Dictionary(flags, "flag_id", pl.Int16, 2**15 - 1)
+        self.seen: pl.DataFrame | None = None  # (channel_id, day_no) of earlier chunks
+
+    def encode(self, chunk: ChunkResult) -> _Encoded:
+        """Storage form of one chunk."""
+        values = chunk.values
+        channel_id, new_channels = self.channels.ids(chunk.records.select("nmi", "suffix"))
+        flag_id, new_flags = self.flags.ids(chunk.records.select(_FLAG_KEY))
+        records = chunk.records.with_columns(channel_id=channel_id, flag_id=flag_id)
+        rec = values["rec"]
+        per_reading = records["flag_id"].gather(rec)
+        if values["flag_quality"].null_count() < values.height:  # V days (400 records)
+            own, more = self.flags.ids(
+                values.select(
+                    pl.col("flag_quality").alias("quality"),
+                    pl.col("flag_method").alias("method"),
+                    pl.col("flag_reason").alias("reason"),
+                )
+            )
+            new_flags = pl.concat([new_flags, more])
+            per_reading = pl.select(
+                pl.when(values["flag_quality"].is_not_null()).then(own).otherwise(per_reading)
+            ).to_series()
+        rows = pl.DataFrame(
+            {
+                "channel_id": records["channel_id"].gather(rec),
+                "interval_start": values["interval_start"],
+                "interval_minutes": records["interval_minutes"].gather(rec),
+                "kwh": values["kwh"],
+                "flag_id": per_reading,
+                "version_at": records["version_at"].gather(rec),
+                "source_line": records["source_line"].gather(rec),
+            }
+        )
+        key = ["channel_id", "day_no"]
+        keys = records.select(key)
+        in_file = [records.filter(pl.len().over(key) > 1)["source_line"]]
+        if self.seen is not None:
+            in_file.append(records.join(self.seen, on=key, how="semi")["source_line"])
+            self.seen = pl.concat([self.seen, keys]).unique()
+        else:
+            self.seen = keys.unique()
+        return _Encoded(chunk, records, rows, new_channels, new_flags, pl.concat(in_file).unique())
+
+
 class _Loader:
     """Appends one file's readings chunk by chunk, keeping ``is_current`` exact as it goes.
 
-    A reading is stored as numbers (see :mod:`settlement.schema_meter`): its channel and its
-    (quality, method, reason) are looked up in, or added to, the two dictionaries once per
-    record, and gathered per reading.
+    A reading is stored as numbers (see :mod:`settlement.schema_meter`); :class:`_Encoder`
+    prepares each chunk on the parser's thread.
 
-    Fast path: a 300 record whose (nmi, suffix, market day) appears nowhere else (not in the
-    store, not elsewhere in the chunk) cannot duplicate or supersede anything, so its readings are
+    Fast path: a 300 record whose (channel, market day) appears nowhere else (not in the store,
+    not elsewhere in the file) cannot duplicate or supersede anything, so its readings are
     inserted as current directly. The other ("colliding") records take the exact path: drop
     readings identical to a stored version (duplicates), mark stored current rows superseded by a
     newer-or-equal version (the new row has the larger (file_id, source_line)), insert the rest
@@ -286,87 +397,35 @@ class _Loader:
         self.con = store.con
         self.file_id = file_id
         self.n_conflicts = 0
-        self.seen: list[pl.DataFrame] = []  # (nmi, suffix, day_no) of this file's earlier chunks
-        self.channels = self.con.execute("SELECT nmi, suffix, channel_id FROM meter_channels").pl()
-        self.flags = self.con.execute(
-            "SELECT quality, method, reason, flag_id FROM meter_flags"
-        ).pl()
+        self.encoder = _Encoder(
+            self.con.execute("SELECT nmi, suffix, channel_id FROM meter_channels").pl(),
+            self.con.execute("SELECT quality, method, reason, flag_id FROM meter_flags").pl(),
+        )
 
-    def load(self, chunk: ChunkResult) -> tuple[int, int]:
-        """Insert one chunk; return (rows inserted, rows duplicate)."""
-        values = chunk.values
-        if values.height == 0:
+    def load(self, enc: _Encoded) -> tuple[int, int]:
+        """Insert one encoded chunk; return (rows inserted, rows duplicate)."""
+        if enc.new_channels.height:
+            _dict = enc.new_channels  # scanned by name (fixed SQL)
+            self.con.execute("INSERT INTO meter_channels SELECT * FROM _dict")
+        if enc.new_flags.height:
+            _dict = enc.new_flags
+            self.con.execute("INSERT INTO meter_flags SELECT * FROM _dict")
+        rows = enc.rows
+        if rows.height == 0:
             return 0, 0
-        records = chunk.records.with_columns(
-            channel_id=self._ids(chunk.records.select("nmi", "suffix"), "channels"),
-            flag_id=self._ids(chunk.records.select(_FLAG_KEY), "flags"),
-        )
-        flagged = values.filter(pl.col("flag_quality").is_not_null())
-        rec = values["rec"]
-        flag_id = records["flag_id"].gather(rec)
-        if flagged.height:  # per-interval flags of V days (400 records)
-            own = self._ids(
-                values.select(
-                    pl.col("flag_quality").alias("quality"),
-                    pl.col("flag_method").alias("method"),
-                    pl.col("flag_reason").alias("reason"),
-                ),
-                "flags",
-            )
-            flag_id = pl.select(
-                pl.when(values["flag_quality"].is_not_null()).then(own).otherwise(flag_id)
-            ).to_series()
-        rows = pl.DataFrame(
-            {
-                "channel_id": records["channel_id"].gather(rec),
-                "interval_start": values["interval_start"],
-                "interval_minutes": records["interval_minutes"].gather(rec),
-                "kwh": values["kwh"],
-                "flag_id": flag_id,
-                "version_at": records["version_at"].gather(rec),
-                "source_line": records["source_line"].gather(rec),
-            }
-        )
-        colliding = self._colliding(records)
-        if colliding.height == 0:
+        colliding = pl.concat([enc.in_file, self._stored_collisions(enc.records)]).unique()
+        if colliding.len() == 0:
             self._insert_current(rows)
             return rows.height, 0
-        slow_mask = pl.col("source_line").is_in(colliding["source_line"].implode())
+        slow_mask = pl.col("source_line").is_in(colliding.implode())
         fast = rows.filter(~slow_mask)
         if fast.height:
             self._insert_current(fast)
-        wide = wide_reads(records, values).with_columns(rows["channel_id"], rows["flag_id"])
+        wide = wide_reads(enc.records, enc.chunk.values).with_columns(
+            rows["channel_id"], rows["flag_id"]
+        )
         staged, dup = self._load_exact(wide.filter(slow_mask))
         return fast.height + staged, dup
-
-    def _ids(self, keys: pl.DataFrame, kind: str) -> pl.Series:
-        """Dictionary ids of ``keys`` rows (nulls equal), adding the keys not yet stored; a row
-        whose first key is null (a reading without its own flags) gets a null id."""
-        known = self.channels if kind == "channels" else self.flags
-        id_col = "channel_id" if kind == "channels" else "flag_id"
-        cols = keys.columns
-        uniq = keys.unique(maintain_order=True)
-        new = uniq.join(known, on=cols, how="anti", nulls_equal=True).drop_nulls(cols[0])
-        if new.height:
-            top = known[id_col].max() if known.height else None
-            base = int(top) if isinstance(top, int) else 0
-            dtype = pl.Int32 if kind == "channels" else pl.Int16
-            if kind == "flags" and base + new.height > 32767:
-                raise ValueError("more than 32,767 distinct (quality, method, reason) flags")
-            added = new.with_columns(
-                pl.int_range(base + 1, base + 1 + new.height, dtype=dtype).alias(id_col)
-            )
-            _new = added.select(id_col, *cols)  # scanned by name below
-            table = "meter_channels" if kind == "channels" else "meter_flags"
-            self.con.execute(f"INSERT INTO {table} SELECT * FROM _new")  # fixed names only
-            known = pl.concat([known, added.select(*cols, id_col)], how="vertical_relaxed")
-            if kind == "channels":
-                self.channels = known
-            else:
-                self.flags = known
-        return keys.join(known, on=cols, how="left", nulls_equal=True, maintain_order="left")[
-            id_col
-        ]
 
     def _insert_current(self, rows: pl.DataFrame) -> None:
         # DuckDB reads the local frame by name (replacement scan); con.register() would keep
@@ -378,22 +437,14 @@ class _Loader:
             [self.file_id],
         )
 
-    def _colliding(self, records: pl.DataFrame) -> pl.DataFrame:
-        """Records sharing (channel, market day) with another record of the chunk, of an
-        earlier chunk of this file (kept in polars) or of an earlier file (SQL; ``file_id < this``
-        lets DuckDB skip this file's own row groups by their min/max statistics)."""
-        key = ["channel_id", "day_no"]
-        parts = [records.filter(pl.len().over(key) > 1).select("source_line")]
-        if self.seen:
-            earlier = pl.concat(self.seen).unique()
-            parts.append(records.join(earlier, on=key, how="semi").select("source_line"))
-        self.seen.append(records.select(key).unique())
+    def _stored_collisions(self, records: pl.DataFrame) -> pl.Series:
+        """Records sharing (channel, market day) with a reading of an earlier file (``file_id <
+        this`` lets DuckDB skip this file's own row groups by their min/max statistics)."""
         lo, hi = records["day_no"].min(), records["day_no"].max()
         ch_lo, ch_hi = records["channel_id"].min(), records["channel_id"].max()
-        _rec = records.select("source_line", *key)  # scanned by name in _COLLIDE_SQL
+        _rec = records.select("source_line", "channel_id", "day_no")  # scanned by name below
         stored = self.con.execute(_COLLIDE_SQL, [lo, hi, ch_lo, ch_hi, self.file_id]).pl()
-        parts.append(stored.select(pl.col("source_line").cast(pl.Int32)))
-        return pl.concat(parts).unique()
+        return stored["source_line"].cast(pl.Int32)
 
     def _load_exact(self, reads: pl.DataFrame) -> tuple[int, int]:
         uniq = reads.unique(

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from settlement.schema import LATEST_VERSION
 from settlement.store import Store
 
@@ -54,3 +56,121 @@ def test_a_missing_middle_migration_is_applied(tmp_path: Path) -> None:
         ]
         assert versions == sorted(m.version for m in MIGRATIONS)
         assert s.con.execute("SELECT count(*) FROM bills").fetchall() == [(0,)]
+
+
+def test_v3_meter_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
+    """A v3 store's readings (text columns per reading) move to v4's numeric ``meter_values``
+    unchanged: every column of ``meter_reads_raw`` and ``meter_reads`` reads back the same, and
+    a later NEM12 ingest continues the dictionaries."""
+    import duckdb
+
+    from settlement.nem12 import ingest_meter_files
+    from settlement.schema import MIGRATIONS
+
+    db = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR,"
+        " applied_at TIMESTAMPTZ)"
+    )
+    for m in MIGRATIONS[:3]:
+        con.execute(m.sql)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    con.execute(
+        "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at, status)"
+        " VALUES (nextval('file_id_seq'), 'meter', 'a.csv', 'x1', 0, now(), 'loaded'),"
+        " (nextval('file_id_seq'), 'meter', 'b.csv', 'x2', 0, now(), 'loaded')"
+    )
+    rows = [  # two channels, a revision (is_current false), a V day's per-interval flags
+        (
+            "4100000001",
+            "E1",
+            "2024-01-01 00:00",
+            30,
+            0.5,
+            "A",
+            None,
+            None,
+            "2024-01-02",
+            1,
+            3,
+            False,
+        ),
+        (
+            "4100000001",
+            "E1",
+            "2024-01-01 00:00",
+            30,
+            0.7,
+            "F",
+            "14",
+            None,
+            "2024-01-05",
+            2,
+            3,
+            True,
+        ),
+        ("4100000001", "E1", "2024-01-01 00:30", 30, 0.2, "S", "53", "9", "2024-01-05", 2, 3, True),
+        (
+            "4100000001",
+            "B1",
+            "2024-01-01 00:00",
+            30,
+            0.0,
+            "A",
+            None,
+            None,
+            "2024-01-02",
+            1,
+            4,
+            True,
+        ),
+        ("4100000002", "E1", "2024-01-01 00:00", 5, 1.25, "E", "52", "1", "2024-01-02", 1, 9, True),
+    ]
+    con.executemany(
+        "INSERT INTO meter_reads_raw VALUES (?, ?, ?::TIMESTAMPTZ, ?, ?, ?, ?, ?, ?::TIMESTAMPTZ,"
+        " ?, ?, ?)",
+        rows,
+    )
+    cols = (
+        "nmi, suffix, interval_start, interval_minutes, kwh, quality, method, reason, version_at,"
+        " file_id, source_line, is_current"
+    )
+    before = con.execute(f"SELECT {cols} FROM meter_reads_raw ORDER BY ALL").fetchall()
+    current = con.execute("SELECT * FROM meter_reads ORDER BY ALL").fetchall()
+    con.close()
+    with Store.open(db) as s:
+        assert s.schema_version() == LATEST_VERSION
+        assert s.query(f"SELECT {cols} FROM meter_reads_raw ORDER BY ALL").fetchall() == before
+        assert s.query("SELECT * FROM meter_reads ORDER BY ALL").fetchall() == current
+        assert s.query("SELECT count(*) FROM meter_channels").fetchall() == [(3,)]
+        assert s.query("SELECT count(*) FROM meter_flags").fetchall() == [(4,)]
+        nem12 = tmp_path / "next.csv"
+        nem12.write_text(
+            "100,NEM12,202402010000,MDP1,R1\n"
+            "200,4100000002,E1B1,E1,E1,N1,M1,kWh,30,\n"
+            "300,20240102," + ",".join(["0.1"] * 48) + ",A,,,20240103000000,\n"
+            "200,4100000003,E1,E1,E1,N1,M1,kWh,30,\n"
+            "300,20240102," + ",".join(["0.2"] * 48) + ",A,,,20240103000000,\n"
+            "900\n"
+        )
+        rep = ingest_meter_files(s, [nem12])
+        assert rep.files[0].rows_loaded == 96
+        # the known channel keeps its id, the new one gets the next; flag 'A' is reused
+        assert s.query(
+            "SELECT nmi, suffix, channel_id FROM meter_channels ORDER BY channel_id"
+        ).fetchall() == [
+            ("4100000001", "B1", 1),
+            ("4100000001", "E1", 2),
+            ("4100000002", "E1", 3),
+            ("4100000003", "E1", 4),
+        ]
+        assert s.query("SELECT count(*) FROM meter_flags").fetchall() == [(4,)]
+        assert s.query(
+            "SELECT nmi, count(*), sum(kwh) FROM meter_reads WHERE interval_start >= "
+            "'2024-01-01 14:00:00+00' GROUP BY nmi ORDER BY nmi"
+        ).fetchall() == [
+            ("4100000002", 48, pytest.approx(4.8)),
+            ("4100000003", 48, pytest.approx(9.6)),
+        ]
