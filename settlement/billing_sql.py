@@ -16,10 +16,10 @@ import polars as pl
 from settlement.billing_io import (
     _NO_PRICES,
     COUNTS_SQL,
-    CURRENT_READS,
     _price_table,
     _read_holds,
     _utc_bounds,
+    batch_reads,
 )
 from settlement.store import Store
 from tariffs.calculus import LINE_COLUMNS, Context, _note_expr, component_lines
@@ -48,9 +48,9 @@ def clock_frame(ctx: Context, bounds: pl.DataFrame) -> pl.DataFrame:
 
 
 def _lines(
-    ctx: Context, store: Store, order: int, comp: Energy | FeedIn
+    ctx: Context, store: Store, order: int, comp: Energy | FeedIn, reads: str
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    q = component_query(comp, CURRENT_READS)
+    q = component_query(comp, reads)
     rows = store.con.sql(q.sql).pl()
     labels = dict(enumerate(q.labels))
     holds = (
@@ -125,15 +125,16 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
         store.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _src")
         store.con.unregister("_src")
     try:
-        parts = [
-            _lines(ctx, store, i, c)
-            for i, c in enumerate(ctx.product.components)
-            if isinstance(c, Energy | FeedIn)
-        ]
-        if any(p[2]["suffix"].eq("E1").any() for p in parts):
-            counts = _counts_from(pl.concat([p[2] for p in parts]))
-        else:
-            counts = store.con.sql(COUNTS_SQL.format(source=CURRENT_READS)).pl()
+        with batch_reads(store) as reads:
+            parts = [
+                _lines(ctx, store, i, c, reads)
+                for i, c in enumerate(ctx.product.components)
+                if isinstance(c, Energy | FeedIn)
+            ]
+            if any(p[2]["suffix"].eq("E1").any() for p in parts):
+                counts = _counts_from(pl.concat([p[2] for p in parts]))
+            else:
+                counts = store.con.sql(COUNTS_SQL.format(source=reads)).pl()
     finally:
         for name in frames:
             store.con.execute(f"DROP TABLE IF EXISTS {name}")
