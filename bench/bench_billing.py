@@ -69,11 +69,14 @@ SELECT '41' || lpad(i::VARCHAR, 8, '0'), 'B1', ts, 30,
 FROM range(0, {n}, 3) a(i), hh
 """
 
+# the bare join on the stored numbers (schema v4): import channels' values x prices, per NMI
 BASELINE = """
-SELECT r.nmi, sum(r.kwh * p.price_per_mwh) / 1000 AS cost
-FROM meter_reads_raw r JOIN price_reads_raw p ON p.interval_start = r.interval_start
-WHERE r.suffix = 'E1' AND p.region = 'NSW1'
-GROUP BY r.nmi
+SELECT c.nmi, sum(r.kwh * p.price_per_mwh) / 1000 AS cost
+FROM meter_channels c
+JOIN meter_values r ON r.channel_id = c.channel_id
+JOIN price_reads_raw p ON p.interval_start = r.interval_start
+WHERE c.suffix = 'E1' AND p.region = 'NSW1'
+GROUP BY c.nmi
 """
 
 
