@@ -4,7 +4,9 @@ Generates a synthetic 5-minute NEM12 file (default 120 NMIs x 292 days = 35,040 
 10,091,520 readings) with :func:`settlement.nem12_writer.write_nem12`, then in separate child
 processes (so each peak RSS is its own):
 
-1. ingests it into a fresh DuckDB file with ``settlement.nem12.ingest_meter_files``;
+1. ingests it into a fresh DuckDB file with ``settlement.nem12.ingest_meter_files``, then a
+   revision of every day (new values, later UpdateDateTime) into the same store (the exact
+   duplicate / supersede path, which every record of a revision takes);
 2. parses a leading sample of it with nemreader 0.9.2 (``NEMFile.nem_data``), extrapolated
    linearly to the whole file (nemreader builds one Python object per reading, so a full run
    needs several GB and minutes; the sample size is printed).
@@ -102,8 +104,10 @@ print(json.dumps(dict(secs=secs, rows=n, cpu_secs=cpu, maxrss_kb=hwm_kb())))
 """
 
 
-def make_file(path: Path, nmis: int, days: int, seed: int = 20240101) -> int:
-    """Write the synthetic file; return the number of readings."""
+def make_file(
+    path: Path, nmis: int, days: int, seed: int = 20240101, updated: date = date(2024, 12, 31)
+) -> int:
+    """Write the synthetic file (every day stamped ``updated``); return the number of readings."""
     rng = np.random.default_rng(seed)
     n = nmis * days
     frame = pl.DataFrame(
@@ -117,7 +121,7 @@ def make_file(path: Path, nmis: int, days: int, seed: int = 20240101) -> int:
         pl.lit(5).alias("interval_minutes"),
         pl.lit("A").alias("quality"),
         pl.Series("values", np.round(rng.gamma(2.0, 0.05, (n, 288)), 3)),
-        pl.lit(date(2024, 12, 31)).cast(pl.Datetime("us")).alias("update_datetime"),
+        pl.lit(updated).cast(pl.Datetime("us")).alias("update_datetime"),
     )
     return write_nem12(frame, path)
 
@@ -147,6 +151,16 @@ def main() -> None:
         ours = run_child(
             CHILD_OURS.format(repo=str(REPO), db=str(tmpdir / "b.duckdb"), path=str(path), hwm=HWM)
         )
+        # a revision of every day (new values, later UpdateDateTime) into the same store: every
+        # record meets a stored day, so all of it takes the exact supersede path
+        revised = tmpdir / "revised.csv"
+        make_file(revised, args.nmis, args.days, seed=7, updated=date(2025, 1, 31))
+        rev = run_child(
+            CHILD_OURS.format(
+                repo=str(REPO), db=str(tmpdir / "b.duckdb"), path=str(revised), hwm=HWM
+            )
+        )
+        revised.unlink()
         parse = run_child(CHILD_PARSE.format(repo=str(REPO), path=str(path), hwm=HWM))
         # nemreader on the first sample_lines 300 records (one 200 block prefix), extrapolated
         sample = tmpdir / "sample.csv"
@@ -179,6 +193,10 @@ def main() -> None:
         "frame_in_memory_mb_est": round(frame_mb),
         "rows_stored": ours["rows"],
         "status": ours["status"],
+        "revision_secs": round(rev["secs"], 2),
+        "revision_readings_per_sec": round(readings / rev["secs"]),
+        "revision_rows_stored": rev["rows"],
+        "revision_rows_current": rev["current"],
         "parse_only_secs": round(parse["secs"], 2),
         "parse_only_cpu_secs": round(parse["cpu_secs"], 2),
         "parse_only_readings_per_sec": round(readings / parse["secs"]),
@@ -203,6 +221,8 @@ def main() -> None:
         f"  fairshare : {ours['secs']:.2f} s -> {ours_rate / 1e6:.2f} M readings/s, "
         f"peak RSS {ours['maxrss_kb'] / 1024:.0f} MB (readings as an in-memory frame ~{frame_mb:.0f} MB)\n"
         f"              CPU {ours['cpu_secs']:.1f} s -> {readings / ours['cpu_secs'] / 1e6:.2f} M readings per CPU-second\n"
+        f"  revision  : every day again, later UpdateDateTime (exact path): {rev['secs']:.2f} s -> "
+        f"{readings / rev['secs'] / 1e6:.2f} M readings/s; stored {rev['rows']:,}, current {rev['current']:,}\n"
         f"  parse only (no store; like nemreader): {parse['secs']:.2f} s, CPU {parse['cpu_secs']:.1f} s -> "
         f"{readings / parse['secs'] / 1e6:.2f} M readings/s ({(readings / parse['secs']) / ref_rate:.0f}x nemreader)\n"
         f"  nemreader : {ref['rows']:,}-reading sample in {ref['secs']:.2f} s -> "
