@@ -220,7 +220,7 @@ def _run_chunk(
     feats = grid.features(0, grid.n_intervals)
     n_days = grid.n_intervals // slots
     draws = _fast_draws(blocks, slots, n_days, cfg.antithetic, cfg.draw_ahead)
-    for d, innovations in zip(range(n_days), draws, strict=True):
+    for d, innovations in enumerate(draws):
         month, weekend = int(feats.month[d * slots]), bool(feats.weekend[d * slots])
         mi = int(day_month[d])
         if d == 0 or day_month[d - 1] != mi:

@@ -579,4 +579,4 @@ def parse_nem12_text(text: str) -> tuple[pl.DataFrame, pl.DataFrame, StreamState
     """Parse a whole NEM12 text in memory (tests, tools): (reads, quarantine rows, state)."""
     state = StreamState()
     chunk, _ = parse_chunk(text, 1, state)
-    return chunk.reads().drop("rec"), chunk.bad, state
+    return chunk.reads(), chunk.bad, state

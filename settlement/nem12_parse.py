@@ -98,27 +98,26 @@ class ChunkResult:
 
     def reads(self) -> pl.DataFrame:
         """One row per reading with the columns :data:`READ_COLUMNS` (flags resolved)."""
-        return wide_reads(self.records, self.values)
-
-
-def wide_reads(records: pl.DataFrame, values: pl.DataFrame) -> pl.DataFrame:
-    """Readings with their record's columns (:data:`READ_COLUMNS`, plus ``rec``)."""
-    rec = pl.col("rec")
-    per = {c: records[c].gather(values["rec"]) for c in RECORD_COLUMNS}
-    flagged = pl.col("flag_quality").is_not_null()
-    return values.with_columns(**per).select(
-        "nmi",
-        "suffix",
-        "interval_start",
-        "interval_minutes",
-        "kwh",
-        pl.coalesce("flag_quality", "quality").alias("quality"),
-        pl.when(flagged).then(pl.col("flag_method")).otherwise(pl.col("method")).alias("method"),
-        pl.when(flagged).then(pl.col("flag_reason")).otherwise(pl.col("reason")).alias("reason"),
-        "version_at",
-        "source_line",
-        rec,
-    )
+        per = {c: self.records[c].gather(self.values["rec"]) for c in RECORD_COLUMNS}
+        flagged = pl.col("flag_quality").is_not_null()
+        return self.values.with_columns(**per).select(
+            "nmi",
+            "suffix",
+            "interval_start",
+            "interval_minutes",
+            "kwh",
+            pl.coalesce("flag_quality", "quality").alias("quality"),
+            pl.when(flagged)
+            .then(pl.col("flag_method"))
+            .otherwise(pl.col("method"))
+            .alias("method"),
+            pl.when(flagged)
+            .then(pl.col("flag_reason"))
+            .otherwise(pl.col("reason"))
+            .alias("reason"),
+            "version_at",
+            "source_line",
+        )
 
 
 def _fmt_reason(*parts: pl.Expr | str) -> pl.Expr:
