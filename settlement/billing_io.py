@@ -268,7 +268,7 @@ _NO_PRICES = pl.DataFrame(
         "spot_per_mwh": pl.Float64,
     }
 )
-METER_MINUTES = (5, 15, 30)
+METER_MINUTES = (5, 10, 15, 30)
 
 
 def _price_table(store: Store, bounds: pl.DataFrame, as_of: datetime | None) -> pl.DataFrame:

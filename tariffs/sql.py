@@ -1,15 +1,17 @@
 """The per-interval bill calculus as DuckDB SQL text generated from a product (the fast path).
 
 Same arithmetic as :mod:`tariffs.calculus` (the reference implementation, which the tests hold
-this to), for energy and feed-in components (flat, TOU and spot-linked): one aggregate query per
-component over reads joined to a small clock table and the interval prices, grouped per segment,
-TOU period and rate in force. Only validated numbers and dates from the product model are written
-into the text (Decimal -> numeric literal, date -> DATE literal); names never are (periods are
+this to), for energy and feed-in components (flat, TOU and spot-linked), in the form of ONE pass
+over the reads (:func:`channel_pass`): everything that depends only on the instant (TOU period,
+rate in force, spot multiplier, adders, floor, cap) is computed once per clock instant, channel
+and region in a small clock table; the reads join it on one integer key and are summed per
+segment and clock key. Only validated numbers and dates from the product model are written into
+the text (Decimal -> numeric literal, date -> DATE literal); names never are (periods are
 numbered and named after the query).
 
-The query expects these relations: ``_segs(seg, nmi, region, loss_factor, utc_from, utc_to)``,
-``_clock(ts_us, local_date, minute_of_day, month, day_code)`` (day_code 0 weekday, 1 weekend,
-2 holiday), ``_prices(region, ts_us, interval_minutes, spot_per_mwh)`` and the reads ``{reads}``.
+The clock SQL reads ``_kx(ts_us, local_date, minute_of_day, month, day_code, sfx,
+spot_per_mwh, ...)`` (day_code 0 weekday, 1 weekend, 2 holiday; ``sfx`` a :data:`SUFFIX_CODE`),
+which :mod:`settlement.billing_sql` builds.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from datetime import date
 from decimal import Decimal
 
 from tariffs.dated import DatedEntry
-from tariffs.product import Adder, Energy, FeedIn, SpotPrice, TouPeriod, Window
+from tariffs.product import Adder, Energy, FeedIn, TouPeriod, Window
 
 DAY_CODES = {"weekday": 0, "weekend": 1, "holiday": 2}
 SUFFIX = {"import": "E1", "controlled_load": "E2", "export": "B1"}
+SUFFIX_CODE = {"E1": 0, "E2": 1, "B1": 2}  # ``sc.sfx`` in the channel pass
 
 
 def _num(v: Decimal) -> str:
@@ -91,114 +94,147 @@ def _adder_sql(a: Adder) -> str:
     return _by_period(a.periods, period_index_sql(a.periods), "rate")
 
 
-def _clamp_sql(x: str, floor: Sequence[DatedEntry] | None, cap: Sequence[DatedEntry] | None) -> str:
-    if floor is not None:
-        f = dated_sql(floor)
-        x = f"(CASE WHEN {x} < {f} THEN {f} ELSE {x} END)"
-    if cap is not None:
-        c = dated_sql(cap)
-        x = f"(CASE WHEN {x} > {c} THEN {c} ELSE {x} END)"
-    return x
+@dataclass(frozen=True)
+class PassComponent:
+    """How to read one energy or feed-in component back from the channel pass (see
+    :func:`channel_pass`): fixed rates from its clock columns ``d{i}``/``r{i}``/``f{i}`` (period
+    index, rate, rate-from) by clock key; spot-linked ones from the pass's amount columns of its
+    slot ``slot`` on its channel."""
 
-
-def spot_sql(spot: SpotPrice) -> str:
-    """Per-interval spot-linked price [currency/kWh] (NULL where the spot price is missing)."""
-    price = f"(spot_per_mwh / 1000.0 * {dated_sql(spot.multiplier)}"
-    if spot.apply_loss_factors:
-        price += " * loss_factor"
-    price += "".join(f" + {_adder_sql(a)}" for a in spot.adders) + ")"
-    return _clamp_sql(price, spot.floor, spot.cap)
+    index: int  # position among the product's components (the line order)
+    name: str
+    labels: list[str]
+    varying: bool
+    sign: float
+    taxable: bool
+    suffix: str
+    slot: int = -1  # spot-linked: its slot among its channel's spot-linked components
+    loss_factors: bool = False  # spot-linked: the wholesale part is scaled by DLF x MLF
 
 
 @dataclass(frozen=True)
-class ComponentQuery:
-    """One component's aggregate query and how to read its rows back."""
+class ChannelPass:
+    """SQL for billing every energy and feed-in component in ONE pass over the reads.
 
-    sql: str
-    labels: list[str]  # detail label by index
-    varying: bool  # spot-linked: one line per segment, rate = amount / quantity
-    sign: float  # -1 for feed-in credits
-    taxable: bool
-    suffix: str = "E1"  # the meter channel it reads
-
-
-def _clamp_cols(x: str, floor: bool, cap: bool) -> str:
-    if floor:
-        x = f"(CASE WHEN {x} < kc.floor THEN kc.floor ELSE {x} END)"
-    if cap:
-        x = f"(CASE WHEN {x} > kc.cap THEN kc.cap ELSE {x} END)"
-    return x
-
-
-def component_query(comp: Energy | FeedIn, reads: str) -> ComponentQuery:
-    """Aggregate query of one energy or feed-in component (see module docstring).
-
-    Everything that depends only on the instant (TOU period, rate in force, spot multiplier,
-    adders, floor, cap) is computed once per clock instant in ``kc``; the per-read work is a join
-    and a sum.
+    ``clock_sql`` selects from ``_kx`` (one row per clock instant, meter interval length,
+    region and channel: ``ts_us, local_date, minute_of_day, month, day_code, sfx, spot_per_mwh``
+    and the join ``key``) the clock table the reads join: ``key``, ``dno`` (local date as days
+    since 1970), ``ck`` (numbering the distinct tuples of channel, fixed-rate period, rate, rate
+    start and missing spot price, so reads are summed per ``ck``, not per instant), the fixed-rate
+    columns ``d{i}, r{i}, f{i}`` (NULL on other channels' rows), ``nospot``, and per spot slot
+    ``j``: ``sb{j}`` (spot / 1000 x multiplier), ``sa{j}`` (the adders), ``sf{j}``, ``sc{j}``
+    (floor and cap) and ``sfi{j}`` (feed-in floor). A spot-linked price is then
+    ``clamp(sb x [loss factor] + sa)``; :func:`spot_amount_sql` gives its per-read sum.
     """
-    channel = "export" if isinstance(comp, FeedIn) else comp.channel
-    floor = comp.floor if isinstance(comp, FeedIn) else None
-    spot = comp.spot
-    if comp.periods is not None:
-        labels = [p.name for p in comp.periods]
-        idx = period_index_sql(comp.periods)
-        rate = _by_period(comp.periods, "didx", "rate")
-        since = _by_period(comp.periods, "didx", "since")
-    elif comp.rate is not None:
-        labels, idx = [""], "0"
-        rate, since = dated_sql(comp.rate), dated_from_sql(comp.rate)
-    else:
-        assert spot is not None
-        labels, idx, rate, since = ["spot-linked"], "0", "NULL::DOUBLE", "NULL::DATE"
-    if spot is not None:
-        adders = " + ".join(_adder_sql(a) for a in spot.adders) or "0.0"
-        cols = (
-            f"{dated_sql(spot.multiplier)} AS mult, ({adders}) AS adders, "
-            f"{dated_sql(spot.floor) if spot.floor else 'NULL::DOUBLE'} AS floor, "
-            f"{dated_sql(spot.cap) if spot.cap else 'NULL::DOUBLE'} AS cap"
-        )
-    else:
-        cols = "NULL::DOUBLE AS mult, NULL::DOUBLE AS adders, NULL::DOUBLE AS floor, NULL::DOUBLE AS cap"
-    kc = f"""
-kc0 AS MATERIALIZED (SELECT *, {idx} AS didx FROM _clock),
-kc AS MATERIALIZED (
-    SELECT ts_us, local_date, didx, {rate} AS rate, {since} AS rate_from,
-           {dated_sql(floor) if floor else "NULL::DOUBLE"} AS fi_floor, {cols}
-    FROM kc0)"""
-    joins = f"""
-FROM _segs s
-JOIN {reads} m ON m.suffix = '{SUFFIX[channel]}' AND m.quality <> 'N' AND m.nmi = s.nmi
-     AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
-JOIN kc ON kc.ts_us = epoch_us(m.interval_start)"""
-    if spot is None:
-        sql = f"""WITH {kc}
-SELECT s.seg, kc.didx, any_value(kc.rate) AS rate, kc.rate_from, sum(m.kwh) AS quantity,
-       NULL::DOUBLE AS amount_raw, min(kc.local_date) AS date_from, max(kc.local_date) AS date_to,
-       count(*) AS n_intervals, count(*) FILTER (WHERE kc.rate IS NULL) AS n_unpriced,
-       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes,
-       sum(m.interval_minutes)::BIGINT AS covered_minutes
-{joins}
-GROUP BY s.seg, kc.didx, kc.rate_from"""
-    else:
-        price = "(p.spot_per_mwh / 1000.0 * kc.mult"
-        price += " * s.loss_factor" if spot.apply_loss_factors else ""
-        price = _clamp_cols(price + " + kc.adders)", spot.floor is not None, spot.cap is not None)
+
+    clock_sql: str
+    components: list[PassComponent]
+    suffixes: list[str]
+    slots: int  # spot slots per channel (0 when no component is spot-linked)
+    clamped: list[bool]  # per slot: some component of the slot has a floor or cap
+
+    @property
+    def needs_spot(self) -> bool:
+        """True when some component is spot-linked."""
+        return self.slots > 0
+
+
+def spot_amount_sql(slot: int, clamp: bool) -> list[str]:
+    """Aggregates of the pass for spot slot ``slot``: with ``clamp``, the clamped per-read
+    amount ``amount{slot}``; without, the two linear parts ``sumb{slot}`` (to be scaled by the
+    segment's loss factor, or 1) and ``suma{slot}``. DuckDB's ``greatest``/``least`` ignore NULL
+    bounds, as the reference ignores a floor or cap not in force."""
+    j = slot
+    if not clamp:
+        return [f"sum(v.kwh * kc.sb{j}) AS sumb{j}", f"sum(v.kwh * kc.sa{j}) AS suma{j}"]
+    x = f"(kc.sb{j} * CASE WHEN kc.slf{j} THEN sc.loss_factor ELSE 1.0 END + kc.sa{j})"
+    return [
+        f"sum(v.kwh * greatest(least(greatest({x}, kc.sf{j}), kc.sc{j}), kc.sfi{j})) AS amount{j}"
+    ]
+
+
+def channel_pass(components: Sequence[object]) -> ChannelPass:
+    """The one-pass form of a product's energy and feed-in components (see :class:`ChannelPass`).
+
+    Same arithmetic as the polars reference (:mod:`tariffs.calculus`): fixed rates (flat or TOU,
+    a feed-in floor applied to the rate) are summed per period and rate in force; spot-linked
+    prices are computed per read (or, when no floor or cap can bind, from two linear sums) and
+    summed per segment.
+    """
+    firsts: list[str] = []
+    cols: list[str] = []
+    keys: list[str] = []
+    specs: list[PassComponent] = []
+    spot_arms: dict[int, dict[str, list[str]]] = {}
+    for i, comp in enumerate(components):
+        if not isinstance(comp, Energy | FeedIn):
+            continue
+        channel = "export" if isinstance(comp, FeedIn) else comp.channel
+        sfx = SUFFIX[channel]
+        code = SUFFIX_CODE[sfx]
+        floor = comp.floor if isinstance(comp, FeedIn) else None
+        spot = comp.spot
+        sign, taxable = (-1.0, False) if isinstance(comp, FeedIn) else (1.0, True)
+        if spot is not None:
+            slot = sum(1 for s in specs if s.varying and s.suffix == sfx)
+            adders = " + ".join(_adder_sql(a) for a in spot.adders) or "0.0"
+            none = "NULL::DOUBLE"
+            arms = spot_arms.setdefault(slot, {})
+            arms[str(code)] = [
+                f"spot_per_mwh / 1000.0 * {dated_sql(spot.multiplier)}",
+                f"({adders})",
+                dated_sql(spot.floor) if spot.floor else none,
+                dated_sql(spot.cap) if spot.cap else none,
+                dated_sql(floor) if floor else none,
+                "TRUE" if spot.apply_loss_factors else "FALSE",
+            ]
+            specs.append(PassComponent(i, comp.name, ["spot-linked"], True, sign, taxable, sfx, slot,
+                                       spot.apply_loss_factors))  # fmt: skip
+            continue
+        if comp.periods is not None:
+            labels = [p.name for p in comp.periods]
+            firsts.append(
+                f"CASE WHEN sfx = {code} THEN {period_index_sql(comp.periods)} END AS d{i}"
+            )
+            rate = _by_period(comp.periods, f"d{i}", "rate")
+            since = _by_period(comp.periods, f"d{i}", "since")
+        else:
+            assert comp.rate is not None
+            labels = [""]
+            firsts.append(f"CASE WHEN sfx = {code} THEN 0 END AS d{i}")
+            rate, since = dated_sql(comp.rate), dated_from_sql(comp.rate)
         if floor is not None:
-            price = f"(CASE WHEN {price} < kc.fi_floor THEN kc.fi_floor ELSE {price} END)"
-        sql = f"""WITH {kc}
-SELECT s.seg, 0 AS didx, NULL::DOUBLE AS rate, NULL::DATE AS rate_from, sum(m.kwh) AS quantity,
-       sum(m.kwh * {price}) AS amount_raw, min(kc.local_date) AS date_from,
-       max(kc.local_date) AS date_to, count(*) AS n_intervals,
-       count(*) FILTER (WHERE p.spot_per_mwh IS NULL) AS n_unpriced,
-       count(*) FILTER (WHERE m.quality = 'E') AS n_estimated, min(m.interval_minutes) AS minutes,
-       sum(m.interval_minutes)::BIGINT AS covered_minutes
-{joins}
-LEFT JOIN _prices p ON p.region = s.region AND p.ts_us = kc.ts_us
-     AND p.interval_minutes = m.interval_minutes
-GROUP BY s.seg"""
-    return ComponentQuery(sql, labels, spot is not None, -1.0 if isinstance(comp, FeedIn) else 1.0,
-                          not isinstance(comp, FeedIn), SUFFIX[channel])  # fmt: skip
+            f = dated_sql(floor)
+            rate = f"(CASE WHEN {rate} < {f} THEN {f} ELSE {rate} END)"
+        cols += [
+            f"CASE WHEN sfx = {code} THEN {rate} END AS r{i}",
+            f"CASE WHEN sfx = {code} THEN {since} END AS f{i}",
+        ]
+        keys.append(f"d{i}, f{i}, r{i}")
+        specs.append(PassComponent(i, comp.name, labels, False, sign, taxable, sfx))
+    names = ("sb", "sa", "sf", "sc", "sfi", "slf")
+    clamped = []
+    for j in sorted(spot_arms):
+        arms = spot_arms[j]
+        clamped.append(
+            any(
+                v[2] != "NULL::DOUBLE" or v[3] != "NULL::DOUBLE" or v[4] != "NULL::DOUBLE"
+                for v in arms.values()
+            )
+        )
+        for n, name in enumerate(names):
+            whens = " ".join(f"WHEN {c} THEN {v[n]}" for c, v in arms.items())
+            cols.append(f"CASE sfx {whens} END AS {name}{j}")
+    nospot = "spot_per_mwh IS NULL" if spot_arms else "FALSE"
+    order = ", ".join(["sfx", *keys, "nospot"])
+    clock_sql = (
+        f"WITH k0 AS (SELECT *{''.join(', ' + f for f in firsts)}, {nospot} AS nospot FROM _kx), "
+        f"k1 AS (SELECT *{''.join(', ' + c for c in cols)} FROM k0) "
+        f"SELECT *, (local_date - DATE '1970-01-01')::INTEGER AS dno, "
+        f"dense_rank() OVER (ORDER BY {order}) - 1 AS ck FROM k1"
+    )
+    suffixes = ["E1", *sorted({s.suffix for s in specs} - {"E1"})]
+    return ChannelPass(clock_sql, specs, suffixes, len(spot_arms), clamped)
 
 
 def sql_capable(components: Sequence[object]) -> bool:

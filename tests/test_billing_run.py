@@ -121,3 +121,30 @@ def test_sql_fast_path_matches_the_polars_reference(loaded: Store) -> None:
         loaded.con.execute(q, [ref.run_id]).fetchall()
         == loaded.con.execute(q, [fast.run_id]).fetchall()
     )
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        "UPDATE bill_lines SET amount_ex_gst = amount_ex_gst + 0.01 WHERE bill_id = "
+        "(SELECT min(bill_id) FROM bills WHERE run_id = {run} AND status <> 'held') AND line_no = 1",
+        "UPDATE bill_lines SET gst = 0.01 WHERE NOT taxable AND bill_id IN "
+        "(SELECT bill_id FROM bills WHERE run_id = {run})",
+    ],
+)
+def test_a_failed_run_audit_rolls_the_run_back(
+    loaded: Store, monkeypatch: pytest.MonkeyPatch, corrupt: str
+) -> None:
+    import settlement.billing as billing
+    from tariffs.errors import AuditFailedError
+
+    real = billing.write_bills
+
+    def corrupting(store: Store, run_id: int, *args: object, **kwargs: object) -> None:
+        real(store, run_id, *args, **kwargs)  # type: ignore[arg-type]
+        store.con.execute(corrupt.format(run=int(run_id)))
+
+    monkeypatch.setattr(billing, "write_bills", corrupting)
+    with pytest.raises(AuditFailedError, match=r"audit audit_(bill_line_sums|feed_in_gst)"):
+        bill_accounts(loaded, JUL, AUG, product_dir=PRODUCTS)
+    assert loaded.con.execute("SELECT count(*) FROM bills").fetchone() == (0,)
