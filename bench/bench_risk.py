@@ -56,7 +56,7 @@ def calibrated_model(settings: RiskSettings) -> tuple[MarketModel, str]:
 def baseline_normals(n_paths: int, n_days: int, slots: int, dtype: type = np.float64) -> float:
     """Seconds numpy needs to draw n_paths x n_days x slots standard normals (same chunks)."""
     rng = np.random.default_rng(1)
-    buf = np.empty((slots, BLOCK_PATHS), dtype=dtype)
+    buf: np.ndarray = np.empty((slots, BLOCK_PATHS), dtype=dtype)
     n_blocks = -(-n_paths // BLOCK_PATHS)
     t0 = time.perf_counter()
     for _ in range(n_days):

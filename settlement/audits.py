@@ -114,6 +114,17 @@ BILL_AUDITS: list[Audit] = [
         ("bill_issues",),
     ),
     Audit(
+        "issued_bill_ids_and_lines_unique",
+        "no issued bill id, and no line number of an issued bill, appears twice (the tables "
+        "carry no key index since schema v5; a duplicate bill row doubles every line's count)",
+        """
+        SELECT b.bill_id, l.line_no, count(*) AS n FROM bills b JOIN bill_lines l USING (bill_id)
+        WHERE b.status = 'issued' AND b.period_end - 1 BETWEEN $date_from AND $date_to
+        GROUP BY ALL HAVING count(*) > 1
+        """,
+        ("bill_issues",),
+    ),
+    Audit(
         "issued_bills_have_amounts",
         "no NULL (or NaN) amount on an issued bill or its lines",
         """

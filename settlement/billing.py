@@ -58,6 +58,13 @@ RUN_AUDITS = {
     "audit_duplicate_bills": """
         SELECT count(*) FROM (SELECT 1 FROM bills WHERE run_id = ?
           GROUP BY account, period_start, product HAVING count(*) > 1)""",
+    "audit_duplicate_bill_ids": """
+        SELECT count(*) FROM (SELECT 1 FROM bills WHERE run_id = ? GROUP BY bill_id
+          HAVING count(*) > 1)""",
+    "audit_duplicate_bill_lines": """
+        SELECT count(*) FROM (SELECT 1 FROM bill_lines WHERE bill_id IN
+          (SELECT bill_id FROM bills WHERE run_id = ?) GROUP BY bill_id, line_no
+          HAVING count(*) > 1)""",
     "audit_feed_in_gst": """
         SELECT count(*) FROM bill_lines l JOIN bills b USING (bill_id)
         WHERE b.run_id = ? AND NOT l.taxable AND l.gst <> 0""",

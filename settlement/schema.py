@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from settlement.schema_bills import BILLS_V5_SQL
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 
@@ -256,6 +257,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         4, "meter readings as numbers: meter_values, meter_channels, meter_flags", METER_V4_SQL
     ),
+    Migration(5, "bills and bill lines without key indexes; uniqueness audited", BILLS_V5_SQL),
 )
 
 LATEST_VERSION: int = max(m.version for m in MIGRATIONS)

@@ -174,3 +174,52 @@ def test_v3_meter_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
             ("4100000002", 48, pytest.approx(4.8)),
             ("4100000003", 48, pytest.approx(9.6)),
         ]
+
+
+def test_v4_bills_migrate_without_key_indexes(tmp_path: Path) -> None:
+    """A v4 store's bills and lines move to v5's tables unchanged, without the primary-key
+    indexes; a duplicate that the keys refused is now reported by the uniqueness audit views."""
+    import duckdb
+
+    from settlement.schema import MIGRATIONS
+
+    db = tmp_path / "v4.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR,"
+        " applied_at TIMESTAMPTZ)"
+    )
+    for m in MIGRATIONS[:4]:
+        con.execute(m.sql)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    con.execute(
+        "INSERT INTO bills VALUES ('A/p/2024-07-01/r1', 1, 'A', 'N1', DATE '2024-07-01',"
+        " DATE '2024-08-01', DATE '2024-07-01', DATE '2024-08-01', 'p', 'v1', 'AUD', 10.00, 1.00,"
+        " 11.00, 'issued', NULL, 0, false, TIMESTAMPTZ '2024-08-02 00:00:00+00'),"
+        " ('B/p/2024-07-01/r1', 1, 'B', 'N2', DATE '2024-07-01', DATE '2024-08-01',"
+        " DATE '2024-07-01', DATE '2024-08-01', 'p', 'v1', 'AUD', NULL, NULL, NULL, 'held',"
+        " 'missing', 0, false, TIMESTAMPTZ '2024-08-02 00:00:00+00')"
+    )
+    con.execute(
+        "INSERT INTO bill_lines VALUES ('A/p/2024-07-01/r1', 1, 'Energy', 'peak', 20.0, 'kWh',"
+        " 0.5, 10.00, 1.00, 11.00, true, DATE '2024-07-01', DATE '2024-07-31', 1488, 'x')"
+    )
+    with pytest.raises(duckdb.ConstraintException):
+        con.execute("INSERT INTO bill_lines SELECT * FROM bill_lines")
+    before = [con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("bills", "bill_lines")]  # fmt: skip
+    con.close()
+    with Store.open(db) as s:
+        assert s.schema_version() == LATEST_VERSION
+        after = [s.con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("bills", "bill_lines")]  # fmt: skip
+        assert after == before
+        keys = s.con.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name IN ('bills', 'bill_lines')"
+            " AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+        ).fetchone()
+        assert keys == (0,)
+        s.con.execute("INSERT INTO bill_lines SELECT * FROM bill_lines")  # no longer refused
+        assert s.con.execute("SELECT * FROM audit_duplicate_bill_lines").fetchall() == [
+            ("A/p/2024-07-01/r1", 1, 2)
+        ]
+        assert s.con.execute("SELECT count(*) FROM audit_duplicate_bill_ids").fetchone() == (0,)
