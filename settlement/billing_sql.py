@@ -72,6 +72,12 @@ _PRICE_JOIN = (
     "LEFT JOIN _prices p ON p.region = r.region AND p.ts_us = k.ts_us "
     "AND p.interval_minutes = m.minutes"
 )
+# The local days on which each clock key (with its interval length) occurs, at instants
+# aligned to that length: a line's first and last day are looked up here, not aggregated over
+# every read (two aggregates fewer in the pass; see _with_dates).
+_KEY_DAYS_SQL = """
+SELECT DISTINCT ckm, dno FROM _kc WHERE ts_us % (minutes * 60000000) = 0 ORDER BY dno
+"""
 # One pass over the stored numbers: every read of the segments' channels inside its segment,
 # summed per segment and clock key with interval length (``ckm = ck x 7 + minutes / 5``: two
 # group keys, not three, is ~15% faster). Literal SQL (no bound parameters: DuckDB
@@ -79,7 +85,7 @@ _PRICE_JOIN = (
 # integers computed here or read from the store.
 _PASS_SQL = """
 SELECT sc.seg, kc.ckm, sum(v.kwh) AS quantity,
-       count(*) AS n_intervals, min(kc.dno) AS dno_from, max(kc.dno) AS dno_to{amounts}
+       count(*) AS n_intervals{amounts}
 FROM _sc sc
 JOIN meter_values v ON v.channel_id = sc.channel_id AND v.is_current{missing}
 JOIN _kc kc ON kc.key = (epoch_us(v.interval_start) - {base}) // 300000000 * {step}
@@ -105,6 +111,32 @@ SELECT coalesce(bool_or(lo < sf{j} OR hi > sc{j} OR lo < sfi{j}), false) FROM (
                CASE WHEN slf{j} THEN l.hi_lf ELSE 1.0 END AS b
         FROM _kc k, (SELECT min(loss_factor) AS lo_lf, max(loss_factor) AS hi_lf FROM _segs) l))
 """
+
+
+def _with_dates(agg: pl.DataFrame, key_days: pl.DataFrame, segs: pl.DataFrame) -> pl.DataFrame:
+    """``dno_from``/``dno_to`` of each (segment, clock key) row: the first and last local day in
+    the segment on which the key occurs.
+
+    For a segment that is billed (not held: every read of its channels present) this is the
+    first and last day with a read of that key, which is what the reference aggregates; a held
+    segment's lines are never written.
+    """
+    epoch = pl.date(1970, 1, 1)
+    bounds = segs.select(
+        "seg",
+        (pl.col("start") - epoch).dt.total_days().cast(pl.Int32).alias("d0"),
+        ((pl.col("end") - epoch).dt.total_days() - 1).cast(pl.Int32).alias("d1"),
+    )
+    days = key_days.select(pl.col("ckm").cast(pl.Int64), pl.col("dno").cast(pl.Int32)).sort("dno")
+    rows = agg.join(bounds, on="seg").with_columns(pl.col("ckm").cast(pl.Int64))
+    first = rows.sort("d0").join_asof(
+        days.rename({"dno": "dno_from"}), left_on="d0", right_on="dno_from", by="ckm",
+        strategy="forward", check_sortedness=False,
+    )  # fmt: skip
+    return first.sort("d1").join_asof(
+        days.rename({"dno": "dno_to"}), left_on="d1", right_on="dno_to", by="ckm",
+        strategy="backward", check_sortedness=False,
+    ).drop("d0", "d1")  # fmt: skip
 
 
 def _flag_ids(store: Store, quality: str) -> list[int]:
@@ -133,12 +165,12 @@ def _component_rows(
     ]
     dates = [pl.from_epoch(c, time_unit="d") for c in ("date_from", "date_to")]
     if spec.varying:
-        rows = agg.join(keyed.select("ck", "nospot"), on="ck")
+        rows = agg.join(keyed.select("ck", "nospot", f"sa{j}"), on="ck")
         if f"amount{j}" in rows.columns:
             amount = pl.col(f"amount{j}").sum()
-        else:
+        else:  # linear: lf x sum(kWh x spot part) + sum over clock keys of adders x kWh
             lf = pl.col("loss_factor").first() if spec.loss_factors else pl.lit(1.0)
-            amount = pl.col(f"sumb{j}").sum() * lf + pl.col(f"suma{j}").sum()
+            amount = pl.col(f"sumb{j}").sum() * lf + (pl.col(f"sa{j}") * pl.col("quantity")).sum()
         return (
             rows.join(segs.select("seg", "loss_factor"), on="seg")
             .group_by("seg")
@@ -301,7 +333,8 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
                 missing=f" AND v.flag_id NOT IN ({_in_list(missing)})" if missing else "",
             )
         ).pl()
-        agg = agg.with_columns(
+        key_days = store.con.sql(_KEY_DAYS_SQL).pl()
+        agg = _with_dates(agg, key_days, segs).with_columns(
             (pl.col("ckm") // 7).alias("ck"),
             (pl.col("ckm") % 7 * 5).cast(pl.Int64).alias("minutes"),
         )
@@ -309,6 +342,7 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
         kc_map = store.con.sql(
             "SELECT DISTINCT ck, sfx, nospot"
             + "".join(f", d{c.index}, r{c.index}, f{c.index}" for c in fixed)
+            + "".join(f", sa{j}" for j in range(cp.slots))
             + " FROM _kc"
         ).pl()
         estimated = (

@@ -141,12 +141,13 @@ class ChannelPass:
 
 def spot_amount_sql(slot: int, clamp: bool) -> list[str]:
     """Aggregates of the pass for spot slot ``slot``: with ``clamp``, the clamped per-read
-    amount ``amount{slot}``; without, the two linear parts ``sumb{slot}`` (to be scaled by the
-    segment's loss factor, or 1) and ``suma{slot}``. DuckDB's ``greatest``/``least`` ignore NULL
-    bounds, as the reference ignores a floor or cap not in force."""
+    amount ``amount{slot}``; without, the wholesale part ``sumb{slot}`` (to be scaled by the
+    segment's loss factor, or 1; the adders' part is ``sa`` x quantity per clock key, since
+    ``sa`` is part of the key). DuckDB's ``greatest``/``least`` ignore NULL bounds, as the
+    reference ignores a floor or cap not in force."""
     j = slot
     if not clamp:
-        return [f"sum(v.kwh * kc.sb{j}) AS sumb{j}", f"sum(v.kwh * kc.sa{j}) AS suma{j}"]
+        return [f"sum(v.kwh * kc.sb{j}) AS sumb{j}"]
     x = f"(kc.sb{j} * CASE WHEN kc.slf{j} THEN sc.loss_factor ELSE 1.0 END + kc.sa{j})"
     return [
         f"sum(v.kwh * greatest(least(greatest({x}, kc.sf{j}), kc.sc{j}), kc.sfi{j})) AS amount{j}"
@@ -226,7 +227,8 @@ def channel_pass(components: Sequence[object]) -> ChannelPass:
             whens = " ".join(f"WHEN {c} THEN {v[n]}" for c, v in arms.items())
             cols.append(f"CASE sfx {whens} END AS {name}{j}")
     nospot = "spot_per_mwh IS NULL" if spot_arms else "FALSE"
-    order = ", ".join(["sfx", *keys, "nospot"])
+    # the adders are few values (TOU network rates, constants): keyed, they leave the pass
+    order = ", ".join(["sfx", *keys, *[f"sa{j}" for j in sorted(spot_arms)], "nospot"])
     clock_sql = (
         f"WITH k0 AS (SELECT *{''.join(', ' + f for f in firsts)}, {nospot} AS nospot FROM _kx), "
         f"k1 AS (SELECT *{''.join(', ' + c for c in cols)} FROM k0) "
