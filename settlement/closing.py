@@ -31,7 +31,11 @@ from settlement.store import Store
 from tariffs.product import Product
 
 Progress = Callable[[str, int, int], None]
-ACCOUNT_BATCH = 5_000  # accounts billed per call: bounds the interval frame (~2 GB at 5-min)
+# Accounts billed per billing run (the unit a crash makes the rerun redo). Memory is bounded
+# inside bill_accounts (the SQL fast path returns only aggregates; the polars path prices in
+# batches), and each fast-path run reads the whole meter_values table once: 5,000 per run made
+# the 100,000-account close read it 20 times.
+ACCOUNT_BATCH = 100_000
 
 CANDIDATES_SQL = """
 WITH months AS (
