@@ -7,6 +7,7 @@ executes every audit whose tables exist, stores the count and a sample of failin
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
@@ -51,12 +52,14 @@ AUDITS: list[Audit] = [
                      AS supply_to
             FROM customers
         ), metered AS (
-            SELECT a.account, (m.interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, m.suffix,
+            SELECT a.account, (m.interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, c.suffix,
                    sum(m.kwh) AS kwh
-            FROM meter_reads_raw m JOIN acct a ON a.nmi = m.nmi
+            -- the stored numbers channel first (schema v4), not the text view meter_reads_raw
+            FROM acct a JOIN meter_channels c ON c.nmi = a.nmi
+             AND (c.suffix[1] = 'E' OR c.suffix[1] = 'B')
+            JOIN meter_values m ON m.channel_id = c.channel_id AND m.is_current
              AND m.interval_start >= a.supply_from AND m.interval_start < a.supply_to
-            WHERE m.is_current AND (m.suffix[1] = 'E' OR m.suffix[1] = 'B')
-              AND m.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
+            WHERE m.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
               AND m.interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
             GROUP BY ALL
         ), settled AS (
@@ -194,17 +197,24 @@ def register(audit: Audit) -> None:
 
 
 def run_audits(
-    store: Store, date_from: object, date_to: object, *, sample_rows: int = 5
+    store: Store, date_from: dt.date, date_to: dt.date, *, sample_rows: int = 5
 ) -> list[AuditResult]:
     """Run every applicable audit over the date range; return results (also for passes)."""
     results = []
-    params = {"date_from": date_from, "date_to": date_to}
+    # the range written in as DATE literals of date objects (never text from input): DuckDB 1.5
+    # does not prune the meter_values scan by a bound parameter (10 s against 3 s here)
+    dates = {}
+    for name, value in (("date_from", date_from), ("date_to", date_to)):
+        if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+            raise TypeError(f"{name} must be a date, not {type(value).__name__}")
+        dates[f"${name}"] = f"DATE '{value.isoformat()}'"
     for audit in [*AUDITS, *BILL_AUDITS]:
         if not all(_exists(store, t) for t in audit.needs):
             continue
-        used = {k: v for k, v in params.items() if f"${k}" in audit.sql}
         sql = audit.sql.replace("(HASH)", f"({HASH_SQL})")
-        rel = store.con.execute(f"SELECT * FROM ({sql}) LIMIT 1000001", used)
+        for key, literal in dates.items():
+            sql = sql.replace(key, literal)
+        rel = store.con.execute(f"SELECT * FROM ({sql}) LIMIT 1000001")
         cols = [d[0] for d in rel.description or []]
         rows = rel.fetchall()
         sample = [dict(zip(cols, r, strict=True)) for r in rows[:sample_rows]]
