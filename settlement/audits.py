@@ -156,8 +156,10 @@ BILL_AUDITS: list[Audit] = [
         "its channel over the bill's period (bills issued from data as known at issue)",
         """
         WITH billed AS (
-            SELECT b.bill_id, b.nmi, l.component, pc.suffix, c.timezone,
-                   b.period_start, b.period_end, sum(l.quantity) AS billed_kwh
+            SELECT b.bill_id, b.nmi, l.component, pc.suffix,
+                   timezone(c.timezone, b.period_start::TIMESTAMP) AS utc_from,
+                   timezone(c.timezone, b.period_end::TIMESTAMP) AS utc_to,
+                   sum(l.quantity) AS billed_kwh
             FROM bills b JOIN bill_issues i USING (bill_id)
             JOIN bill_lines l USING (bill_id)
             JOIN product_channels pc ON pc.product = b.product AND pc.component = l.component
@@ -166,11 +168,12 @@ BILL_AUDITS: list[Audit] = [
               AND b.period_end - 1 BETWEEN $date_from AND $date_to
             GROUP BY ALL
         ), metered AS (
+            -- the stored numbers channel first (schema v4), not the text view meter_reads
             SELECT bl.bill_id, bl.component, sum(m.kwh) AS metered_kwh
-            FROM billed bl JOIN meter_reads m ON m.nmi = bl.nmi AND m.suffix = bl.suffix
-             AND m.quality <> 'N'
-             AND m.interval_start >= timezone(bl.timezone, bl.period_start::TIMESTAMP)
-             AND m.interval_start < timezone(bl.timezone, bl.period_end::TIMESTAMP)
+            FROM billed bl JOIN meter_channels c ON c.nmi = bl.nmi AND c.suffix = bl.suffix
+            JOIN meter_values m ON m.channel_id = c.channel_id AND m.is_current
+             AND m.interval_start >= bl.utc_from AND m.interval_start < bl.utc_to
+            JOIN meter_flags f ON f.flag_id = m.flag_id AND f.quality <> 'N'
             GROUP BY ALL
         )
         SELECT bl.bill_id, bl.component, bl.billed_kwh, m.metered_kwh

@@ -341,3 +341,43 @@ def test_back_billing_limit_writes_off_old_undercharge(tmp_path: Path) -> None:
             assert status == "applied_written_off" and net > 0 and written_off == -net
     finally:
         store.close()
+
+
+def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter(
+    tmp_path: Path,
+) -> None:
+    """The two energy audits (rewritten over the numeric meter tables) report a tampered settled
+    read and a tampered issued bill line, naming the account and the bill."""
+    from settlement.audits import run_audits
+    from settlement.closing import stage_channels
+
+    cfg = load_config(build_inbox(tmp_path))
+    store = Store.open(tmp_path / "store.duckdb")
+    try:
+        assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+        clean = {a.name: a.failing_rows for a in run_audits(store, START, END)}
+        stage_channels(store, cfg.products)
+        clean |= {a.name: a.failing_rows for a in run_audits(store, START, END)}
+        assert clean["wholesale_energy_conserved"] == clean["billed_energy_equals_metered"] == 0
+        store.con.execute(
+            "UPDATE wholesale_reads SET kwh = kwh + 0.5 WHERE account = 'A2' AND suffix = 'E1'"
+            " AND interval_start = (SELECT min(interval_start) FROM wholesale_reads)"
+        )
+        bill = store.query(
+            "SELECT b.bill_id FROM bills b JOIN bill_lines l USING (bill_id) WHERE b.status ="
+            " 'issued' AND l.unit = 'kWh' AND l.quantity > 0 ORDER BY 1 LIMIT 1"
+        ).fetchall()[0][0]
+        store.con.execute(
+            "UPDATE bill_lines SET quantity = quantity + 1 WHERE bill_id = ? AND line_no ="
+            " (SELECT min(line_no) FROM bill_lines WHERE bill_id = ? AND unit = 'kWh'"
+            " AND quantity > 0)",
+            [bill, bill],
+        )
+        found = {a.name: a for a in run_audits(store, START, END)}
+    finally:
+        store.close()
+    energy = found["wholesale_energy_conserved"]
+    assert energy.failing_rows == 1 and energy.sample[0]["account"] == "A2"
+    assert energy.sample[0]["settled_kwh"] == pytest.approx(energy.sample[0]["metered_kwh"] + 0.5)
+    billed = found["billed_energy_equals_metered"]
+    assert billed.failing_rows == 1 and billed.sample[0]["bill_id"] == bill
