@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from settlement.closing import HASH_SQL
-from settlement.store import Store
+from settlement.store import Store, with_literals
 
 
 @dataclass(frozen=True)
@@ -204,19 +204,16 @@ def run_audits(
 ) -> list[AuditResult]:
     """Run every applicable audit over the date range; return results (also for passes)."""
     results = []
-    # the range written in as DATE literals of date objects (never text from input): DuckDB 1.5
-    # does not prune the meter_values scan by a bound parameter (10 s against 3 s here)
-    dates = {}
-    for name, value in (("date_from", date_from), ("date_to", date_to)):
+    # the range as DATE literals: the meter_values scans of the energy audits were not pruned
+    # by a bound parameter (10.1 s against 6.4 s for a 28.8 M-read day)
+    dates = {"date_from": date_from, "date_to": date_to}
+    for name, value in dates.items():
         if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
             raise TypeError(f"{name} must be a date, not {type(value).__name__}")
-        dates[f"${name}"] = f"DATE '{value.isoformat()}'"
     for audit in [*AUDITS, *BILL_AUDITS]:
         if not all(_exists(store, t) for t in audit.needs):
             continue
-        sql = audit.sql.replace("(HASH)", f"({HASH_SQL})")
-        for key, literal in dates.items():
-            sql = sql.replace(key, literal)
+        sql = with_literals(audit.sql.replace("(HASH)", f"({HASH_SQL})"), dates)
         rel = store.con.execute(f"SELECT * FROM ({sql}) LIMIT 1000001")
         cols = [d[0] for d in rel.description or []]
         rows = rel.fetchall()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 
 from settlement.failpoints import failpoint
-from settlement.store import Store
+from settlement.store import Store, with_literals
 
 MARKET_TZ = "Etc/GMT-10"  # NEM market time, UTC+10 all year (POSIX sign convention)
 
@@ -87,26 +87,15 @@ def market_day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
 
 
-def _literal(t: dt.datetime) -> str:
-    """A TIMESTAMPTZ literal of an aware datetime (ISO text made here, never taken from input)."""
-    assert t.tzinfo is not None
-    return f"TIMESTAMPTZ '{t.isoformat()}'"
-
-
 def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
     """Replace the wholesale settlement of market day ``day`` (one transaction).
 
     Returns counts: rows, missing_price, estimated. Rerunning gives identical rows.
     """
     start, end = market_day_bounds(day)
-    # the day's bounds written in as typed literals of computed values (never user text):
-    # DuckDB 1.5 plans the parameterised scan of meter_values without pruning it by time,
-    # 7.1 s against 4.2 s for a 28.8 M-read day
-    sql = (
-        SETTLE_SQL.replace("$start", _literal(start))
-        .replace("$end", _literal(end))
-        .replace("$settlement_date", f"DATE '{day.isoformat()}'")
-    )
+    # the day's bounds as typed literals: the parameterised scan of meter_values was not pruned
+    # by time (7.1 s against 4.2 s for a 28.8 M-read day)
+    sql = with_literals(SETTLE_SQL, {"start": start, "end": end, "settlement_date": day})
     with store.transaction() as con:
         con.execute("DELETE FROM wholesale_reads WHERE settlement_date = ?", [day])
         con.execute(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from settlement.schema import LATEST_VERSION
@@ -58,25 +59,31 @@ def test_a_missing_middle_migration_is_applied(tmp_path: Path) -> None:
         assert s.con.execute("SELECT count(*) FROM bills").fetchall() == [(0,)]
 
 
-def test_v3_meter_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
-    """A v3 store's readings (text columns per reading) move to v4's numeric ``meter_values``
-    unchanged: every column of ``meter_reads_raw`` and ``meter_reads`` reads back the same, and
-    a later NEM12 ingest continues the dictionaries."""
-    import duckdb
-
-    from settlement.nem12 import ingest_meter_files
+def _store_at(db: Path, version: int) -> duckdb.DuckDBPyConnection:
+    """A store file built by the first ``version`` migrations only (as an older fairshare left
+    it), open on a plain connection."""
     from settlement.schema import MIGRATIONS
 
-    db = tmp_path / "v3.duckdb"
     con = duckdb.connect(str(db))
     con.execute("SET TimeZone = 'UTC'")
     con.execute(
         "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR,"
         " applied_at TIMESTAMPTZ)"
     )
-    for m in MIGRATIONS[:3]:
+    for m in MIGRATIONS[:version]:
         con.execute(m.sql)
         con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    return con
+
+
+def test_v3_meter_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
+    """A v3 store's readings (text columns per reading) move to v4's numeric ``meter_values``
+    unchanged: every column of ``meter_reads_raw`` and ``meter_reads`` reads back the same, and
+    a later NEM12 ingest continues the dictionaries."""
+    from settlement.nem12 import ingest_meter_files
+
+    db = tmp_path / "v3.duckdb"
+    con = _store_at(db, 3)
     con.execute(
         "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at, status)"
         " VALUES (nextval('file_id_seq'), 'meter', 'a.csv', 'x1', 0, now(), 'loaded'),"
@@ -179,20 +186,8 @@ def test_v3_meter_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
 def test_v4_bills_migrate_without_key_indexes(tmp_path: Path) -> None:
     """A v4 store's bills and lines move to v5's tables unchanged, without the primary-key
     indexes; a duplicate that the keys refused is now reported by the uniqueness audit views."""
-    import duckdb
-
-    from settlement.schema import MIGRATIONS
-
     db = tmp_path / "v4.duckdb"
-    con = duckdb.connect(str(db))
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(
-        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR,"
-        " applied_at TIMESTAMPTZ)"
-    )
-    for m in MIGRATIONS[:4]:
-        con.execute(m.sql)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    con = _store_at(db, 4)
     con.execute(
         "INSERT INTO bills VALUES ('A/p/2024-07-01/r1', 1, 'A', 'N1', DATE '2024-07-01',"
         " DATE '2024-08-01', DATE '2024-07-01', DATE '2024-08-01', 'p', 'v1', 'AUD', 10.00, 1.00,"
@@ -223,3 +218,21 @@ def test_v4_bills_migrate_without_key_indexes(tmp_path: Path) -> None:
             ("A/p/2024-07-01/r1", 1, 2)
         ]
         assert s.con.execute("SELECT count(*) FROM audit_duplicate_bill_ids").fetchone() == (0,)
+
+
+def test_with_literals_writes_typed_literals_and_refuses_anything_else() -> None:
+    import datetime as dt
+
+    from settlement.store import with_literals
+
+    t = dt.datetime(2024, 8, 30, 14, tzinfo=dt.UTC)
+    sql = with_literals("SELECT $date_from, $date, $t", {"date": dt.date(2024, 1, 2),
+                        "date_from": dt.date(2024, 8, 31), "t": t})  # fmt: skip
+    assert sql == (
+        "SELECT DATE '2024-08-31', DATE '2024-01-02', TIMESTAMPTZ '2024-08-30T14:00:00+00:00'"
+    )
+    assert duckdb.sql(sql).fetchone() == (dt.date(2024, 8, 31), dt.date(2024, 1, 2), t)
+    with pytest.raises(TypeError, match="naive"):
+        with_literals("$t", {"t": dt.datetime(2024, 1, 1)})
+    with pytest.raises(TypeError, match="must be a date"):
+        with_literals("$t", {"t": "2024-01-01'; DROP TABLE bills; --"})  # type: ignore[dict-item]
