@@ -120,10 +120,11 @@ class ChannelPass:
     region and channel: ``ts_us, local_date, minute_of_day, month, day_code, sfx, spot_per_mwh``
     and the join ``key``) the clock table the reads join: ``key``, ``dno`` (local date as days
     since 1970), ``ck`` (numbering the distinct tuples of channel, fixed-rate period, rate, rate
-    start and missing spot price, so reads are summed per ``ck``, not per instant), the fixed-rate
-    columns ``d{i}, r{i}, f{i}`` (NULL on other channels' rows), ``nospot``, and per spot slot
-    ``j``: ``sb{j}`` (spot / 1000 x multiplier), ``sa{j}`` (the adders), ``sf{j}``, ``sc{j}``
-    (floor and cap) and ``sfi{j}`` (feed-in floor). A spot-linked price is then
+    start, spot adders and missing spot price, so reads are summed per ``ck``, not per instant),
+    the fixed-rate columns ``d{i}, r{i}, f{i}`` (NULL on other channels' rows), ``nospot``, and
+    per spot slot ``j``: ``sb{j}`` (spot / 1000 x multiplier), ``sa{j}`` (the adders),
+    ``sf{j}``, ``sc{j}`` (floor and cap), ``sfi{j}`` (feed-in floor) and ``slf{j}`` (loss
+    factors apply). A spot-linked price is then
     ``clamp(sb x [loss factor] + sa)``; :func:`spot_amount_sql` gives its per-read sum.
     """
 
@@ -159,14 +160,15 @@ def channel_pass(components: Sequence[object]) -> ChannelPass:
 
     Same arithmetic as the polars reference (:mod:`tariffs.calculus`): fixed rates (flat or TOU,
     a feed-in floor applied to the rate) are summed per period and rate in force; spot-linked
-    prices are computed per read (or, when no floor or cap can bind, from two linear sums) and
-    summed per segment.
+    prices are computed per read (or, when no floor or cap can bind, as one linear sum of the
+    wholesale part plus the keyed adders) and summed per segment.
     """
     firsts: list[str] = []
     cols: list[str] = []
     keys: list[str] = []
     specs: list[PassComponent] = []
     spot_arms: dict[int, dict[str, list[str]]] = {}
+    bounded: dict[int, bool] = {}  # per slot: some component of it has a floor or cap
     for i, comp in enumerate(components):
         if not isinstance(comp, Energy | FeedIn):
             continue
@@ -181,6 +183,9 @@ def channel_pass(components: Sequence[object]) -> ChannelPass:
             adders = " + ".join(_adder_sql(a) for a in spot.adders) or "0.0"
             none = "NULL::DOUBLE"
             arms = spot_arms.setdefault(slot, {})
+            bounded[slot] = bounded.get(slot, False) or any(
+                b is not None for b in (spot.floor, spot.cap, floor)
+            )
             arms[str(code)] = [
                 f"spot_per_mwh / 1000.0 * {dated_sql(spot.multiplier)}",
                 f"({adders})",
@@ -214,15 +219,8 @@ def channel_pass(components: Sequence[object]) -> ChannelPass:
         keys.append(f"d{i}, f{i}, r{i}")
         specs.append(PassComponent(i, comp.name, labels, False, sign, taxable, sfx))
     names = ("sb", "sa", "sf", "sc", "sfi", "slf")
-    clamped = []
     for j in sorted(spot_arms):
         arms = spot_arms[j]
-        clamped.append(
-            any(
-                v[2] != "NULL::DOUBLE" or v[3] != "NULL::DOUBLE" or v[4] != "NULL::DOUBLE"
-                for v in arms.values()
-            )
-        )
         for n, name in enumerate(names):
             whens = " ".join(f"WHEN {c} THEN {v[n]}" for c, v in arms.items())
             cols.append(f"CASE sfx {whens} END AS {name}{j}")
@@ -236,6 +234,7 @@ def channel_pass(components: Sequence[object]) -> ChannelPass:
         f"dense_rank() OVER (ORDER BY {order}) - 1 AS ck FROM k1"
     )
     suffixes = ["E1", *sorted({s.suffix for s in specs} - {"E1"})]
+    clamped = [bounded[j] for j in sorted(spot_arms)]
     return ChannelPass(clock_sql, specs, suffixes, len(spot_arms), clamped)
 
 
