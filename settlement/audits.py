@@ -47,14 +47,16 @@ AUDITS: list[Audit] = [
         "account's supply period",
         """
         WITH acct AS (
-            SELECT account, nmi, timezone('Etc/GMT-10', move_in::TIMESTAMP) AS supply_from,
+            SELECT row_number() OVER () AS acct_no, account, nmi,
+                   timezone('Etc/GMT-10', move_in::TIMESTAMP) AS supply_from,
                    timezone('Etc/GMT-10', coalesce(move_out, DATE '9999-12-31')::TIMESTAMP)
                      AS supply_to
             FROM customers
-        ), metered AS (
-            SELECT a.account, (m.interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, c.suffix,
-                   sum(m.kwh) AS kwh
-            -- the stored numbers channel first (schema v4), not the text view meter_reads_raw
+        ), metered_by_no AS (
+            -- the stored numbers channel first (schema v4), grouped on integer keys; the market
+            -- day (UTC+10) as a day number, made a date after grouping
+            SELECT a.acct_no, m.channel_id,
+                   (epoch(m.interval_start)::BIGINT + 36000) // 86400 AS day_no, sum(m.kwh) AS kwh
             FROM acct a JOIN meter_channels c ON c.nmi = a.nmi
              AND (c.suffix[1] = 'E' OR c.suffix[1] = 'B')
             JOIN meter_values m ON m.channel_id = c.channel_id AND m.is_current
@@ -62,36 +64,56 @@ AUDITS: list[Audit] = [
             WHERE m.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
               AND m.interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
             GROUP BY ALL
+        ), metered AS (
+            SELECT a.account, m.channel_id, DATE '1970-01-01' + m.day_no::INTEGER AS day, m.kwh
+            FROM metered_by_no m JOIN acct a USING (acct_no)
+        ), settled_by_terms AS (
+            -- the stored settlement (schema v6), grouped on integer keys
+            SELECT terms_id, channel_id, settlement_date AS day, sum(kwh) AS kwh
+            FROM wholesale_values WHERE settlement_date BETWEEN $date_from AND $date_to
+            GROUP BY ALL
         ), settled AS (
-            SELECT account, settlement_date AS day, suffix, sum(kwh) AS kwh FROM wholesale_reads
-            WHERE settlement_date BETWEEN $date_from AND $date_to GROUP BY ALL
+            SELECT t.account, s.channel_id, s.day, sum(s.kwh) AS kwh
+            FROM settled_by_terms s JOIN wholesale_terms t USING (terms_id) GROUP BY ALL
         )
-        SELECT account, day, suffix, s.kwh AS settled_kwh, m.kwh AS metered_kwh
-        FROM settled s FULL JOIN metered m USING (account, day, suffix)
+        SELECT account, day, c.suffix, s.kwh AS settled_kwh, m.kwh AS metered_kwh
+        FROM settled s FULL JOIN metered m USING (account, channel_id, day)
+        JOIN meter_channels c USING (channel_id)
         WHERE abs(coalesce(s.kwh, 0) - coalesce(m.kwh, 0)) > 1e-6
         """,
-        ("wholesale_reads",),
+        ("wholesale_values",),
     ),
     Audit(
         "wholesale_no_nan",
-        "no NaN or infinite money and no NULL amount on a read whose price is known",
+        "no NaN or infinite kWh, loss factor or price in the settlement (a NULL price is a "
+        "missing price, stated as such)",
         """
-        SELECT account, suffix, interval_start, amount_aud, status FROM wholesale_reads
+        SELECT t.account, v.channel_id, v.interval_start, v.kwh, NULL AS price_per_mwh
+        FROM wholesale_values v JOIN wholesale_terms t USING (terms_id)
+        WHERE v.settlement_date BETWEEN $date_from AND $date_to
+          AND (isnan(v.kwh) OR isinf(v.kwh) OR isnan(t.dlf * t.mlf) OR isinf(t.dlf * t.mlf))
+        UNION ALL
+        SELECT region, NULL, interval_start, NULL, price_per_mwh FROM wholesale_prices
         WHERE settlement_date BETWEEN $date_from AND $date_to
-          AND (isnan(amount_aud) OR isinf(amount_aud)
-               OR (status <> 'missing_price' AND amount_aud IS NULL))
+          AND (isnan(price_per_mwh) OR isinf(price_per_mwh))
         """,
-        ("wholesale_reads",),
+        ("wholesale_values",),
     ),
     Audit(
         "wholesale_no_duplicate_interval",
-        "one settled read per account, channel and interval",
+        "one settled read per channel and interval (so none for two accounts at once), and one "
+        "price per region and interval",
         """
-        SELECT account, suffix, interval_start, count(*) AS n FROM wholesale_reads
+        SELECT channel_id::VARCHAR AS channel_or_region, interval_start, count(*) AS n
+        FROM wholesale_values
         WHERE settlement_date BETWEEN $date_from AND $date_to
-        GROUP BY ALL HAVING count(*) > 1
+        GROUP BY channel_id, interval_start HAVING count(*) > 1
+        UNION ALL
+        SELECT region, interval_start, count(*) FROM wholesale_prices
+        WHERE settlement_date BETWEEN $date_from AND $date_to
+        GROUP BY region, interval_start, interval_minutes HAVING count(*) > 1
         """,
-        ("wholesale_reads",),
+        ("wholesale_values",),
     ),
 ]
 

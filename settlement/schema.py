@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from settlement.schema_bills import BILLS_V5_SQL
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
+from settlement.schema_wholesale import WHOLESALE_V6_SQL
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "meter readings as numbers: meter_values, meter_channels, meter_flags", METER_V4_SQL
     ),
     Migration(5, "bills and bill lines without key indexes; uniqueness audited", BILLS_V5_SQL),
+    Migration(
+        6,
+        "wholesale settlement as numbers: wholesale_values, wholesale_terms, wholesale_prices",
+        WHOLESALE_V6_SQL,
+    ),
 )
 
 LATEST_VERSION: int = max(m.version for m in MIGRATIONS)

@@ -1,17 +1,21 @@
 """Daily wholesale settlement: the retailer's cost of every account interval.
 
-Stored per read (table ``wholesale_reads``: one row per account, channel and interval):
+Per settled read (view ``wholesale_reads``: one row per account, channel and interval):
 ``amount_aud = kwh x DLF x MLF x price_per_mwh / 1000`` (DOMAIN.md section 4): the wholesale
 cost of an import channel (suffix E*), the spot value of an export channel (B*). The view
 ``wholesale_settlement`` pivots it per account interval (import/export kWh, cost, export value).
 A settlement day is a NEM market day: intervals starting in ``[D 00:00, D+1 00:00)`` UTC+10.
+What is stored (schema v6, ``settlement.schema_wholesale``) is the read's kWh and quality in
+``wholesale_values``, the account's loss factors in ``wholesale_terms`` and the price of each
+(region, interval) of the day in ``wholesale_prices``; the view multiplies them out.
 
 The price of a meter interval is the time-weighted mean of the price intervals it covers (a
 30-minute read under 5-minute prices takes the mean of six prices; a 5-minute read under a
 30-minute price takes that price). An interval whose price is not fully covered is stored with a
-NULL cost and ``status = 'missing_price'``: a missing price never counts as zero. Where prices
-of two interval lengths cover the same time (30-minute trading and 5-minute dispatch prices before
-2021-10-01), the longer one is used: it is the price that was settled.
+NULL price, so its cost is NULL and its ``status`` is ``'missing_price'``: a missing price never
+counts as zero. Where prices of two interval lengths cover the same time (30-minute trading and
+5-minute dispatch prices before 2021-10-01), the longer one is used: it is the price that was
+settled.
 """
 
 from __future__ import annotations
@@ -23,30 +27,54 @@ from settlement.store import Store, with_literals
 
 MARKET_TZ = "Etc/GMT-10"  # NEM market time, UTC+10 all year (POSIX sign convention)
 
-SETTLE_SQL = """
+TERMS_SQL = """
+INSERT INTO wholesale_terms
+SELECT (SELECT coalesce(max(terms_id), 0) FROM wholesale_terms)
+       + row_number() OVER (ORDER BY account, region, dlf, mlf), account, region, dlf, mlf
+FROM (SELECT DISTINCT account, region, dlf, mlf FROM customers) c
+WHERE NOT EXISTS (
+    SELECT 1 FROM wholesale_terms t
+    WHERE t.account = c.account AND t.region = c.region AND t.dlf = c.dlf AND t.mlf = c.mlf
+)
+"""
+
+VALUES_SQL = """
+-- one row per current read of an energy channel (E* import, B* export) in the account's supply
+-- period; numbers only, joined on the dense channel key (no text is carried per read)
 WITH acct AS (
-    SELECT account, nmi, region, dlf, mlf,
-           timezone('Etc/GMT-10', move_in::TIMESTAMP) AS supply_from,
-           timezone('Etc/GMT-10', coalesce(move_out, DATE '9999-12-31')::TIMESTAMP) AS supply_to
-    FROM customers
-),
-reads AS (
-    -- one row per current read of an energy channel (E* import, B* export); no aggregation:
-    -- grouping millions of interval keys is what would make this slow
-    SELECT a.account, m.nmi, m.suffix, a.region, m.interval_start, m.interval_minutes, m.kwh,
-           a.dlf, a.mlf, m.quality
-    FROM meter_reads_raw m
-    JOIN acct a ON a.nmi = m.nmi
-     AND m.interval_start >= a.supply_from AND m.interval_start < a.supply_to
-    WHERE m.is_current AND m.interval_start >= $start AND m.interval_start < $end
-      AND (m.suffix[1] = 'E' OR m.suffix[1] = 'B')
-),
-px_by_length AS (
+    SELECT t.terms_id, ch.channel_id,
+           timezone('Etc/GMT-10', a.move_in::TIMESTAMP) AS supply_from,
+           timezone('Etc/GMT-10', coalesce(a.move_out, DATE '9999-12-31')::TIMESTAMP) AS supply_to
+    FROM customers a
+    JOIN wholesale_terms t
+      ON t.account = a.account AND t.region = a.region AND t.dlf = a.dlf AND t.mlf = a.mlf
+    JOIN meter_channels ch ON ch.nmi = a.nmi AND (ch.suffix[1] = 'E' OR ch.suffix[1] = 'B')
+)
+SELECT a.terms_id, m.channel_id, m.interval_start, m.interval_minutes,
+       $settlement_date AS settlement_date, m.kwh, m.flag_id
+FROM meter_values m
+JOIN acct a ON a.channel_id = m.channel_id
+ AND m.interval_start >= a.supply_from AND m.interval_start < a.supply_to
+WHERE m.is_current AND m.interval_start >= $start AND m.interval_start < $end
+"""
+
+INTERVALS_SQL = """
+-- the day's settled (region, interval) pairs with their read counts: the rows that need a price
+SELECT t.region, v.interval_start, v.interval_minutes, count(*) AS reads,
+       count(*) FILTER (v.flag_id IN (SELECT flag_id FROM meter_flags
+                                      WHERE quality IN ('E', 'S', 'N'))) AS estimated
+FROM wholesale_values v JOIN wholesale_terms t ON t.terms_id = v.terms_id
+WHERE v.settlement_date = $settlement_date
+GROUP BY ALL
+"""
+
+PRICES_SQL = """
+WITH px_by_length AS (
     -- time-weighted mean price over each (region, meter interval), per price interval length
     SELECT r.region, r.interval_start, r.interval_minutes, p.interval_minutes AS price_minutes,
            sum(p.price_per_mwh * o.overlap_s) / sum(o.overlap_s) AS price_per_mwh,
            sum(o.overlap_s) AS covered_s
-    FROM (SELECT DISTINCT region, interval_start, interval_minutes FROM reads) r
+    FROM _settle_intervals r
     JOIN prices p
       ON p.region = r.region
      AND p.interval_start < r.interval_start + to_minutes(r.interval_minutes)
@@ -67,16 +95,11 @@ px AS (
                                ORDER BY covered_s = 60 * interval_minutes DESC,
                                         price_minutes DESC) = 1
 )
-SELECT r.account, r.nmi, r.suffix, r.region, r.interval_start, r.interval_minutes,
-       $settlement_date AS settlement_date, r.kwh, r.dlf, r.mlf,
-       CASE WHEN px.covered_s = 60 * r.interval_minutes THEN px.price_per_mwh END AS price_per_mwh,
-       CASE WHEN px.covered_s = 60 * r.interval_minutes
-            THEN r.kwh * r.dlf * r.mlf * px.price_per_mwh / 1000 END AS amount_aud,
-       r.quality,
-       CASE WHEN px.covered_s IS DISTINCT FROM 60 * r.interval_minutes THEN 'missing_price'
-            WHEN r.quality IN ('E', 'S', 'N') THEN 'estimated' ELSE 'ok' END AS status
-FROM reads r
+SELECT $settlement_date, r.region, r.interval_start, r.interval_minutes,
+       CASE WHEN px.covered_s = 60 * r.interval_minutes THEN px.price_per_mwh END
+FROM _settle_intervals r
 LEFT JOIN px USING (region, interval_start, interval_minutes)
+ORDER BY r.region, r.interval_start, r.interval_minutes
 """
 
 
@@ -90,29 +113,39 @@ def market_day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
     """Replace the wholesale settlement of market day ``day`` (one transaction).
 
-    Returns counts: rows, missing_price, estimated. Rerunning gives identical rows.
+    Returns counts: rows, missing_price, estimated (a known price on an E, S or N read).
+    Rerunning gives identical rows.
     """
     start, end = market_day_bounds(day)
     # the day's bounds as typed literals: the parameterised scan of meter_values was not pruned
     # by time (7.1 s against 4.2 s for a 28.8 M-read day)
-    sql = with_literals(SETTLE_SQL, {"start": start, "end": end, "settlement_date": day})
+    lit = {"start": start, "end": end, "settlement_date": day}
     with store.transaction() as con:
-        con.execute("DELETE FROM wholesale_reads WHERE settlement_date = ?", [day])
-        con.execute(
-            f"INSERT INTO wholesale_reads SELECT *, $run_id FROM ({sql})", {"run_id": run_id}
-        )
+        con.execute("DELETE FROM wholesale_values WHERE settlement_date = ?", [day])
+        con.execute("DELETE FROM wholesale_prices WHERE settlement_date = ?", [day])
+        con.execute(TERMS_SQL)
+        con.execute(f"INSERT INTO wholesale_values {with_literals(VALUES_SQL, lit)}")
         failpoint("settle.in_transaction")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _settle_intervals AS "
+            f"{with_literals(INTERVALS_SQL, lit)}"
+        )
+        con.execute(f"INSERT INTO wholesale_prices {with_literals(PRICES_SQL, lit)}")
         con.execute(
             "INSERT OR REPLACE INTO settled_days SELECT ?, ?, coalesce(max(file_id), 0) "
             "FROM ingested_files",
             [day, run_id],
         )
         row = con.execute(
-            "SELECT count(*), count(*) FILTER (status = 'missing_price'),"
-            " count(*) FILTER (status = 'estimated') FROM wholesale_reads"
-            " WHERE settlement_date = ?",
+            "SELECT coalesce(sum(i.reads), 0),"
+            " coalesce(sum(i.reads) FILTER (p.price_per_mwh IS NULL), 0),"
+            " coalesce(sum(i.estimated) FILTER (p.price_per_mwh IS NOT NULL), 0)"
+            " FROM _settle_intervals i JOIN wholesale_prices p ON p.settlement_date = ?"
+            " AND p.region = i.region AND p.interval_start = i.interval_start"
+            " AND p.interval_minutes = i.interval_minutes",
             [day],
         ).fetchall()[0]
+        con.execute("DROP TABLE _settle_intervals")
     return {"rows": int(row[0]), "missing_price": int(row[1]), "estimated": int(row[2])}
 
 

@@ -360,8 +360,9 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
         clean |= {a.name: a.failing_rows for a in run_audits(store, START, END)}
         assert clean["wholesale_energy_conserved"] == clean["billed_energy_equals_metered"] == 0
         store.con.execute(
-            "UPDATE wholesale_reads SET kwh = kwh + 0.5 WHERE account = 'A2' AND suffix = 'E1'"
-            " AND interval_start = (SELECT min(interval_start) FROM wholesale_reads)"
+            "UPDATE wholesale_values SET kwh = kwh + 0.5 WHERE channel_id = (SELECT channel_id"
+            " FROM customers JOIN meter_channels USING (nmi) WHERE account = 'A2' AND suffix ="
+            " 'E1') AND interval_start = (SELECT min(interval_start) FROM wholesale_values)"
         )
         bill = store.query(
             "SELECT b.bill_id FROM bills b JOIN bill_lines l USING (bill_id) WHERE b.status ="

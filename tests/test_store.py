@@ -236,3 +236,56 @@ def test_with_literals_writes_typed_literals_and_refuses_anything_else() -> None
         with_literals("$t", {"t": dt.datetime(2024, 1, 1)})
     with pytest.raises(TypeError, match="must be a date"):
         with_literals("$t", {"t": "2024-01-01'; DROP TABLE bills; --"})  # type: ignore[dict-item]
+
+
+def test_v5_wholesale_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
+    """A v5 store's settled reads (fifteen columns per read, seven of them text) move to v6's
+    ``wholesale_values`` and its dictionaries: every column of ``wholesale_reads`` and of
+    ``wholesale_settlement`` reads back the same, the computed cost included, bit for bit."""
+    db = tmp_path / "v5.duckdb"
+    con = _store_at(db, 5)
+    con.execute(
+        "INSERT INTO meter_channels VALUES (1, '4100000001', 'E1'), (2, '4100000001', 'B1'),"
+        " (3, '4100000002', 'E1')"
+    )
+    con.execute(
+        "INSERT INTO meter_flags VALUES (1, 'A', NULL, NULL), (2, 'E', '52', '1'),"
+        " (3, 'F', '14', NULL)"
+    )
+    con.execute(
+        "INSERT INTO settled_days VALUES (DATE '2024-01-01', 'run-a', 7),"
+        " (DATE '2024-01-02', 'run-b', 9)"
+    )
+    # account, nmi, suffix, region, start, minutes, day, kWh, DLF, MLF, price, quality, status;
+    # the cost is computed as v5's settlement did, and is NULL where the price is missing
+    reads = [
+        ("A1", "4100000001", "E1", "NSW1", "2024-01-01 00:00", 30, "2024-01-01", 0.7, 1.0451, 0.9937, 87.31, "A", "ok"),  # fmt: skip
+        ("A1", "4100000001", "B1", "NSW1", "2024-01-01 00:00", 30, "2024-01-01", 1.3, 1.0451, 0.9937, 87.31, "A", "ok"),  # fmt: skip
+        ("A1", "4100000001", "E1", "NSW1", "2024-01-01 00:30", 30, "2024-01-01", 0.2, 1.0451, 0.9937, -41.5, "E", "estimated"),  # fmt: skip
+        ("A2", "4100000002", "E1", "VIC1", "2024-01-01 00:00", 5, "2024-01-01", 0.1, 1.02, 1.001, None, "F", "missing_price"),  # fmt: skip
+        ("A2", "4100000002", "E1", "VIC1", "2024-01-02 00:00", 5, "2024-01-02", 0.3, 1.02, 1.001, 14200.0, "A", "ok"),  # fmt: skip
+    ]
+    con.executemany(
+        "INSERT INTO wholesale_reads SELECT ?, ?, ?, ?, ?::TIMESTAMPTZ, ?, ?::DATE, k, d, m, p,"
+        " k * d * m * p / 1000, ?, ?, 'run-' || (CASE WHEN ?::DATE = DATE '2024-01-01'"
+        " THEN 'a' ELSE 'b' END) FROM (SELECT ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE) t(k, d, m, p)",
+        [(*r[:7], *r[11:], r[6], *r[7:11]) for r in reads],
+    )
+    before = [
+        con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall()
+        for v in ("wholesale_reads", "wholesale_settlement")
+    ]
+    assert before[0][0][11] is not None and len(before[0]) == 5
+    con.close()
+    with Store.open(db) as s:
+        assert s.schema_version() == LATEST_VERSION
+        after = [
+            s.con.execute(f"SELECT * FROM {v} ORDER BY ALL").fetchall()
+            for v in ("wholesale_reads", "wholesale_settlement")
+        ]
+        assert after == before
+        assert s.con.execute("SELECT count(*) FROM wholesale_values").fetchone() == (5,)
+        assert s.con.execute("SELECT count(*) FROM wholesale_terms").fetchone() == (2,)
+        assert s.con.execute(
+            "SELECT count(*), count(price_per_mwh) FROM wholesale_prices"
+        ).fetchone() == (4, 3)
