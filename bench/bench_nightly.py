@@ -9,6 +9,10 @@ months.
 Usage::
 
     uv run python bench/bench_nightly.py [--accounts 100000] [--workdir /tmp/fs-bench-nightly]
+        [--reuse]
+
+The generated inputs and preloaded store are kept in ``<workdir>.prepared``; ``--reuse`` starts
+from them again (the nightly itself always runs on a fresh copy).
 
 Prints the per-stage wall time and peak memory (the nightly runs in its own process, capped by
 ``FAIRSHARE_MEMORY_LIMIT``) and one JSON line for machines.
@@ -160,17 +164,27 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=100_000)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/fs-bench-nightly"))
     ap.add_argument("--memory-limit", default="3GB")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="start from the prepared store and inbox kept by an earlier run (same --accounts)",
+    )
     args = ap.parse_args()
     work: Path = args.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "inbox" / "meter").mkdir(parents=True)
-    (work / "inbox" / "prices").mkdir(parents=True)
-    rng = np.random.default_rng(20240331)
+    prepared = work.with_name(work.name + ".prepared")  # the untimed preparation, kept
     t = time.perf_counter()
-    write_customers(work / "customers.csv", args.accounts)
-    readings = write_day_meter(work / "inbox" / "meter" / "NEM12_day.csv", args.accounts, rng)
-    write_day_prices(work / "inbox" / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv")
-    preload_history(work / "store.duckdb", work / "customers.csv", args.accounts)
+    if not (args.reuse and (prepared / "store.duckdb").exists()):
+        shutil.rmtree(prepared, ignore_errors=True)
+        (prepared / "inbox" / "meter").mkdir(parents=True)
+        (prepared / "inbox" / "prices").mkdir(parents=True)
+        rng = np.random.default_rng(20240331)
+        write_customers(prepared / "customers.csv", args.accounts)
+        write_day_meter(prepared / "inbox" / "meter" / "NEM12_day.csv", args.accounts, rng)
+        write_day_prices(prepared / "inbox" / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv")
+        preload_history(prepared / "store.duckdb", prepared / "customers.csv", args.accounts)
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(prepared, work)
+    readings = 288 * args.accounts
     prep_s = time.perf_counter() - t
     (work / "fairshare.toml").write_text(
         f'[nightly]\ninbox = "inbox"\narchive = "archive"\nruns = "runs"\nproducts = "{ROOT / "data" / "products"}"\n'

@@ -56,7 +56,7 @@ AUDITS: list[Audit] = [
             -- the stored numbers channel first (schema v4), grouped on integer keys; the market
             -- day (UTC+10) as a day number, made a date after grouping
             SELECT a.acct_no, m.channel_id,
-                   (epoch(m.interval_start)::BIGINT + 36000) // 86400 AS day_no, sum(m.kwh) AS kwh
+                   (epoch_us(m.interval_start) // 1000000 + 36000) // 86400 AS day_no, sum(m.kwh) AS kwh
             FROM acct a JOIN meter_channels c ON c.nmi = a.nmi
              AND (c.suffix[1] = 'E' OR c.suffix[1] = 'B')
             JOIN meter_values m ON m.channel_id = c.channel_id AND m.is_current
@@ -104,9 +104,18 @@ AUDITS: list[Audit] = [
         "one settled read per channel and interval (so none for two accounts at once), and one "
         "price per region and interval",
         """
+        WITH doubled AS (
+            -- channels with a repeated interval, found per channel (100,000 groups for a
+            -- 100,000-account day) rather than per read: grouping 28.8 M (channel, interval)
+            -- keys took 6 s, this 2 s
+            SELECT channel_id FROM wholesale_values
+            WHERE settlement_date BETWEEN $date_from AND $date_to
+            GROUP BY channel_id HAVING count(*) <> list_unique(list(epoch_us(interval_start)))
+        )
         SELECT channel_id::VARCHAR AS channel_or_region, interval_start, count(*) AS n
         FROM wholesale_values
         WHERE settlement_date BETWEEN $date_from AND $date_to
+          AND channel_id IN (SELECT channel_id FROM doubled)
         GROUP BY channel_id, interval_start HAVING count(*) > 1
         UNION ALL
         SELECT region, interval_start, count(*) FROM wholesale_prices
@@ -189,17 +198,28 @@ BILL_AUDITS: list[Audit] = [
             WHERE b.status = 'issued' AND l.unit = 'kWh'
               AND b.period_end - 1 BETWEEN $date_from AND $date_to
             GROUP BY ALL
+        ), spans AS (
+            -- one numbered row per bill and channel (several components can bill one channel)
+            SELECT row_number() OVER () AS span_no, *
+            FROM (SELECT DISTINCT bl.bill_id, c.channel_id, bl.utc_from, bl.utc_to
+                  FROM billed bl JOIN meter_channels c ON c.nmi = bl.nmi AND c.suffix = bl.suffix)
         ), metered AS (
-            -- the stored numbers channel first (schema v4), not the text view meter_reads
-            SELECT bl.bill_id, bl.component, sum(m.kwh) AS metered_kwh
-            FROM billed bl JOIN meter_channels c ON c.nmi = bl.nmi AND c.suffix = bl.suffix
-            JOIN meter_values m ON m.channel_id = c.channel_id AND m.is_current
-             AND m.interval_start >= bl.utc_from AND m.interval_start < bl.utc_to
-            JOIN meter_flags f ON f.flag_id = m.flag_id AND f.quality <> 'N'
-            GROUP BY ALL
+            -- the stored numbers channel first (schema v4), summed per span number: grouping
+            -- by the text bill id carried through the join made this 10.3 s for a month of
+            -- 100,000 accounts, 6.7 s this way
+            SELECT s.bill_id, s.channel_id, m.metered_kwh
+            FROM spans s JOIN (
+                SELECT s.span_no, sum(m.kwh) AS metered_kwh
+                FROM spans s
+                JOIN meter_values m ON m.channel_id = s.channel_id AND m.is_current
+                 AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
+                WHERE m.flag_id NOT IN (SELECT flag_id FROM meter_flags WHERE quality = 'N')
+                GROUP BY s.span_no
+            ) m USING (span_no)
         )
         SELECT bl.bill_id, bl.component, bl.billed_kwh, m.metered_kwh
-        FROM billed bl LEFT JOIN metered m USING (bill_id, component)
+        FROM billed bl LEFT JOIN meter_channels c ON c.nmi = bl.nmi AND c.suffix = bl.suffix
+        LEFT JOIN metered m ON m.bill_id = bl.bill_id AND m.channel_id = c.channel_id
         WHERE abs(bl.billed_kwh - coalesce(m.metered_kwh, 0)) > 1e-6
           AND NOT EXISTS (SELECT 1 FROM bill_adjustments a WHERE a.original_bill_id = bl.bill_id)
         """,

@@ -66,8 +66,13 @@ ORDER BY d.cycle_start, d.account
 REVISED_SQL = """
 WITH horizon AS (SELECT coalesce(max(max_file_id), 0) AS f FROM revision_checks),
 new_reads AS (
-    SELECT nmi, file_id, min(interval_start) AS lo, max(interval_start) AS hi
-    FROM meter_reads_raw WHERE file_id > (SELECT f FROM horizon) GROUP BY ALL
+    -- grouped on the stored numbers (schema v4) first, then named: the text view
+    -- meter_reads_raw made this 4.6 s for a 28.8 M-read night
+    SELECT c.nmi, v.file_id, min(v.lo) AS lo, max(v.hi) AS hi
+    FROM (SELECT channel_id, file_id, min(interval_start) AS lo, max(interval_start) AS hi
+          FROM meter_values WHERE file_id > (SELECT f FROM horizon) GROUP BY ALL) v
+    JOIN meter_channels c USING (channel_id)
+    GROUP BY ALL
 ),
 new_prices AS (
     SELECT region, file_id, min(interval_start) AS lo, max(interval_start) AS hi

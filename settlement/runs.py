@@ -103,8 +103,10 @@ def publish_snapshot(
     run_id: str,
     tables: dict[str, tuple[str, list[Any]]],
     manifest: dict[str, Any],
+    texts: dict[str, str] | None = None,
 ) -> Path:
-    """Write each query's result as read-only Parquet plus ``manifest.json``, atomically.
+    """Write each query's result as read-only Parquet plus ``manifest.json`` and the ``texts``
+    (file name -> content, e.g. SQL that opens the snapshot), atomically.
 
     Files go to ``runs_dir/.staging-<run_id>`` and the folder is renamed to ``runs_dir/<run_id>``
     only when complete, so a reader never sees a half-written snapshot. An existing snapshot of
@@ -120,8 +122,10 @@ def publish_snapshot(
         literal = str(target).replace("'", "''")  # COPY's file name cannot be a parameter
         store.con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)", params)
         target.chmod(0o444)
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    (staging / "manifest.json").chmod(0o444)
+    files = {"manifest.json": json.dumps(manifest, indent=2, default=str) + "\n", **(texts or {})}
+    for name, text in files.items():
+        (staging / name).write_text(text)
+        (staging / name).chmod(0o444)
     failpoint("publish.before_rename")
     if final.exists():
         _make_writable(final)

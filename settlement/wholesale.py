@@ -127,8 +127,7 @@ def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
         con.execute(f"INSERT INTO wholesale_values {with_literals(VALUES_SQL, lit)}")
         failpoint("settle.in_transaction")
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _settle_intervals AS "
-            f"{with_literals(INTERVALS_SQL, lit)}"
+            f"CREATE OR REPLACE TEMP TABLE _settle_intervals AS {with_literals(INTERVALS_SQL, lit)}"
         )
         con.execute(f"INSERT INTO wholesale_prices {with_literals(PRICES_SQL, lit)}")
         con.execute(
@@ -155,20 +154,27 @@ def revised_days(store: Store) -> list[dt.date]:
     A day is revised when a file ingested since the newest settlement holds reads or prices
     inside that day. Call it after ingesting and before settling: every run does, so files are
     only ever new once, and the scan touches only the rows of new files (file_id zone maps).
+    Market days are UTC+10 day numbers: ``(epoch seconds + 36000) // 86400`` days since
+    1970-01-01.
     """
     rows = store.con.execute(
         """
         WITH changed AS (
-            SELECT DISTINCT (interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, file_id
-            FROM meter_reads_raw
+            -- market days (UTC+10) as day numbers: a date per row of a 28.8 M-read night, from
+            -- the text view meter_reads_raw, made this scan 7.6 s
+            SELECT DISTINCT (epoch_us(interval_start) // 1000000 + 36000) // 86400 AS day_no,
+                   file_id
+            FROM meter_values
             WHERE file_id > (SELECT coalesce(max(input_max_file_id), 0) FROM settled_days)
             UNION
-            SELECT DISTINCT (interval_start AT TIME ZONE 'Etc/GMT-10')::DATE AS day, file_id
+            SELECT DISTINCT (epoch_us(interval_start) // 1000000 + 36000) // 86400 AS day_no,
+                   file_id
             FROM price_reads_raw
             WHERE file_id > (SELECT coalesce(max(input_max_file_id), 0) FROM settled_days)
         )
         SELECT DISTINCT s.settlement_date FROM settled_days s
-        JOIN changed c ON c.day = s.settlement_date AND c.file_id > s.input_max_file_id
+        JOIN changed c ON DATE '1970-01-01' + c.day_no::INTEGER = s.settlement_date
+         AND c.file_id > s.input_max_file_id
         ORDER BY 1
         """
     ).fetchall()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -83,18 +84,30 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[
     return tables(root / "store.duckdb")
 
 
-def test_run_settles_archives_and_publishes(tmp_path: Path) -> None:
+def test_run_settles_archives_and_publishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run settles every read, archives its inputs and publishes a read-only snapshot whose
+    ``views.sql`` reads the settlement back exactly as the store's ``wholesale_reads``."""
     cfg = load_config(build_inbox(tmp_path))
     with Store.open(tmp_path / "store.duckdb") as store:
         result = run_nightly(store, cfg, START, END)
         assert result.exit_code == ExitCode.OK, result.message
         n = store.query("SELECT count(*) FROM wholesale_settlement").fetchall()[0][0]
+        stored = store.query(
+            "SELECT * EXCLUDE (run_id) FROM wholesale_reads ORDER BY ALL"
+        ).fetchall()
     assert n == len(("A1", "A2", "A3")) * DAYS * 48
     assert not any((tmp_path / "inbox" / "meter").iterdir())
     assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202407.csv").exists()
     snap = Path(result.snapshot or "")
-    assert (snap / "manifest.json").exists() and (snap / "wholesale_reads.parquet").exists()
-    assert not os.access(snap / "wholesale_reads.parquet", os.W_OK) or os.geteuid() == 0
+    assert (snap / "manifest.json").exists() and (snap / "wholesale_values.parquet").exists()
+    assert not os.access(snap / "wholesale_values.parquet", os.W_OK) or os.geteuid() == 0
+    monkeypatch.chdir(snap)
+    with duckdb.connect() as con:
+        con.execute((snap / "views.sql").read_text())
+        published = con.execute("SELECT * FROM wholesale_reads ORDER BY ALL").fetchall()
+    assert len(published) == len(stored) > 0 and published == stored
     assert set(result.manifest["stages"]) >= {"ingest", "settle", "audit", "publish"}
     assert {i["kind"] for i in result.manifest["inputs"]} == {"customers", "prices", "meter"}
 

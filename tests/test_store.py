@@ -258,12 +258,38 @@ def test_v5_wholesale_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
     )
     # account, nmi, suffix, region, start, minutes, day, kWh, DLF, MLF, price, quality, status;
     # the cost is computed as v5's settlement did, and is NULL where the price is missing
+    a1, a2 = ("A1", "4100000001"), ("A2", "4100000002")
+    lf1, lf2 = (1.0451, 0.9937), (1.02, 1.001)
     reads = [
-        ("A1", "4100000001", "E1", "NSW1", "2024-01-01 00:00", 30, "2024-01-01", 0.7, 1.0451, 0.9937, 87.31, "A", "ok"),  # fmt: skip
-        ("A1", "4100000001", "B1", "NSW1", "2024-01-01 00:00", 30, "2024-01-01", 1.3, 1.0451, 0.9937, 87.31, "A", "ok"),  # fmt: skip
-        ("A1", "4100000001", "E1", "NSW1", "2024-01-01 00:30", 30, "2024-01-01", 0.2, 1.0451, 0.9937, -41.5, "E", "estimated"),  # fmt: skip
-        ("A2", "4100000002", "E1", "VIC1", "2024-01-01 00:00", 5, "2024-01-01", 0.1, 1.02, 1.001, None, "F", "missing_price"),  # fmt: skip
-        ("A2", "4100000002", "E1", "VIC1", "2024-01-02 00:00", 5, "2024-01-02", 0.3, 1.02, 1.001, 14200.0, "A", "ok"),  # fmt: skip
+        (*a1, "E1", "NSW1", "2024-01-01 00:00", 30, "2024-01-01", 0.7, *lf1, 87.31, "A", "ok"),
+        (*a1, "B1", "NSW1", "2024-01-01 00:00", 30, "2024-01-01", 1.3, *lf1, 87.31, "A", "ok"),
+        (
+            *a1,
+            "E1",
+            "NSW1",
+            "2024-01-01 00:30",
+            30,
+            "2024-01-01",
+            0.2,
+            *lf1,
+            -41.5,
+            "E",
+            "estimated",
+        ),
+        (
+            *a2,
+            "E1",
+            "VIC1",
+            "2024-01-01 00:00",
+            5,
+            "2024-01-01",
+            0.1,
+            *lf2,
+            None,
+            "F",
+            "missing_price",
+        ),
+        (*a2, "E1", "VIC1", "2024-01-02 00:00", 5, "2024-01-02", 0.3, *lf2, 14200.0, "A", "ok"),
     ]
     con.executemany(
         "INSERT INTO wholesale_reads SELECT ?, ?, ?, ?, ?::TIMESTAMPTZ, ?, ?::DATE, k, d, m, p,"
