@@ -186,11 +186,9 @@ BILL_AUDITS: list[Audit] = [
         "each kWh component of a bill issued in the range bills exactly the metered energy of "
         "its channel over the bill's period (bills issued from data as known at issue)",
         """
-        WITH billed AS (
-            SELECT b.bill_id, b.nmi, l.component, pc.suffix,
-                   timezone(c.timezone, b.period_start::TIMESTAMP) AS utc_from,
-                   timezone(c.timezone, b.period_end::TIMESTAMP) AS utc_to,
-                   sum(l.quantity) AS billed_kwh
+        WITH billed_local AS MATERIALIZED (
+            SELECT b.bill_id, b.nmi, l.component, pc.suffix, c.timezone, b.period_start,
+                   b.period_end, sum(l.quantity) AS billed_kwh
             FROM bills b JOIN bill_issues i USING (bill_id)
             JOIN bill_lines l USING (bill_id)
             JOIN product_channels pc ON pc.product = b.product AND pc.component = l.component
@@ -198,6 +196,17 @@ BILL_AUDITS: list[Audit] = [
             WHERE b.status = 'issued' AND l.unit = 'kWh'
               AND b.period_end - 1 BETWEEN $date_from AND $date_to
             GROUP BY ALL
+        ), local_days AS (
+            -- local midnights to UTC once per time zone and date (per row: 0.6 s a 100,000 bills)
+            SELECT timezone, d, timezone(timezone, d::TIMESTAMP) AS utc
+            FROM (SELECT timezone, period_start AS d FROM billed_local
+                  UNION SELECT timezone, period_end FROM billed_local)
+        ), billed AS MATERIALIZED (
+            SELECT bl.bill_id, bl.nmi, bl.component, bl.suffix, f.utc AS utc_from,
+                   e.utc AS utc_to, bl.billed_kwh
+            FROM billed_local bl
+            JOIN local_days f ON f.timezone = bl.timezone AND f.d = bl.period_start
+            JOIN local_days e ON e.timezone = bl.timezone AND e.d = bl.period_end
         ), spans AS (
             -- one numbered row per bill and channel (several components can bill one channel)
             SELECT row_number() OVER () AS span_no, *
@@ -205,8 +214,8 @@ BILL_AUDITS: list[Audit] = [
                   FROM billed bl JOIN meter_channels c ON c.nmi = bl.nmi AND c.suffix = bl.suffix)
         ), metered AS (
             -- the stored numbers channel first (schema v4), summed per span number: grouping
-            -- by the text bill id carried through the join made this 10.3 s for a month of
-            -- 100,000 accounts, 6.7 s this way
+            -- by the text bill id carried through the join (and converting each bill's dates
+            -- to UTC twice) made this audit 10.3 s for a month of 100,000 accounts
             SELECT s.bill_id, s.channel_id, m.metered_kwh
             FROM spans s JOIN (
                 SELECT s.span_no, sum(m.kwh) AS metered_kwh

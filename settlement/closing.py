@@ -64,7 +64,13 @@ ORDER BY d.cycle_start, d.account
 """
 
 REVISED_SQL = """
-WITH horizon AS (SELECT coalesce(max(max_file_id), 0) AS f FROM revision_checks),
+WITH horizon AS (
+    -- files at or below it cannot revise anything: checked by an earlier run, or older than
+    -- every issued bill's inputs (no issued bill: nothing to revise, nothing scanned)
+    SELECT greatest((SELECT coalesce(max(max_file_id), 0) FROM revision_checks),
+                    (SELECT coalesce(min(input_max_file_id), 9223372036854775807)
+                     FROM bill_issues)) AS f
+),
 new_reads AS (
     -- grouped on the stored numbers (schema v4) first, then named: the text view
     -- meter_reads_raw made this 4.6 s for a 28.8 M-read night
@@ -78,12 +84,27 @@ new_prices AS (
     SELECT region, file_id, min(interval_start) AS lo, max(interval_start) AS hi
     FROM price_reads_raw WHERE file_id > (SELECT f FROM horizon) GROUP BY ALL
 ),
-issued AS (
-    SELECT b.*, i.input_max_file_id, c.region,
-           timezone(c.timezone, b.period_start::TIMESTAMP) AS utc_from,
-           timezone(c.timezone, b.period_end::TIMESTAMP) AS utc_to
+touched AS (
+    -- issued bills of an NMI or (spot products) a region with new data: only these get their
+    -- local period converted to UTC (once per time zone and date, not per bill ever issued)
+    SELECT b.bill_id, b.account, b.cycle_start, b.product, b.period_start, b.period_end, b.nmi,
+           i.input_max_file_id, c.region, c.timezone
     FROM bills b JOIN bill_issues i USING (bill_id) JOIN customers c USING (account)
     WHERE b.status = 'issued'
+      AND (b.nmi IN (SELECT nmi FROM new_reads)
+           OR (list_contains($spot::VARCHAR[], b.product)
+               AND c.region IN (SELECT region FROM new_prices)))
+),
+local_days AS (
+    SELECT timezone, d, timezone(timezone, d::TIMESTAMP) AS utc
+    FROM (SELECT timezone, period_start AS d FROM touched
+          UNION SELECT timezone, period_end FROM touched)
+),
+issued AS (
+    SELECT t.*, f.utc AS utc_from, e.utc AS utc_to
+    FROM touched t
+    JOIN local_days f ON f.timezone = t.timezone AND f.d = t.period_start
+    JOIN local_days e ON e.timezone = t.timezone AND e.d = t.period_end
 )
 SELECT DISTINCT b.bill_id, b.account, b.cycle_start, b.product, b.period_start
 FROM issued b

@@ -165,12 +165,13 @@ def revised_days(store: Store) -> list[dt.date]:
             SELECT DISTINCT (epoch_us(interval_start) // 1000000 + 36000) // 86400 AS day_no,
                    file_id
             FROM meter_values
-            WHERE file_id > (SELECT coalesce(max(input_max_file_id), 0) FROM settled_days)
+            -- nothing settled yet: max() is NULL, nothing is revised and nothing scanned
+            WHERE file_id > (SELECT max(input_max_file_id) FROM settled_days)
             UNION
             SELECT DISTINCT (epoch_us(interval_start) // 1000000 + 36000) // 86400 AS day_no,
                    file_id
             FROM price_reads_raw
-            WHERE file_id > (SELECT coalesce(max(input_max_file_id), 0) FROM settled_days)
+            WHERE file_id > (SELECT max(input_max_file_id) FROM settled_days)
         )
         SELECT DISTINCT s.settlement_date FROM settled_days s
         JOIN changed c ON DATE '1970-01-01' + c.day_no::INTEGER = s.settlement_date
