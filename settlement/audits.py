@@ -207,7 +207,7 @@ BILL_AUDITS: list[Audit] = [
             FROM billed_local bl
             JOIN local_days f ON f.timezone = bl.timezone AND f.d = bl.period_start
             JOIN local_days e ON e.timezone = bl.timezone AND e.d = bl.period_end
-        ), spans AS (
+        ), spans AS MATERIALIZED (
             -- one numbered row per bill and channel (several components can bill one channel)
             SELECT row_number() OVER () AS span_no, *
             FROM (SELECT DISTINCT bl.bill_id, c.channel_id, bl.utc_from, bl.utc_to
