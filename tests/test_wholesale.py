@@ -178,3 +178,42 @@ def test_trading_price_wins_over_dispatch_prices_for_the_same_time(retailer: Sto
     assert retailer.query(
         "SELECT DISTINCT price_per_mwh, status FROM wholesale_reads"
     ).fetchall() == [(90.0, "ok")]
+
+
+def test_estimated_reads_and_changed_loss_factors(retailer: Store, tmp_path: Path) -> None:
+    """An E-quality read is settled and counted as estimated; after a customer file changes the
+    account's DLF, resettling the day uses the new loss factor through a new terms row (the
+    old one stays, so what a day was settled with is never rewritten in place)."""
+    start, _ = market_day_bounds(DAY)
+    fid = _file(retailer, "meter")
+    append_reads(
+        retailer.con,
+        "SELECT 'NMI1', 'E1', ?::TIMESTAMPTZ, 30, 1.0, 'E', '52', NULL,"
+        " TIMESTAMPTZ '2024-02-01 00:00:00+00', ?, 1, TRUE",
+        [start + dt.timedelta(minutes=30), fid],
+    )
+    add_prices(retailer, five_minute_prices(start, [100.0] * 12))
+    assert settle_day(retailer, DAY, "r1") == {"rows": 3, "missing_price": 0, "estimated": 1}
+    rows = retailer.query(
+        "SELECT suffix, interval_start, dlf, amount_aud, quality, status FROM wholesale_reads"
+        " WHERE suffix = 'E1' ORDER BY interval_start"
+    ).fetchall()
+    # 2 kWh x 1.05 x 0.98 x 100 / 1000 = 0.2058; the estimated 1 kWh: 0.1029
+    assert [(r[2], r[4], r[5]) for r in rows] == [(1.05, "A", "ok"), (1.05, "E", "estimated")]
+    assert [r[3] for r in rows] == [
+        pytest.approx(0.2058, rel=1e-12),
+        pytest.approx(0.1029, rel=1e-12),
+    ]
+
+    row = "A1,NMI1,NSW1,Australia/Sydney,1.10,0.98,monthly,1,2024-01-01,,0,0,0,0,false,false,,sh-flat,2024-01-01,"
+    (tmp_path / "c2.csv").write_text(",".join(COLUMNS) + "\n" + row + "\n")
+    ingest_customer_file(retailer, tmp_path / "c2.csv")
+    settle_day(retailer, DAY, "r2")
+    assert retailer.query(
+        "SELECT account, dlf FROM wholesale_terms ORDER BY terms_id"
+    ).fetchall() == [("A1", 1.05), ("A1", 1.10)]
+    # 2 kWh x 1.10 x 0.98 x 100 / 1000 = 0.2156
+    cost = retailer.query(
+        "SELECT amount_aud, run_id FROM wholesale_reads WHERE suffix = 'E1' AND quality = 'A'"
+    ).fetchall()
+    assert cost == [(pytest.approx(0.2156, rel=1e-12), "r2")]
