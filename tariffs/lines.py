@@ -1,7 +1,9 @@
 """From component lines to a bill: minimum charge, discounts, rounding, tax, explanations, holds.
 
 Money rule (same as :func:`tariffs.money.round_cents`, here vectorised in integer arithmetic): a
-line's unrounded amount is quantised to 1e-6, then rounded once to whole cents half away from zero;
+line's unrounded amount is rounded to 1e-9 (which removes floating-point noise, including the
+last-bit differences of sums that DuckDB's threads add in a varying order), then to 1e-6 and then
+once to whole cents, each half away from zero;
 tax = cents x tax rate rounded the same way, on taxable lines only. Bill totals are sums of line
 cents, so lines add up to the bill exactly.
 """
@@ -36,9 +38,20 @@ class SegmentBills:
     estimated: pl.DataFrame  # seg, estimated_intervals
 
 
+def nano_expr(amount: pl.Expr) -> pl.Expr:
+    """Int64 billionths of ``amount`` [currency]: the float's noise-free value (see module doc)."""
+    return (amount * 1_000_000_000).round(0).cast(pl.Int64)
+
+
+def micro_expr(amount: pl.Expr) -> pl.Expr:
+    """Int64 millionths of ``amount``: its billionths rounded half away from zero."""
+    nano = nano_expr(amount)
+    return nano.sign() * ((nano.abs() + 500) // 1_000)
+
+
 def cents_expr(amount: pl.Expr) -> pl.Expr:
-    """Int64 cents: ``amount`` [currency] quantised to 1e-6 then rounded half away from zero."""
-    micro = (amount * 1_000_000).round(0).cast(pl.Int64)
+    """Int64 cents: ``amount`` [currency] to 1e-9, to 1e-6, to cents, half away from zero."""
+    micro = micro_expr(amount)
     return micro.sign() * ((micro.abs() + 5_000) // 10_000)
 
 
@@ -133,7 +146,7 @@ def finish_lines(ctx: Context, lines: pl.DataFrame, segments: pl.DataFrame) -> p
         pl.col("rate").round(6).cast(pl.Utf8).fill_null("(no kWh)"),
         pl.lit(cur),
         "unit",
-        pl.col("amount").round(6),
+        (micro_expr(pl.col("amount")) / 1_000_000).round(6),
         pl.lit(cur),
         pl.lit(ctx.product.tax_name),
         "date_from",

@@ -1,8 +1,10 @@
 """Money: the one rounding rule of a bill line, and GST.
 
 Rule (documented in data/formats/products.md): a line's ex-tax amount is the exact sum of its
-interval (or day) amounts, first rounded to 1e-6 of a currency unit to remove binary noise, then
-rounded ONCE to the cent, half away from zero (``ROUND_HALF_UP`` in :mod:`decimal`). The line's tax
+interval (or day) amounts, first rounded to 1e-9 and then to 1e-6 of a currency unit to remove
+binary noise (the 1e-9 step makes the result independent of the order in which floating-point
+sums were added), then rounded ONCE to the cent, half away from zero (``ROUND_HALF_UP`` in
+:mod:`decimal`; the 1e-6 step too). The line's tax
 is ``round_cents(amount_ex_tax x tax_rate)`` with the same rule, and only on taxable lines (import
 charges, discounts on them); feed-in credits and government concessions carry no tax.
 ``amount_inc_tax = amount_ex_tax + tax``. A bill's totals are the sums of its lines, so the lines
@@ -15,16 +17,19 @@ from decimal import ROUND_HALF_UP, Decimal
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
+NANO_PER_UNIT = Decimal(1_000_000_000)
 
 
 def round_cents(amount: Decimal | float) -> Decimal:
     """Round ``amount`` [currency units] to the cent, half away from zero.
 
-    Floats are first quantised to 1e-6 (their binary noise is far below that), so
-    ``round_cents(0.125) == Decimal("0.13")`` and ``round_cents(-0.125) == Decimal("-0.13")``.
+    Floats are first taken to whole billionths (``round(amount x 1e9)``, the same float
+    arithmetic as :func:`tariffs.lines.nano_expr`) and then to 1e-6 half away from zero (their
+    binary noise is far below that), so ``round_cents(0.125) == Decimal("0.13")``,
+    ``round_cents(-0.125) == Decimal("-0.13")`` and ``round_cents(0.1 + 0.2) == round_cents(0.3)``.
     """
     d = (
-        Decimal(repr(amount)).quantize(MICRO, ROUND_HALF_UP)
+        (Decimal(round(amount * 1_000_000_000)) / NANO_PER_UNIT).quantize(MICRO, ROUND_HALF_UP)
         if isinstance(amount, float)
         else amount
     )

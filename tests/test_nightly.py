@@ -126,9 +126,19 @@ def test_second_run_changes_nothing_and_says_so(
 def test_output_is_deterministic_across_stores(
     tmp_path: Path, reference: dict[str, list[tuple[object, ...]]]
 ) -> None:
-    build_inbox(tmp_path)
-    assert cli(tmp_path).returncode == 0
-    assert tables(tmp_path / "store.duckdb") == reference
+    """Same inputs in two fresh stores: the same tables, and a byte-identical snapshot (every
+    Parquet file and views.sql; the manifest differs only by its timings)."""
+    snapshots = []
+    for root in (tmp_path / "a", tmp_path / "b"):
+        build_inbox(root)
+        assert cli(root).returncode == 0
+        assert tables(root / "store.duckdb") == reference
+        (run,) = [p for p in (root / "runs").iterdir() if not p.name.startswith(".")]
+        snapshots.append(
+            {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.name != "manifest.json"}
+        )
+    assert "wholesale_values.parquet" in snapshots[0] and "views.sql" in snapshots[0]
+    assert snapshots[0] == snapshots[1]
 
 
 FAILPOINTS = [

@@ -4,7 +4,7 @@ rates, cents, tax only on import charges."""
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import polars as pl
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +13,7 @@ from test_billing_support import half_hours, product
 
 from tariffs.calculus import Context, component_lines, localise, priced_intervals
 from tariffs.calendar import holiday_dates
-from tariffs.lines import bill_segments, cents_expr, tax_cents_expr
+from tariffs.lines import bill_segments, cents_expr, micro_expr, tax_cents_expr
 from tariffs.money import line_tax, round_cents
 from tariffs.product import parse_product
 
@@ -202,3 +202,24 @@ def test_lines_sum_to_total_and_no_tax_on_feed_in(
         }
         money = lines.select("amount_ex_tax_cents", "tax_cents", "amount_inc_tax_cents", "quantity")
         assert money.null_count().sum_horizontal().item() == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reads=st.lists(st.decimals("0", "5", places=4), min_size=2, max_size=60),
+    rate=st.decimals("0.001", "0.9", places=3),
+)
+def test_line_amount_does_not_depend_on_the_order_reads_were_added(
+    reads: list[Decimal], rate: Decimal
+) -> None:
+    """DuckDB's threads add a line's reads in a varying order, so its float kWh sum can differ in
+    the last bit between reruns; the money rule (1e-9, then 1e-6, then cents) gives the same
+    micro-amount and cents either way, equal to the exact decimal arithmetic."""
+    values = [float(r) for r in reads]
+    forward, backward = sum(values), sum(reversed(values))
+    df = pl.DataFrame({"a": [forward * float(rate), backward * float(rate)]})
+    micro = df.select(micro_expr(pl.col("a"))).to_series().to_list()
+    exact = (sum(reads) * rate).quantize(Decimal("0.000001"), ROUND_HALF_UP)
+    assert micro[0] == micro[1] == int(exact * 1_000_000)
+    cents = df.select(cents_expr(pl.col("a"))).to_series().to_list()
+    assert cents[0] == cents[1] and Decimal(cents[0]) / 100 == round_cents(forward * float(rate))
