@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from settlement.closing import HASH_SQL
 from settlement.store import Store, with_literals
+from settlement.wholesale import market_day_no
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ AUDITS: list[Audit] = [
             -- the stored numbers channel first (schema v4), grouped on integer keys; the market
             -- day (UTC+10) as a day number, made a date after grouping
             SELECT a.acct_no, m.channel_id,
-                   (epoch_us(m.interval_start) // 1000000 + 36000) // 86400 AS day_no, sum(m.kwh) AS kwh
+                   {day_no} AS day_no, sum(m.kwh) AS kwh
             FROM acct a JOIN meter_channels c ON c.nmi = a.nmi
              AND (c.suffix[1] = 'E' OR c.suffix[1] = 'B')
             JOIN meter_values m ON m.channel_id = c.channel_id AND m.is_current
@@ -80,7 +81,7 @@ AUDITS: list[Audit] = [
         FROM settled s FULL JOIN metered m USING (account, channel_id, day)
         JOIN meter_channels c USING (channel_id)
         WHERE abs(coalesce(s.kwh, 0) - coalesce(m.kwh, 0)) > 1e-6
-        """,
+        """.replace("{day_no}", market_day_no("m.interval_start")),
         ("wholesale_values",),
     ),
     Audit(

@@ -288,14 +288,10 @@ def _manifest(
         "ORDER BY file_id"
     ).fetchall()
     counts = store.con.execute(
-        # the stored tables, not the view wholesale_reads (its text columns cost 1.9 s a night)
-        "SELECT count(*), coalesce(sum(v.kwh * t.dlf * t.mlf * p.price_per_mwh / 1000)"
-        " FILTER (v.channel_id IN (SELECT channel_id FROM meter_channels WHERE suffix[1] = 'E')),"
-        " 0) FROM wholesale_values v JOIN wholesale_terms t USING (terms_id)"
-        " LEFT JOIN wholesale_prices p ON p.settlement_date = v.settlement_date"
-        " AND p.region = t.region AND p.interval_start = v.interval_start"
-        " AND p.interval_minutes = v.interval_minutes"
-        " WHERE v.settlement_date BETWEEN ? AND ?",
+        # the view, so the cost formula lives in one place (schema v6): 1.9 s a night against
+        # 1.2 s for the same sum restated over the stored tables
+        "SELECT count(*), coalesce(sum(amount_aud) FILTER (suffix[1] = 'E'), 0) FROM wholesale_reads "
+        "WHERE settlement_date BETWEEN ? AND ?",
         [params["date_from"], params["date_to"]],
     ).fetchall()[0]
     return {

@@ -18,7 +18,7 @@ read is seven number columns in ``wholesale_values`` (appending 28.8 million of 
 ``wholesale_reads`` becomes a view with the v3 columns: ``amount_aud`` is computed in it by the
 same expression, in the same order, as v3 stored it (``kwh x dlf x mlf x price / 1000``), so it
 reads back bit for bit, and ``status`` follows from the price and the quality exactly as v3 set
-it. ``wholesale_settlement`` is recreated over it unchanged. The migration moves the settled
+it. ``wholesale_settlement`` (v3) is left as it is and reads the new view. The migration moves the settled
 reads across (same values, prices and run ids).
 """
 
@@ -72,7 +72,8 @@ LEFT JOIN (SELECT quality, min(flag_id) AS flag_id FROM meter_flags GROUP BY qua
   ON q.quality = r.quality
 ORDER BY r.settlement_date, t.terms_id, c.channel_id, r.interval_start;
 
-DROP VIEW wholesale_settlement;
+-- wholesale_settlement (v3) stays: DuckDB binds a view's query when it runs, so it reads the
+-- view below from here on
 DROP TABLE wholesale_reads;
 
 -- Per settled read, with the v3 columns.
@@ -92,21 +93,4 @@ JOIN settled_days d ON d.settlement_date = v.settlement_date
 LEFT JOIN wholesale_prices p
   ON p.settlement_date = v.settlement_date AND p.region = t.region
  AND p.interval_start = v.interval_start AND p.interval_minutes = v.interval_minutes;
-
--- Per account interval: what analysts query (the pivot of wholesale_reads), as in v3.
-CREATE VIEW wholesale_settlement AS
-SELECT account, nmi, region, interval_start, interval_minutes, settlement_date,
-       coalesce(sum(kwh) FILTER (suffix[1] = 'E'), 0) AS import_kwh,
-       coalesce(sum(kwh) FILTER (suffix[1] = 'B'), 0) AS export_kwh,
-       any_value(dlf) AS dlf, any_value(mlf) AS mlf, any_value(price_per_mwh) AS price_per_mwh,
-       CASE WHEN bool_and(amount_aud IS NOT NULL)
-            THEN coalesce(sum(amount_aud) FILTER (suffix[1] = 'E'), 0) END AS cost_aud,
-       CASE WHEN bool_and(amount_aud IS NOT NULL)
-            THEN coalesce(sum(amount_aud) FILTER (suffix[1] = 'B'), 0) END AS export_value_aud,
-       bool_or(status = 'estimated') AS estimated,
-       CASE WHEN bool_or(status = 'missing_price') THEN 'missing_price'
-            WHEN bool_or(status = 'estimated') THEN 'estimated' ELSE 'ok' END AS status,
-       any_value(run_id) AS run_id
-FROM wholesale_reads
-GROUP BY account, nmi, region, interval_start, interval_minutes, settlement_date;
 """

@@ -27,6 +27,14 @@ from settlement.store import Store, with_literals
 
 MARKET_TZ = "Etc/GMT-10"  # NEM market time, UTC+10 all year (POSIX sign convention)
 
+
+def market_day_no(column: str) -> str:
+    """SQL for the NEM market day (UTC+10) of TIMESTAMPTZ ``column`` as days since 1970-01-01:
+    integer arithmetic, not a time-zone conversion per row (``DATE '1970-01-01' + n`` is the
+    date). ``column`` is a column name written by this code, never input."""
+    return f"(epoch_us({column}) // 1000000 + 36000) // 86400"
+
+
 TERMS_SQL = """
 INSERT INTO wholesale_terms
 SELECT (SELECT coalesce(max(terms_id), 0) FROM wholesale_terms)
@@ -154,21 +162,20 @@ def revised_days(store: Store) -> list[dt.date]:
     A day is revised when a file ingested since the newest settlement holds reads or prices
     inside that day. Call it after ingesting and before settling: every run does, so files are
     only ever new once, and the scan touches only the rows of new files (file_id zone maps).
-    Market days are UTC+10 day numbers: ``(epoch seconds + 36000) // 86400`` days since
-    1970-01-01.
+    Market days are compared as day numbers (:func:`market_day_no`).
     """
     rows = store.con.execute(
         """
         WITH changed AS (
             -- market days (UTC+10) as day numbers: a date per row of a 28.8 M-read night, from
             -- the text view meter_reads_raw, made this scan 7.6 s
-            SELECT DISTINCT (epoch_us(interval_start) // 1000000 + 36000) // 86400 AS day_no,
+            SELECT DISTINCT {day_no} AS day_no,
                    file_id
             FROM meter_values
             -- nothing settled yet: max() is NULL, nothing is revised and nothing scanned
             WHERE file_id > (SELECT max(input_max_file_id) FROM settled_days)
             UNION
-            SELECT DISTINCT (epoch_us(interval_start) // 1000000 + 36000) // 86400 AS day_no,
+            SELECT DISTINCT {day_no} AS day_no,
                    file_id
             FROM price_reads_raw
             WHERE file_id > (SELECT max(input_max_file_id) FROM settled_days)
@@ -177,6 +184,6 @@ def revised_days(store: Store) -> list[dt.date]:
         JOIN changed c ON DATE '1970-01-01' + c.day_no::INTEGER = s.settlement_date
          AND c.file_id > s.input_max_file_id
         ORDER BY 1
-        """
+        """.replace("{day_no}", market_day_no("interval_start"))
     ).fetchall()
     return [r[0] for r in rows]
