@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,7 +150,7 @@ def run_nightly(
                 run_id,
                 _snapshot_tables(run_id),
                 manifest | {"stages": slog.stages},
-                {"views.sql": SNAPSHOT_VIEWS_SQL},
+                {"views.sql": snapshot_views_sql(store)},
             )
             snapshot = str(path)
             d["snapshot"] = snapshot
@@ -206,25 +207,45 @@ def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditRe
         )
 
 
-# Opens a run's snapshot as the store's view does (run from inside the snapshot folder:
-# ``duckdb -init views.sql``); ``tests/test_nightly.py`` checks it reads back the store's rows.
-SNAPSHOT_VIEWS_SQL = """\
--- The settled reads of this run with the columns of the store's view wholesale_reads
--- (without run_id: the whole snapshot is one run). Run from this folder.
-CREATE OR REPLACE VIEW wholesale_reads AS
-SELECT t.account, c.nmi, c.suffix, t.region, v.interval_start, v.interval_minutes,
-       v.settlement_date, v.kwh, t.dlf, t.mlf, p.price_per_mwh,
-       v.kwh * t.dlf * t.mlf * p.price_per_mwh / 1000 AS amount_aud, f.quality,
-       CASE WHEN p.price_per_mwh IS NULL THEN 'missing_price'
-            WHEN f.quality IN ('E', 'S', 'N') THEN 'estimated' ELSE 'ok' END AS status
-FROM 'wholesale_values.parquet' v
-JOIN 'wholesale_terms.parquet' t ON t.terms_id = v.terms_id
-JOIN 'meter_channels.parquet' c ON c.channel_id = v.channel_id
-JOIN 'meter_flags.parquet' f ON f.flag_id = v.flag_id
-LEFT JOIN 'wholesale_prices.parquet' p
-  ON p.settlement_date = v.settlement_date AND p.region = t.region
- AND p.interval_start = v.interval_start AND p.interval_minutes = v.interval_minutes;
-"""
+# The store's views that the snapshot re-creates over its own Parquet files, in dependency order.
+SNAPSHOT_VIEWS = ("wholesale_reads", "wholesale_settlement")
+# The published tables those views read (each also a Parquet file of the snapshot).
+_VIEW_TABLES = (
+    "wholesale_values",
+    "wholesale_terms",
+    "wholesale_prices",
+    "settled_days",
+    "meter_channels",
+    "meter_flags",
+)
+
+
+def snapshot_views_sql(store: Store) -> str:
+    """``views.sql`` of a snapshot: the store's own view definitions over the snapshot's files.
+
+    Each table the views read becomes a view of its Parquet file, then the definitions of
+    :data:`SNAPSHOT_VIEWS` are copied from the store's catalogue (``duckdb_views()``), so the
+    snapshot computes ``amount_aud`` and ``status`` by exactly the store's SQL: there is no
+    second copy of it to drift. Run from inside the snapshot folder
+    (``duckdb -c ".read views.sql"``); ``tests/test_nightly.py`` checks it reads back the
+    store's rows.
+    """
+    rows = dict(
+        store.con.execute(
+            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND view_name IN "
+            f"({', '.join('?' for _ in SNAPSHOT_VIEWS)})",
+            list(SNAPSHOT_VIEWS),
+        ).fetchall()
+    )
+    parts = [
+        "-- The run's settlement read back with the store's views (generated from the store's",
+        "-- catalogue by fairshare; the snapshot is one run). Run from this folder.",
+    ]
+    parts += [f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM '{t}.parquet';" for t in _VIEW_TABLES]
+    for name in SNAPSHOT_VIEWS:
+        sql = rows[name].strip()
+        parts.append(re.sub(r"^CREATE VIEW ", "CREATE OR REPLACE VIEW ", sql))
+    return "\n".join(parts) + "\n"
 
 
 def _snapshot_tables(run_id: str) -> dict[str, tuple[str, list[Any]]]:
@@ -251,6 +272,10 @@ def _snapshot_tables(run_id: str) -> dict[str, tuple[str, list[Any]]]:
             [run_id, run_id],
         ),
         "wholesale_terms": ("SELECT * FROM wholesale_terms ORDER BY terms_id", []),
+        "settled_days": (
+            f"SELECT * FROM settled_days WHERE {days} ORDER BY settlement_date",
+            [run_id, run_id],
+        ),
         "meter_channels": ("SELECT * FROM meter_channels ORDER BY channel_id", []),
         "meter_flags": ("SELECT * FROM meter_flags ORDER BY flag_id", []),
         "bills": (

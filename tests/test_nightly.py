@@ -88,14 +88,16 @@ def test_run_settles_archives_and_publishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run settles every read, archives its inputs and publishes a read-only snapshot whose
-    ``views.sql`` reads the settlement back exactly as the store's ``wholesale_reads``."""
+    ``views.sql`` reads the settlement back exactly as the store's ``wholesale_reads`` and
+    ``wholesale_settlement``."""
     cfg = load_config(build_inbox(tmp_path))
     with Store.open(tmp_path / "store.duckdb") as store:
         result = run_nightly(store, cfg, START, END)
         assert result.exit_code == ExitCode.OK, result.message
         n = store.query("SELECT count(*) FROM wholesale_settlement").fetchall()[0][0]
-        stored = store.query(
-            "SELECT * EXCLUDE (run_id) FROM wholesale_reads ORDER BY ALL"
+        stored = store.query("SELECT * FROM wholesale_reads ORDER BY ALL").fetchall()
+        stored_settlement = store.query(
+            "SELECT * FROM wholesale_settlement ORDER BY ALL"
         ).fetchall()
     assert n == len(("A1", "A2", "A3")) * DAYS * 48
     assert not any((tmp_path / "inbox" / "meter").iterdir())
@@ -107,7 +109,9 @@ def test_run_settles_archives_and_publishes(
     with duckdb.connect() as con:
         con.execute((snap / "views.sql").read_text())
         published = con.execute("SELECT * FROM wholesale_reads ORDER BY ALL").fetchall()
+        settlement = con.execute("SELECT * FROM wholesale_settlement ORDER BY ALL").fetchall()
     assert len(published) == len(stored) > 0 and published == stored
+    assert len(settlement) == len(stored_settlement) > 0 and settlement == stored_settlement
     assert set(result.manifest["stages"]) >= {"ingest", "settle", "audit", "publish"}
     assert {i["kind"] for i in result.manifest["inputs"]} == {"customers", "prices", "meter"}
 
