@@ -194,10 +194,11 @@ def _component_rows(
     )
     return (
         agg.join(keyed, on="ck")
-        .group_by("seg", "didx", "rate_from")
+        # per rate in force, as the reference groups: the rate's start date alone does not
+        # separate a feed-in floor that changes while the rate stands
+        .group_by("seg", "didx", "rate_from", "rate")
         .agg(
             *common,
-            pl.first("rate"),
             pl.col("n_intervals").filter(pl.col("rate").is_null()).sum().alias("n_unpriced"),
         )
         .with_columns(*dates, pl.lit(None, pl.Float64).alias("amount_raw"))

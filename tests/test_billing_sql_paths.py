@@ -114,3 +114,30 @@ def test_one_pass_equals_reference_with_clamps_flags_gaps_and_switches(store: St
     )
     assert uncapped.held == capped.held == 0
     assert uncapped.total_inc_gst != capped.total_inc_gst
+
+
+def test_feed_in_floor_raised_mid_period_splits_the_line_on_both_paths(store: Store) -> None:
+    """A feed-in floor (7 c) that starts on 16 October while the rate (5 c) stands: worked by
+    hand, 1-15 October (6 October is the 23-hour DST day) 15 x 48 - 2 = 718 half-hours x 1.0
+    kWh x 0.05 = 35.90 credit; 16-31 October 16 x 48 = 768 kWh x 0.07 = 53.76 credit; each path
+    writes both lines (the fast path once summed them at the 5 c rate: 1486 kWh x 0.05 = 74.30)."""
+    text = (PRODUCTS / "sh-flat.toml").read_text().replace('id = "sh-flat"', 'id = "flat-floor"')
+    rate = 'rate = [{ effective_from = 2024-07-01, value = "0.0500", source = "IPART'
+    assert rate in text
+    floor = (
+        'floor = [{ effective_from = 2024-07-01, value = "0.0000", source = "test" }, '
+        '{ effective_from = 2024-10-16, value = "0.0700", source = "test" }]\n'
+    )
+    at = text.index(rate)
+    at = text.index("\n", at) + 1
+    product = parse_product(text[:at] + floor + text[at:], "flat-floor")
+    hh = half_hours(OCT, 31)
+    add_customer(store, "F", [("flat-floor", date(2024, 7, 1), None)])
+    add_reads(store, "NMIF", "E1", hh, [0.5] * len(hh))
+    add_reads(store, "NMIF", "B1", hh, [1.0] * len(hh))
+    (bill,) = _both_paths(store, {"flat-floor": product}, shadow=False)
+    feed_in = sorted(x for x in bill[7] if x.startswith("Solar feed-in credit"))
+    assert feed_in == [
+        "Solar feed-in credit||-35.90|2024-10-01|2024-10-15",
+        "Solar feed-in credit||-53.76|2024-10-16|2024-10-31",
+    ]
