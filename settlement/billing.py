@@ -35,7 +35,13 @@ from settlement.billing_io import (
 )
 from settlement.billing_sql import bill_segments_sql
 from settlement.store import Store
-from tariffs.calculus import Context, dated_parameters, first_day_without, span_days
+from tariffs.calculus import (
+    Context,
+    dated_parameters,
+    first_day_without,
+    priced_suffixes,
+    span_days,
+)
 from tariffs.calendar import holiday_dates
 from tariffs.errors import AuditFailedError, ConfigError, FairshareError
 from tariffs.lines import SegmentBills, bill_segments
@@ -205,7 +211,9 @@ def bill_accounts(
             if fast:
                 priced = bill_segments_sql(store, _context(product, str(tz), batch), batch)
             else:
-                iv, input_holds = fetch_intervals(store, batch, product.needs_spot)
+                iv, input_holds = fetch_intervals(
+                    store, batch, product.needs_spot, priced=priced_suffixes(product)
+                )
                 priced = _price_group(product, str(tz), batch, iv)
                 del iv
                 priced.holds = pl.concat([priced.holds, input_holds])

@@ -227,22 +227,36 @@ def _utc_bounds(store: Store, segs: pl.DataFrame) -> pl.DataFrame:
         ).pl()
     finally:
         store.con.unregister("_d")
-    out = segs.select("seg", "nmi", "region", "timezone", "loss_factor", "start", "end")
+    # a site with solar or a battery exports: its export channel is expected to have reads
+    exports = (
+        (pl.col("solar") | pl.col("battery")).fill_null(False)
+        if {"solar", "battery"} <= set(segs.columns)
+        else pl.lit(False)
+    )
+    out = segs.select(
+        "seg", "nmi", "region", "timezone", "loss_factor", "start", "end", exports.alias("exports")
+    )
     for col, name in (("start", "utc_from"), ("end", "utc_to")):
         out = out.join(
             utc.rename({"day": col, "utc": name}), on=["timezone", col], how="left",
             maintain_order="left",
         )  # fmt: skip
-    return out.select("seg", "nmi", "region", "loss_factor", "utc_from", "utc_to")
+    return out.select("seg", "nmi", "region", "loss_factor", "utc_from", "utc_to", "exports")
 
 
 def fetch_intervals(
-    store: Store, segs: pl.DataFrame, needs_spot: bool, as_of: datetime | None = None
+    store: Store,
+    segs: pl.DataFrame,
+    needs_spot: bool,
+    as_of: datetime | None = None,
+    priced: frozenset[str] = frozenset({"E1", "E2", "B1"}),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Interval frame for the calculus, and holds for missing reads (one row per reason).
 
     ``as_of=None`` reads the current views; a time reads ``meter_reads_as_of``/``prices_as_of``.
     Spot prices (when ``needs_spot``) are averaged to each meter interval and joined in DuckDB.
+    ``priced``: the channels the product bills (:func:`tariffs.calculus.priced_suffixes`), the
+    ones whose missing reads hold a bill.
     """
     bounds = _utc_bounds(store, segs)
     prices = _price_table(store, bounds, as_of) if needs_spot else _NO_PRICES
@@ -257,24 +271,30 @@ def fetch_intervals(
     finally:
         store.con.unregister("_segs")
         store.con.unregister("_prices")
-    holds = _read_holds(counts, bounds)
+    holds = _read_holds(counts, bounds, priced)
     return iv, holds
 
 
-def _read_holds(counts: pl.DataFrame, bounds: pl.DataFrame) -> pl.DataFrame:
-    """Holds when a segment lacks import reads, or has gaps in a channel it has at all."""
+def _read_holds(counts: pl.DataFrame, bounds: pl.DataFrame, priced: frozenset[str]) -> pl.DataFrame:
+    """Holds when a segment lacks reads of a channel its product bills: import always; export
+    when the site exports (solar or battery, ``bounds.exports``) or has export reads in the
+    segment at all; controlled load when it has such reads at all. A missing read never counts
+    as zero: a solar site whose export reads have not arrived is held, not credited nothing."""
     span = (pl.col("utc_to") - pl.col("utc_from")).dt.total_minutes()
-    j = bounds.select("seg", span.alias("span")).join(counts, on="seg", how="left")
+    j = bounds.select("seg", span.alias("span"), "exports").join(counts, on="seg", how="left")
     j = j.with_columns((pl.col("span") // pl.col("minutes")).alias("expected"))
     reasons = []
     names = (
-        ("n_import", "import (E1)"),
-        ("n_cl", "controlled load (E2)"),
-        ("n_export", "export (B1)"),
+        ("n_import", "E1", "import (E1)", pl.lit(True)),
+        ("n_cl", "E2", "controlled load (E2)", pl.col("n_cl") > 0),
+        ("n_export", "B1", "export (B1)", (pl.col("n_export") > 0) | pl.col("exports")),
     )
-    for col, name in names:
+    j = j.with_columns(pl.col("n_import", "n_cl", "n_export").fill_null(0))
+    for col, suffix, name, expected in names:
+        if suffix not in priced:
+            continue
         gap = pl.col("expected") - pl.col(col)
-        cond = gap > 0 if col == "n_import" else (pl.col(col) > 0) & (gap > 0)
+        cond = expected & (gap > 0)
         reasons.append(
             j.filter(cond).select(
                 "seg", pl.format("missing {} {} read(s)", gap, pl.lit(name)).alias("reason")

@@ -23,7 +23,7 @@ from settlement.billing_io import (
     _utc_bounds,
 )
 from settlement.store import Store
-from tariffs.calculus import LINE_COLUMNS, Context, _note_expr, component_lines
+from tariffs.calculus import LINE_COLUMNS, Context, _note_expr, component_lines, priced_suffixes
 from tariffs.calendar import with_local_attributes
 from tariffs.lines import SegmentBills, finish_lines
 from tariffs.product import Energy, FeedIn
@@ -366,7 +366,9 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
     segments = segs.select("seg", "start", "end", "cycle_days", "concession")
     daily = component_lines(ctx, pl.LazyFrame(), segments, daily_only=True)
     lines = pl.concat([daily, *parts], how="vertical_relaxed")
-    holds = pl.concat([_read_holds(counts, bounds), _price_holds(agg, kc_map)])
+    holds = pl.concat(
+        [_read_holds(counts, bounds, priced_suffixes(ctx.product)), _price_holds(agg, kc_map)]
+    )
     est = counts.select("seg", pl.col("estimated_intervals").cast(pl.Int64)).filter(
         pl.col("estimated_intervals") > 0
     )

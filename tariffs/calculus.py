@@ -38,6 +38,22 @@ from tariffs.product import (
     SpotPrice,
 )
 
+METER_SUFFIX = {"import": "E1", "controlled_load": "E2", "export": "B1"}
+"""The NEM12 channel suffix each product channel is billed from."""
+
+
+def priced_suffixes(product: Product) -> frozenset[str]:
+    """The meter channels whose reads ``product`` bills: E1 always (energy and demand), E2 when
+    a component prices the controlled load, B1 when one pays feed-in."""
+    out = {"E1"}
+    for comp in product.components:
+        if isinstance(comp, Energy | BlockEnergy):
+            out.add(METER_SUFFIX[comp.channel])
+        elif isinstance(comp, FeedIn):
+            out.add("B1")
+    return frozenset(out)
+
+
 INTERVAL_SCHEMA: dict[str, pl.DataType] = {
     "seg": pl.Int64(),
     "interval_start": pl.Datetime("us", "UTC"),

@@ -141,3 +141,25 @@ def test_feed_in_floor_raised_mid_period_splits_the_line_on_both_paths(store: St
         "Solar feed-in credit||-35.90|2024-10-01|2024-10-15",
         "Solar feed-in credit||-53.76|2024-10-16|2024-10-31",
     ]
+
+
+def test_solar_site_without_export_reads_is_held_not_credited_zero(store: Store) -> None:
+    """Missing reads never count as zero: a solar site (6.6 kW) whose October export file has
+    not arrived is held on both paths (31 x 48 - 2 = 1486 half-hours missing), while a site
+    without solar or a battery and no export channel is billed as usual; a product that pays
+    no feed-in does not wait for export reads."""
+    hh = half_hours(OCT, 31)
+    add_customer(store, "S", [("sh-flat", date(2024, 7, 1), None)], solar_kw=6.6)
+    add_customer(store, "N", [("sh-flat", date(2024, 7, 1), None)])
+    for acct in ("S", "N"):
+        add_reads(store, f"NMI{acct}", "E1", hh, [0.5] * len(hh))
+    products = load_products(PRODUCTS)
+    rows = _both_paths(store, {"sh-flat": products["sh-flat"]}, shadow=False)
+    holds = {r[0]: r[3] for r in rows}
+    assert holds == {"N": None, "S": "missing 1486 export (B1) read(s)"}
+    flat = products["sh-flat"]
+    no_feed_in = flat.model_copy(
+        update={"components": [c for c in flat.components if c.type != "feed_in"]}
+    )
+    rows = _both_paths(store, {"sh-flat": no_feed_in}, shadow=False)
+    assert {r[0]: r[3] for r in rows} == {"N": None, "S": None}
