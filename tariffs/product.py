@@ -9,15 +9,28 @@ module does no I/O.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import tomllib
+import zoneinfo
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import holidays as holidays_lib
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from tariffs.dated import Dated
+from tariffs.dated import Dated, DatedEntry
 from tariffs.errors import ProductFileError
 
 DayType = Literal["weekday", "weekend", "holiday"]
@@ -38,19 +51,79 @@ def _minutes(hhmm: str) -> int:
     return total
 
 
+def _repeated(items: list[Any]) -> list[Any]:
+    """The items that occur more than once in ``items`` (sorted, each once)."""
+    return sorted({x for x in items if items.count(x) > 1})
+
+
+def _check_values(
+    entries: list[DatedEntry], what: str, ok: Callable[[Decimal], bool], rule: str
+) -> list[DatedEntry]:
+    """Raise unless every (non-retired) value of the dated parameter ``what`` satisfies ``ok``."""
+    for e in entries:
+        if e.value is not None and not ok(e.value):
+            raise ValueError(f"{what} must be {rule}; got {e.value} from {e.effective_from}")
+    return entries
+
+
+def _at_least_zero(x: Decimal) -> bool:
+    return x >= 0
+
+
+def _value_in_force(entries: list[DatedEntry], day: date) -> Decimal | None:
+    """The value in force on ``day`` (``None`` before the first entry or while retired)."""
+    found: Decimal | None = None
+    for e in entries:
+        if e.effective_from <= day:
+            found = e.value
+    return found
+
+
+def _owner(info: ValidationInfo, default: str) -> str:
+    """The quoted ``name`` of the model being validated (validated before the money fields)."""
+    return repr(info.data.get("name", default))
+
+
 class Window(_Model):
-    """A local-clock window ``[start, end)`` on some day types and months (wraps past midnight)."""
+    """A local-clock window ``[start, end)`` on some day types and months (wraps past midnight).
+
+    ``days`` and ``months`` are non-empty lists without repeats; ``start`` and ``end`` differ (the
+    whole day is the default ``00:00``-``24:00``) and ``start`` is before ``24:00``.
+    """
 
     days: list[DayType] = Field(default=["weekday", "weekend", "holiday"], min_length=1)
     start: str = "00:00"
     end: str = "24:00"
-    months: list[Annotated[int, Field(ge=1, le=12)]] = Field(default=list(range(1, 13)))
+    months: list[Annotated[int, Field(ge=1, le=12)]] = Field(
+        default=list(range(1, 13)), min_length=1
+    )
 
     @field_validator("start", "end")
     @classmethod
     def _hhmm(cls, v: str) -> str:
         _minutes(v)
         return v
+
+    @field_validator("days", "months")
+    @classmethod
+    def _no_repeats(cls, v: list[Any], info: ValidationInfo) -> list[Any]:
+        """A repeated entry is a typo (``[1, ..., 11, 11]`` is not all twelve months)."""
+        dupes = _repeated(v)
+        if dupes:
+            raise ValueError(f"window {info.field_name} must not repeat, repeated: {dupes} in {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _non_empty_time(self) -> Window:
+        """``start == end`` would be read as the whole day; ask for the explicit form instead."""
+        if self.start_minute == 24 * 60:
+            raise ValueError(f"window start {self.start!r} must be before 24:00 (use '00:00')")
+        if self.start_minute == self.end_minute:
+            raise ValueError(
+                f"window start and end are both {self.start!r}: a window must not be empty; for"
+                " the whole day write start = '00:00', end = '24:00' (the default)"
+            )
+        return self
 
     @property
     def start_minute(self) -> int:
@@ -80,10 +153,14 @@ class TouPeriod(_Model):
         return self
 
 
-def _one_default(periods: list[TouPeriod]) -> list[TouPeriod]:
+def _check_periods(periods: list[TouPeriod], owner: str) -> list[TouPeriod]:
+    """Exactly one default period, and period names unique within ``owner`` (the line labels)."""
     n = sum(p.default for p in periods)
     if n != 1:
-        raise ValueError(f"time-of-use periods need exactly one default period, found {n}")
+        raise ValueError(f"{owner}: time-of-use periods need exactly one default period, found {n}")
+    dupes = _repeated([p.name for p in periods])
+    if dupes:
+        raise ValueError(f"{owner}: time-of-use period names must be unique, repeated: {dupes}")
     return periods
 
 
@@ -102,7 +179,7 @@ class Adder(_Model):
         if (self.rate is None) == (self.periods is None):
             raise ValueError(f"adder {self.name!r}: give exactly one of rate or periods")
         if self.periods is not None:
-            _one_default(self.periods)
+            _check_periods(self.periods, f"adder {self.name!r}")
         return self
 
 
@@ -120,6 +197,29 @@ class SpotPrice(_Model):
     floor: Dated | None = None
     cap: Dated | None = None
 
+    @field_validator("adders")
+    @classmethod
+    def _unique_adders(cls, v: list[Adder]) -> list[Adder]:
+        """Adder names label the price's parts in the drill-down, so they must differ."""
+        dupes = _repeated([a.name for a in v])
+        if dupes:
+            raise ValueError(f"spot adder names must be unique, repeated: {dupes}")
+        return v
+
+    @model_validator(mode="after")
+    def _cap_not_below_floor(self) -> SpotPrice:
+        """Where both are in force, ``cap >= floor`` (else the clamp has no meaning)."""
+        if self.floor is None or self.cap is None:
+            return self
+        for day in sorted({e.effective_from for e in self.floor + self.cap}):
+            lo, hi = _value_in_force(self.floor, day), _value_in_force(self.cap, day)
+            if lo is not None and hi is not None and hi < lo:
+                raise ValueError(
+                    f"spot cap {hi} is below spot floor {lo} in force from {day};"
+                    " the cap must be at least the floor"
+                )
+        return self
+
 
 class _PriceForm(_Model):
     """Exactly one of: flat dated ``rate``, TOU ``periods``, spot-linked ``spot``."""
@@ -135,7 +235,7 @@ class _PriceForm(_Model):
         if sum(given) != 1:
             raise ValueError(f"{self.name!r}: give exactly one of rate, periods or spot")
         if self.periods is not None:
-            _one_default(self.periods)
+            _check_periods(self.periods, repr(self.name))
         return self
 
 
@@ -145,6 +245,14 @@ class DailySupply(_Model):
     type: Literal["daily_supply"]
     name: str = "Daily supply charge"
     rate: Dated
+
+    @field_validator("rate")
+    @classmethod
+    def _not_negative(cls, v: list[DatedEntry], info: ValidationInfo) -> list[DatedEntry]:
+        """A negative supply charge is a typo (credits are concessions)."""
+        return _check_values(
+            v, f"{_owner(info, 'daily_supply')} rate", _at_least_zero, "zero or more [currency/day]"
+        )
 
 
 class Energy(_PriceForm):
@@ -206,6 +314,14 @@ class Demand(_Model):
     unit: Literal["per_kw_month", "per_kw_day"] = "per_kw_month"
     rate: Dated
 
+    @field_validator("rate")
+    @classmethod
+    def _not_negative(cls, v: list[DatedEntry], info: ValidationInfo) -> list[DatedEntry]:
+        """A negative rate would pay the customer for a higher peak."""
+        return _check_values(
+            v, f"{_owner(info, 'demand')} rate", _at_least_zero, "zero or more [currency/kW]"
+        )
+
 
 class MinimumCharge(_Model):
     """Tops the bill's taxable charges up to ``rate`` per billing period (prorated by days)."""
@@ -213,6 +329,17 @@ class MinimumCharge(_Model):
     type: Literal["minimum_charge"]
     name: str = "Minimum charge top-up"
     rate: Dated
+
+    @field_validator("rate")
+    @classmethod
+    def _not_negative(cls, v: list[DatedEntry], info: ValidationInfo) -> list[DatedEntry]:
+        """A negative minimum never tops anything up."""
+        return _check_values(
+            v,
+            f"{_owner(info, 'minimum_charge')} rate",
+            _at_least_zero,
+            "zero or more [currency/cycle]",
+        )
 
 
 class Discount(_Model):
@@ -223,6 +350,17 @@ class Discount(_Model):
     fraction: Dated
     applies_to: list[str] = Field(min_length=1, description="component names")
 
+    @field_validator("fraction")
+    @classmethod
+    def _fraction(cls, v: list[DatedEntry], info: ValidationInfo) -> list[DatedEntry]:
+        """0.05 is 5 % off; ``5`` (500 %) or a negative fraction (a surcharge) is a typo."""
+        return _check_values(
+            v,
+            f"discount {_owner(info, 'discount')} fraction",
+            lambda x: 0 <= x <= 1,
+            "between 0 and 1 (0.05 = 5 % off)",
+        )
+
 
 class Concession(_Model):
     """A daily credit [currency/day] for customers flagged ``concession``; carries no tax."""
@@ -231,6 +369,17 @@ class Concession(_Model):
     name: str = "Concession rebate"
     rate: Dated
 
+    @field_validator("rate")
+    @classmethod
+    def _not_negative(cls, v: list[DatedEntry], info: ValidationInfo) -> list[DatedEntry]:
+        """The rebate is a credit of ``rate`` a day; a negative one would be an untaxed charge."""
+        return _check_values(
+            v, f"{_owner(info, 'concession')} rate", _at_least_zero, "zero or more [currency/day]"
+        )
+
+
+DISCOUNTABLE = (DailySupply, Energy, BlockEnergy, Demand)
+"""Component types a discount may apply to: charges for imported energy and supply."""
 
 Component = Annotated[
     DailySupply | Energy | FeedIn | BlockEnergy | Demand | MinimumCharge | Discount | Concession,
@@ -241,11 +390,42 @@ Component = Annotated[
 class Holidays(_Model):
     """Public-holiday calendar (``holidays`` package country and subdivision codes).
 
-    ``country = "none"`` means no public holidays (every day is a weekday or weekend).
+    ``country = "none"`` means no public holidays (every day is a weekday or weekend). The
+    default (a product without ``holidays``) is ``AU`` with no subdivision: national holidays
+    only, none of the states' own (e.g. not NSW's Labour Day or Bank Holiday).
     """
 
     country: str = "AU"
     subdivision: str | None = None
+
+    @model_validator(mode="after")
+    def _known_calendar(self) -> Holidays:
+        """The country and subdivision must be ones the ``holidays`` package can build."""
+        if self.country.lower() == "none":
+            if self.subdivision is not None:
+                raise ValueError(
+                    f"holidays: country 'none' takes no subdivision, got {self.subdivision!r}"
+                )
+            return self
+        supported = holidays_lib.list_supported_countries()
+        if self.country not in supported:
+            raise ValueError(
+                f"holidays: country {self.country!r} is not a country code of the holidays"
+                " package (e.g. 'AU', 'GB'), nor 'none'"
+            )
+        try:
+            holidays_lib.country_holidays(self.country, subdiv=self.subdivision)
+        except NotImplementedError:
+            raise ValueError(
+                f"holidays: subdivision {self.subdivision!r} is not a subdivision of"
+                f" {self.country!r}; known: {supported[self.country]}"
+            ) from None
+        return self
+
+
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 class ReEntry(_Model):
@@ -281,22 +461,65 @@ class Product(_Model):
     components: list[Component] = Field(min_length=1)
     version: str = Field(default="", description="content hash of the file, set by the parser")
 
+    @field_validator("tax_rate")
+    @classmethod
+    def _tax_fraction(cls, v: list[DatedEntry], info: ValidationInfo) -> list[DatedEntry]:
+        """A fraction: 0.10 is 10 %; ``10`` (a percentage) would multiply every line by 11."""
+        tax = info.data.get("tax_name", "tax")
+        return _check_values(
+            v, f"tax_rate ({tax})", lambda x: 0 <= x < 1, "a fraction in [0, 1) (0.10 = 10 %)"
+        )
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_timezone(cls, v: str | None) -> str | None:
+        """An IANA zone name known to the time-zone database (the billing clock needs it)."""
+        if v is None or v in _iana_zones():
+            return v
+        close = difflib.get_close_matches(v, sorted(_iana_zones()), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"timezone {v!r} is not an IANA time zone name{hint}")
+
     @model_validator(mode="after")
     def _consistent(self) -> Product:
         names = [c.name for c in self.components]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _repeated(names)
         if dupes:
             raise ValueError(f"component names must be unique, repeated: {dupes}")
+        by_name = {c.name: c for c in self.components}
         for c in self.components:
             if isinstance(c, Discount):
                 unknown = sorted(set(c.applies_to) - set(names))
                 if unknown:
                     raise ValueError(f"discount {c.name!r} applies to unknown components {unknown}")
-        spot = any(getattr(c, "spot", None) is not None for c in self.components)
-        if self.kind == "dynamic" and not spot:
-            raise ValueError("a dynamic product needs a spot-linked energy component")
+                bad = [
+                    f"{n!r} ({by_name[n].type})"
+                    for n in c.applies_to
+                    if not isinstance(by_name[n], DISCOUNTABLE)
+                ]
+                if bad:
+                    raise ValueError(
+                        f"discount {c.name!r} applies to {', '.join(bad)}: a discount may apply"
+                        " only to charges for imported energy or supply (daily_supply, energy,"
+                        " block_energy, demand), not to feed_in, discount, minimum_charge or"
+                        " concession components"
+                    )
+        spot_usage = [
+            c.name for c in self.components if isinstance(c, Energy) and c.spot is not None
+        ]
+        if self.kind == "dynamic" and not spot_usage:
+            raise ValueError(
+                "a dynamic product needs a spot-linked energy (import) component; a spot-linked"
+                " feed_in alone does not make a product dynamic"
+            )
         if self.kind == "safe_harbour" and self.safe_harbour is None:
             raise ValueError("a safe_harbour product needs a [safe_harbour] table")
+        if self.kind == "safe_harbour" and spot_usage:
+            raise ValueError(
+                f"a safe_harbour product must not price usage from the spot price (the retailer"
+                f" carries the wholesale risk), but these energy components are spot-linked:"
+                f" {spot_usage}"
+            )
         return self
 
     @property
