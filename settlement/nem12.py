@@ -9,9 +9,12 @@ appends the readings to ``meter_values`` (kWh, UTC; read through the ``meter_rea
 - bad records go to ``quarantine`` (the good ones still load, status ``partial``); whole-file
   problems (empty, not NEM12, NEM13) reject the file with one quarantine row;
 - every version is kept; a reading identical to a stored one (nmi, suffix, interval_start,
-  version_at, kwh, quality) is counted in ``rows_duplicate`` and not stored again;
-- ``is_current`` is maintained per (nmi, suffix, interval_start): the current row is the maximum
-  by (version_at, file_id, source_line).
+  interval_minutes, version_at, kwh, quality) is counted in ``rows_duplicate`` and not stored
+  again;
+- ``is_current`` marks the readings that no newer reading of the channel overlaps in time
+  (``[interval_start, interval_start + interval_minutes)``), newer by (version_at, file_id,
+  source_line): a 5-minute day revised at 30 minutes leaves only the 30-minute readings current,
+  and the reverse; the current readings of a channel never overlap.
 
 Format rules, the version_at fallback and the quarantine reasons: ``data/formats/nem12.md``.
 """
@@ -23,9 +26,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+import duckdb
 import polars as pl
 
 from settlement.ingest_common import (
@@ -386,10 +391,13 @@ class _Loader:
 
     Fast path: a 300 record whose (channel, market day) appears nowhere else (not in the store,
     not elsewhere in the file) cannot duplicate or supersede anything, so its readings are
-    inserted as current directly. The other ("colliding") records take the exact path: drop
-    readings identical to a stored version (duplicates), mark stored current rows superseded by a
+    inserted as current directly. A record newer than every stored version of its day, and alone
+    in the file, supersedes the whole stored day (any interval length) and goes in as current.
+    The other ("colliding") records take the exact path: drop readings identical to a stored
+    version (duplicates), mark stored current rows with the same start superseded by a
     newer-or-equal version (the new row has the larger (file_id, source_line)), insert the rest
-    with ``is_current`` where they win.
+    with ``is_current`` where they win, then, for days whose current readings now have two
+    interval lengths, clear each current reading that a newer current one overlaps.
     """
 
     def __init__(self, store: Store, file_id: int) -> None:
@@ -436,18 +444,23 @@ class _Loader:
             self._insert_current(fast)
         revised = rows.filter(line.is_in(newer.implode()))
         if revised.height:
-            self._supersede_newer(revised)
+            self._supersede_newer(enc.records.filter(line.is_in(newer.implode())))
             self._insert_current(revised)
         staged, dup = 0, 0
         if exact.len():
             staged, dup = self._load_exact(rows.filter(line.is_in(exact.implode())))
         return fast.height + revised.height + staged, dup
 
-    def _supersede_newer(self, rows: pl.DataFrame) -> None:
-        """Mark the stored current readings of ``rows``' (channel, interval) keys superseded."""
-        lo, hi = rows["interval_start"].min(), rows["interval_start"].max()
-        ch_lo, ch_hi = rows["channel_id"].min(), rows["channel_id"].max()
-        _chunk = rows.select("channel_id", "interval_start")  # scanned by name below
+    def _supersede_newer(self, records: pl.DataFrame) -> None:
+        """Mark every stored current reading of ``records``' (channel, market day) superseded.
+
+        Each record is newer than every stored version of its day and covers the whole day, so
+        it overlaps (and beats) every stored reading of the day whatever their interval length:
+        a day first sent at 5 minutes and revised at 30 loses all 288 readings, not only the 48
+        that start on a half hour."""
+        lo, hi = records["day_no"].min(), records["day_no"].max()
+        ch_lo, ch_hi = records["channel_id"].min(), records["channel_id"].max()
+        _rec = records.select("channel_id", "day_no")  # scanned by name below
         self.con.execute(_SUPERSEDE_NEWER_SQL, [lo, hi, ch_lo, ch_hi])
 
     def _insert_current(self, rows: pl.DataFrame) -> None:
@@ -486,6 +499,13 @@ class _Loader:
             self.n_conflicts += int(row[0]) if row else 0
             con.execute(_SUPERSEDE_SQL, [lo, hi, ch_lo, ch_hi])
             con.execute(_INSERT_SQL, [self.file_id, lo, hi, ch_lo, ch_hi])
+            # readings of another interval length overlap without sharing a start: settle them
+            # per market day (whole days, as a day's readings may start before lo or after hi),
+            # when the chunk has two lengths or the stored current readings another one
+            days = [_day_no(lo), _day_no(hi), ch_lo, ch_hi]
+            lengths = rows["interval_minutes"].unique()
+            if lengths.len() > 1 or _fetch_bool(con, _OTHER_LENGTH_SQL, [*days, lengths[0]]):
+                con.execute(_OVERLAP_SQL, days)
         con.execute("DROP TABLE _new")
         return staged, rows.height - staged
 
@@ -509,11 +529,17 @@ JOIN (SELECT channel_id, version_at,
 GROUP BY k.source_line
 """
 
+# whole market days: one _rec row per (channel, day), joined on the reading's market day number
 _SUPERSEDE_NEWER_SQL = """
 UPDATE meter_values r SET is_current = false
-FROM _chunk n
-WHERE r.is_current AND r.interval_start BETWEEN $1 AND $2 AND r.channel_id BETWEEN $3 AND $4
-  AND r.channel_id = n.channel_id AND r.interval_start = n.interval_start
+FROM _rec n
+WHERE r.is_current
+  AND r.interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                          + to_days($1) - INTERVAL 10 HOUR
+  AND r.interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                         + to_days($2 + 1) - INTERVAL 10 HOUR
+  AND r.channel_id BETWEEN $3 AND $4 AND r.channel_id = n.channel_id
+  AND ((epoch(r.interval_start)::BIGINT + 36000) // 86400)::INTEGER = n.day_no
 """
 
 _CONFLICT_SQL = """
@@ -529,20 +555,19 @@ SELECT count(*) FROM (
 )
 """
 
-# Readings of the chunk that are not duplicates: not identical (channel, interval, version, kWh,
-# quality) to an earlier reading of the chunk (the first line is kept) nor to a stored one; ``win``
-# marks the newest version of each (channel, interval) among them.
+# Readings of the chunk that are not duplicates: not identical (channel, interval start and
+# length, version, kWh, quality) to an earlier reading of the chunk (the first line is kept) nor to
+# a stored one; ``win`` marks the newest version of each (channel, interval_start) among them.
 _STAGE_SQL = """
 CREATE OR REPLACE TEMP TABLE _new AS
-WITH c AS (  -- a GROUP BY: a window over these five keys is ~50x slower (DuckDB 1.5)
-    SELECT c.channel_id, c.interval_start, c.version_at, c.kwh, f.quality,
+WITH c AS (  -- a GROUP BY: a window over these keys is ~50x slower (DuckDB 1.5)
+    SELECT c.channel_id, c.interval_start, c.interval_minutes, c.version_at, c.kwh, f.quality,
            min(c.source_line) AS source_line,
-           arg_min(c.interval_minutes, c.source_line) AS interval_minutes,
            arg_min(c.flag_id, c.source_line) AS flag_id
     FROM _chunk c JOIN meter_flags f USING (flag_id)
-    GROUP BY c.channel_id, c.interval_start, c.version_at, c.kwh, f.quality
+    GROUP BY c.channel_id, c.interval_start, c.interval_minutes, c.version_at, c.kwh, f.quality
 ), stored AS (
-    SELECT r.channel_id, r.interval_start, r.version_at, r.kwh, f.quality
+    SELECT r.channel_id, r.interval_start, r.interval_minutes, r.version_at, r.kwh, f.quality
     FROM meter_values r JOIN meter_flags f USING (flag_id)
     WHERE r.interval_start BETWEEN $1 AND $2 AND r.channel_id BETWEEN $3 AND $4
 )
@@ -552,6 +577,7 @@ SELECT c.* EXCLUDE (quality),
 FROM c
 ANTI JOIN stored r
   ON r.channel_id = c.channel_id AND r.interval_start = c.interval_start
+ AND r.interval_minutes = c.interval_minutes
  AND r.version_at = c.version_at AND r.kwh = c.kwh AND r.quality = c.quality
 """
 
@@ -561,6 +587,67 @@ FROM _new n
 WHERE n.win AND r.is_current AND r.interval_start BETWEEN $1 AND $2
   AND r.channel_id BETWEEN $3 AND $4 AND r.channel_id = n.channel_id AND r.interval_start = n.interval_start
   AND r.version_at <= n.version_at
+"""
+
+_OTHER_LENGTH_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM meter_values
+    WHERE is_current
+      AND interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                            + to_days($1) - INTERVAL 10 HOUR
+      AND interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                           + to_days($2 + 1) - INTERVAL 10 HOUR
+      AND channel_id BETWEEN $3 AND $4 AND interval_minutes <> $5
+)
+"""
+
+# The exact path above compares readings by (channel, interval_start) only. Where a market day of
+# the chunk now has current readings of two interval lengths (a 5-minute day revised at 30
+# minutes, or the reverse, or a late older version of the other length filling starts the newer
+# one does not have), current readings overlap without sharing a start: each current reading
+# overlapped by a newer current one, by (version_at, file_id, source_line), stops being current.
+# Run only when _OTHER_LENGTH_SQL (an EXISTS probe, ~0.03 s for 5 M back-dated readings) finds
+# another length in the chunk's days and channel range, and then pairs only the mixed days.
+_OVERLAP_SQL = """
+UPDATE meter_values r SET is_current = false
+FROM (
+    WITH days AS (
+        SELECT DISTINCT channel_id,
+               ((epoch(interval_start)::BIGINT + 36000) // 86400)::INTEGER AS day_no
+        FROM _new
+    ), cur AS (
+        SELECT v.channel_id, v.interval_start, v.interval_minutes, v.version_at, v.file_id,
+               v.source_line, ((epoch(v.interval_start)::BIGINT + 36000) // 86400)::INTEGER AS day_no
+        FROM meter_values v
+        WHERE v.is_current
+          AND v.interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                                  + to_days($1) - INTERVAL 10 HOUR
+          AND v.interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                                 + to_days($2 + 1) - INTERVAL 10 HOUR
+          AND v.channel_id BETWEEN $3 AND $4
+    ), mixed AS (
+        SELECT channel_id, day_no FROM cur SEMI JOIN days USING (channel_id, day_no)
+        GROUP BY channel_id, day_no HAVING min(interval_minutes) < max(interval_minutes)
+    ), m AS (
+        SELECT * FROM cur SEMI JOIN mixed USING (channel_id, day_no)
+    )
+    SELECT DISTINCT a.channel_id, a.interval_start
+    FROM m a JOIN m b
+      ON a.channel_id = b.channel_id AND a.day_no = b.day_no
+     AND a.interval_start < b.interval_start + INTERVAL 1 MINUTE * b.interval_minutes
+     AND b.interval_start < a.interval_start + INTERVAL 1 MINUTE * a.interval_minutes
+     AND (b.version_at > a.version_at
+          OR (b.version_at = a.version_at
+              AND (b.file_id > a.file_id
+                   OR (b.file_id = a.file_id AND b.source_line > a.source_line))))
+) x
+WHERE r.is_current
+  AND r.interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                          + to_days($1) - INTERVAL 10 HOUR
+  AND r.interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
+                         + to_days($2 + 1) - INTERVAL 10 HOUR
+  AND r.channel_id BETWEEN $3 AND $4
+  AND r.channel_id = x.channel_id AND r.interval_start = x.interval_start
 """
 
 _INSERT_SQL = """
@@ -573,6 +660,17 @@ SELECT n.channel_id, n.interval_start, n.interval_minutes, n.kwh, n.flag_id, n.v
              AND r.channel_id BETWEEN $4 AND $5 AND r.channel_id = n.channel_id AND r.interval_start = n.interval_start)
 FROM _new n
 """
+
+
+def _fetch_bool(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> bool:
+    row = con.execute(sql, params).fetchone()
+    return bool(row[0]) if row else False
+
+
+def _day_no(t: object) -> int:
+    """Market day (UTC+10) of a UTC instant, as days since 1970-01-01."""
+    assert isinstance(t, datetime) and t.tzinfo is not None
+    return int((t.timestamp() + 36_000) // 86_400)
 
 
 def parse_nem12_text(text: str) -> tuple[pl.DataFrame, pl.DataFrame, StreamState]:
