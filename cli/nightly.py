@@ -73,8 +73,11 @@ def nightly(
         d1, d2 = _range(date, date_from, date_to)
         cfg = load_config(config)
         _emit(log_format, "start", date_from=d1, date_to=d2, db=str(db))
-        with Store.open(db) as store:
-            result = dry_run(store, cfg, d1, d2) if dry else _run(store, cfg, d1, d2, log_format)
+        if dry:  # opens no store: a dry run creates, migrates and locks nothing
+            result = dry_run(cfg, d1, d2)
+        else:
+            with Store.open(db) as store:
+                result = _run(store, cfg, d1, d2, log_format)
         _report(result, log_format)
         raise typer.Exit(int(result.exit_code))
 

@@ -3,17 +3,20 @@
 Order: customers, prices, meter (so a meter file's account exists when it is settled). A file is
 moved only after the transaction holding its data has committed; a run killed in between finds
 the file again next time, sees its content hash already registered (``duplicate``) and moves it.
+The archive never overwrites: a name taken by other content gets the new file's hash in its name.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from settlement.customers import ingest_customer_files
 from settlement.failpoints import failpoint
-from settlement.ingest_common import FileResult, IngestReport, expand_paths
+from settlement.ingest_common import FileResult, IngestReport, expand_paths, sha256_file
 from settlement.store import Store
 
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -43,6 +46,31 @@ def _ingest(kind: str, store: Store, path: Path) -> FileResult:
     return ingest_meter_files(store, [path]).files[0]
 
 
+def archive_file(path: Path, target: Path, sha256: str) -> Path:
+    """Move ``path`` to ``target``, never over an earlier file: when the name is taken by other
+    content the file is archived as ``<stem>.<sha256[:12]><suffixes>``; when the archive already
+    holds these very bytes the inbox copy is removed (nothing is lost). Works across file
+    systems (copy, then remove: a crash in between leaves an inbox copy that the next run sees
+    as a duplicate and archives again). Returns where the file is archived."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sha256 = sha256 or sha256_file(path)
+    if target.exists() and sha256_file(target) != sha256:
+        suffixes = "".join(target.suffixes)
+        stem = target.name[: len(target.name) - len(suffixes)] if suffixes else target.name
+        target = target.with_name(f"{stem}.{sha256[:12]}{suffixes}")
+    if target.exists() and sha256_file(target) == sha256:
+        path.unlink()
+        return target
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copy2(path, target)
+        path.unlink()
+    return target
+
+
 def ingest_inbox(
     store: Store,
     inbox: Path,
@@ -57,9 +85,7 @@ def ingest_inbox(
             result = _ingest(kind, store, path)
             report.files.append(result)
             failpoint("ingest.after_commit")
-            target = archive / kind / path.relative_to(inbox / kind)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
+            archive_file(path, archive / kind / path.relative_to(inbox / kind), result.sha256)
             if on_file:
                 on_file(kind, result)
     return report

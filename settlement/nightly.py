@@ -16,11 +16,13 @@ One writer at a time: DuckDB locks the store file; a second run gets exit code 5
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from settlement.audits import AuditResult, run_audits
@@ -56,18 +58,32 @@ def days_between(date_from: dt.date, date_to: dt.date) -> list[dt.date]:
     return [date_from + dt.timedelta(days=i) for i in range((date_to - date_from).days + 1)]
 
 
+def product_files(folder: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of every product file (``*.toml``) in ``folder``, read as bytes
+    (not parsed: a broken file is part of the configuration too, and its fix must change the
+    run key)."""
+    if not folder.is_dir():
+        return {}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.toml"))
+    }
+
+
 def _params(cfg: NightlyConfig, date_from: dt.date, date_to: dt.date) -> dict[str, Any]:
+    """The run's parameters: what, besides the ingested inputs and the code, decides its
+    outputs (so all of it is in the run key): the range, the back-billing limit, whether a
+    snapshot is published and the content of every product file."""
     return {
         "date_from": date_from.isoformat(),
         "date_to": date_to.isoformat(),
         "back_billing_months": cfg.back_billing_months,
+        "snapshot": cfg.snapshot,
+        "product_files": product_files(cfg.products),
     }
 
 
-def dry_run(
-    store: Store, cfg: NightlyConfig, date_from: dt.date, date_to: dt.date
-) -> NightlyResult:
-    """Report what a run would do without writing anything."""
+def dry_run(cfg: NightlyConfig, date_from: dt.date, date_to: dt.date) -> NightlyResult:
+    """Report what a run would do without writing anything (the store is not even opened)."""
     pending = {k: [str(p) for p in v] for k, v in pending_files(cfg.inbox).items()}
     plan = {
         "pending_files": pending,
@@ -99,14 +115,21 @@ def run_nightly(
     key = run_key(store, params, code)
     run_id = f"{date_from:%Y%m%d}-{date_to:%Y%m%d}-{key[:12]}"
     done = store.con.execute(
-        "SELECT status FROM runs WHERE run_id = ? AND status = 'succeeded'", [run_id]
+        "SELECT exit_code FROM runs WHERE run_id = ? AND status = 'succeeded'", [run_id]
     ).fetchall()
-    if done and not report.files:
+    new_files = [f for f in report.files if f.status != "duplicate"]
+    if done and not new_files:
+        # nothing new (a file delivered again is a duplicate, archived as such): the run stands
+        # as it finished, exit code included (held bills are still held); the ingest stage
+        # timing of this attempt is not kept, so the store is exactly as before
+        store.con.execute("DELETE FROM run_stages WHERE run_id = 'pending'")
+        code_before = ExitCode(int(done[0][0]))
         return NightlyResult(
             run_id,
             "up-to-date",
-            ExitCode.OK,
-            f"run {run_id} already succeeded with these inputs: nothing to do",
+            code_before,
+            f"run {run_id} already succeeded with these inputs (exit {int(code_before)}): "
+            "nothing to do",
         )
     attempt = _start_run(store, run_id, key, date_from, date_to, code, params)
     slog = StageLog(run_id, attempt, stages={"ingest": pre.stages["ingest"]})
@@ -138,9 +161,12 @@ def run_nightly(
     exit_code = (
         ExitCode.AUDIT_FAILED if failed
         else ExitCode.HELD if closed.bills_held
-        else report.exit_code
+        else ExitCode.QUARANTINED if _quarantined_since_last_success(store)
+        else ExitCode.OK
     )  # fmt: skip
-    manifest = _manifest(store, run_id, key, code, params, slog, audits, report.to_dict())
+    manifest = _manifest(
+        store, run_id, key, code, params, audits, report.to_dict(), closed.billing_runs
+    )
     snapshot = None
     if cfg.snapshot:
         with stage(store, slog, "publish") as d:
@@ -169,6 +195,18 @@ def run_nightly(
         else f"run {run_id} {status}"
     )
     return NightlyResult(run_id, status, exit_code, msg, manifest, snapshot, audits)
+
+
+def _quarantined_since_last_success(store: Store) -> int:
+    """Files with quarantined rows (or refused whole) ingested since the last nightly run that
+    succeeded: the inputs of this run, including those an attempt killed after their commit
+    ingested (the next attempt sees them as duplicates but must report them the same way)."""
+    row = store.con.execute(
+        "SELECT count(*) FROM ingested_files WHERE status IN ('partial', 'rejected') "
+        "AND ingested_at > coalesce((SELECT max(finished_at) FROM runs WHERE kind = 'nightly' "
+        "AND status = 'succeeded'), TIMESTAMPTZ '-infinity')"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _start_run(
@@ -304,9 +342,9 @@ def _manifest(
     key: str,
     code: str,
     params: dict[str, Any],
-    slog: StageLog,
     audits: list[AuditResult],
     ingest: dict[str, Any],
+    billing_runs: list[int],
 ) -> dict[str, Any]:
     inputs = store.con.execute(
         "SELECT kind, path, sha256, rows_loaded, rows_quarantined FROM ingested_files "
@@ -319,6 +357,14 @@ def _manifest(
         "WHERE settlement_date BETWEEN ? AND ?",
         [params["date_from"], params["date_to"]],
     ).fetchall()[0]
+    # the product versions this run's bills (issued or held) were priced with; the files' hashes
+    # are in the parameters (and so in the run key)
+    versions = store.con.execute(
+        "SELECT DISTINCT v.product, v.product_version, v.kind, v.source_path "
+        "FROM product_versions v JOIN bills b USING (product, product_version) "
+        "WHERE list_contains(?::BIGINT[], b.run_id) ORDER BY ALL",
+        [billing_runs],
+    ).fetchall()
     return {
         "run_id": run_id,
         "run_key": key,
@@ -331,5 +377,9 @@ def _manifest(
         "ingest": ingest,
         "row_counts": {"wholesale_reads": counts[0]},
         "wholesale_cost_aud": round(float(counts[1]), 2),
+        "product_versions": [
+            dict(zip(("product", "version", "kind", "source_path"), r, strict=True))
+            for r in versions
+        ],
         "audits": [{"name": a.name, "failing_rows": a.failing_rows} for a in audits],
     }

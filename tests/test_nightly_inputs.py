@@ -1,0 +1,117 @@
+"""The nightly's inputs and configuration: what the run key covers, what a rerun says, how files
+are archived, and that a dry run touches nothing (review findings, 2026-11-23)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+from settlement.config import load_config
+from settlement.ingest_common import sha256_file
+from settlement.nightly import run_nightly
+from settlement.store import Store
+from tariffs.errors import ExitCode
+from tests.nightly_fixtures import build_inbox, meter_frame
+from tests.test_nightly import END, START, cli
+
+PRODUCTS = Path(__file__).resolve().parents[1] / "data" / "products"
+# sh-flat's energy rate starting on 15 July: every July bill on it lacks a rate for 1-14 July
+RATE = 'effective_from = 2024-07-01, value = "0.3050"'
+LATE_RATE = 'effective_from = 2024-07-15, value = "0.3050"'
+
+
+def _own_products(root: Path) -> Path:
+    """Copy the shipped products under ``root`` and point the settings file at them."""
+    folder = root / "products"
+    shutil.copytree(PRODUCTS, folder)
+    cfg = root / "fairshare.toml"
+    text = cfg.read_text().splitlines()
+    cfg.write_text("\n".join(t for t in text if not t.startswith("products")) + "\n")
+    cfg.write_text(cfg.read_text() + f'products = "{folder}"\n')
+    return folder / "sh-flat.toml"
+
+
+def test_dry_run_opens_no_store(tmp_path: Path) -> None:
+    build_inbox(tmp_path)
+    proc = cli(tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "store.duckdb").exists()
+    assert (tmp_path / "inbox" / "meter" / "NEM12_retailer_202407.csv").exists()
+
+
+def test_a_fixed_product_file_is_a_new_run_that_bills_the_held_account(tmp_path: Path) -> None:
+    """Product files are configuration: their content is in the run key. A1 (on sh-flat) is
+    held while the file lacks a rate for 1-14 July; an unchanged rerun says so with the same
+    exit code (6); once the file is fixed the run is new and A1's bill is issued."""
+    build_inbox(tmp_path)
+    sh_flat = _own_products(tmp_path)
+    good = sh_flat.read_text()
+    assert RATE in good
+    sh_flat.write_text(good.replace(RATE, LATE_RATE))
+    cfg = load_config(tmp_path / "fairshare.toml")
+    with Store.open(tmp_path / "store.duckdb") as store:
+        first = run_nightly(store, cfg, START, END)
+        again = run_nightly(store, cfg, START, END)
+        sh_flat.write_text(good)
+        fixed = run_nightly(store, load_config(tmp_path / "fairshare.toml"), START, END)
+        bills = store.query(
+            "SELECT account, status FROM bills WHERE status IN ('held', 'issued') ORDER BY 1"
+        ).fetchall()
+        pending = store.query("SELECT count(*) FROM run_stages WHERE run_id = 'pending'")
+        n_pending = pending.fetchall()[0][0]
+    assert first.exit_code == ExitCode.HELD
+    assert (again.status, again.exit_code) == ("up-to-date", ExitCode.HELD)
+    assert n_pending == 0  # the up-to-date attempt left no stage row behind
+    assert fixed.run_id != first.run_id and fixed.exit_code == ExitCode.OK, fixed.message
+    assert ("A1", "issued") in bills and ("A1", "held") not in bills
+    hashes = fixed.manifest["parameters"]["product_files"]
+    assert hashes["sh-flat.toml"] == sha256_file(sh_flat)
+    assert {v["product"] for v in fixed.manifest["product_versions"]} >= {"sh-flat"}
+
+
+def test_a_file_delivered_again_is_nothing_to_do(tmp_path: Path) -> None:
+    build_inbox(tmp_path)
+    cfg = load_config(tmp_path / "fairshare.toml")
+    archived = tmp_path / "archive" / "customers" / "customers.csv"
+    with Store.open(tmp_path / "store.duckdb") as store:
+        first = run_nightly(store, cfg, START, END)
+        shutil.copy(archived, tmp_path / "inbox" / "customers" / "customers.csv")
+        again = run_nightly(store, cfg, START, END)
+        runs = store.query("SELECT run_id, attempts FROM runs").fetchall()
+    assert again.status == "up-to-date" and again.exit_code == ExitCode.OK
+    assert runs == [(first.run_id, 1)]
+    assert not any((tmp_path / "inbox" / "customers").iterdir())
+    assert [p.name for p in archived.parent.iterdir()] == ["customers.csv"]
+
+
+def test_the_archive_never_overwrites_an_earlier_file_of_the_same_name(tmp_path: Path) -> None:
+    build_inbox(tmp_path)
+    cfg = load_config(tmp_path / "fairshare.toml")
+    name = "NEM12_retailer_202407.csv"
+    with Store.open(tmp_path / "store.duckdb") as store:
+        run_nightly(store, cfg, START, END)
+        first = sha256_file(tmp_path / "archive" / "meter" / name)
+        from settlement.nem12_writer import write_nem12
+
+        write_nem12(meter_frame(days=2, bump=0.1), tmp_path / "inbox" / "meter" / name)
+        second = sha256_file(tmp_path / "inbox" / "meter" / name)
+        run_nightly(store, cfg, START, END)
+    kept = {sha256_file(p): p.name for p in (tmp_path / "archive" / "meter").iterdir()}
+    assert kept == {first: name, second: f"NEM12_retailer_202407.{second[:12]}.csv"}
+
+
+def test_killed_after_a_quarantined_file_the_rerun_still_reports_it(tmp_path: Path) -> None:
+    """Exit 3 whether or not the run was killed after the broken file's commit: the rerun sees
+    that file as a duplicate but it is still one of the run's inputs."""
+    build_inbox(tmp_path)
+    bad = tmp_path / "inbox" / "meter" / "NEM12_broken.csv"
+    good = (tmp_path / "inbox" / "meter" / "NEM12_retailer_202407.csv").read_text().splitlines()
+    bad.write_text("\n".join([good[0], good[1], good[2].replace(",0.", ",x.", 1), "900"]) + "\n")
+    # customers, prices, then the broken meter file: its commit is the third
+    killed = cli(tmp_path, env={"FAIRSHARE_FAILPOINT": "ingest.after_commit:3"})
+    assert killed.returncode == -signal.SIGKILL
+    rerun = cli(tmp_path)
+    assert rerun.returncode == ExitCode.QUARANTINED, rerun.stdout + rerun.stderr
+    again = cli(tmp_path)
+    assert again.returncode == ExitCode.QUARANTINED and "nothing to do" in again.stdout
