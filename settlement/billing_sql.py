@@ -93,10 +93,11 @@ JOIN _kc kc ON kc.key = (epoch_us(v.interval_start) - {base}) // 300000000 * {st
 WHERE v.interval_start >= sc.utc_from AND v.interval_start < sc.utc_to
 GROUP BY ALL
 """
-# Estimated (quality E) reads per segment and channel: a filtered scan, run only when the
-# store has such flags.
+# Intervals with an estimated (quality E) read on any of the segment's channels, as the reference
+# counts them (an interval estimated on import and export counts once): a filtered scan, run
+# only when the store has such flags.
 _ESTIMATED_SQL = """
-SELECT sc.seg, sc.sfx, count(*) AS n_estimated
+SELECT sc.seg, count(DISTINCT v.interval_start) AS estimated_intervals
 FROM _sc sc JOIN meter_values v ON v.channel_id = sc.channel_id AND v.is_current
      AND v.flag_id IN ({ids})
 WHERE v.interval_start >= sc.utc_from AND v.interval_start < sc.utc_to
@@ -258,19 +259,21 @@ def _counts(agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame) ->
         agg.join(kc_map.select("ck", "sfx").unique("ck"), on="ck")
         .group_by("seg", "sfx")
         .agg(pl.min("minutes"), (pl.col("minutes") * pl.col("n_intervals")).sum().alias("covered"))
-        .join(estimated, on=["seg", "sfx"], how="left")
     )
-    wide = per.group_by("seg").agg(
-        pl.col("minutes").filter(pl.col("sfx") == SUFFIX_CODE["E1"]).min().alias("minutes"),
-        *[
-            pl.col("covered").filter(pl.col("sfx") == SUFFIX_CODE[sfx]).sum().alias(name)
-            for sfx, name in (("E1", "n_import"), ("E2", "n_cl"), ("B1", "n_export"))
-        ],
-        pl.col("n_estimated").max().fill_null(0).alias("estimated_intervals"),
+    wide = (
+        per.group_by("seg")
+        .agg(
+            pl.col("minutes").filter(pl.col("sfx") == SUFFIX_CODE["E1"]).min().alias("minutes"),
+            *[
+                pl.col("covered").filter(pl.col("sfx") == SUFFIX_CODE[sfx]).sum().alias(name)
+                for sfx, name in (("E1", "n_import"), ("E2", "n_cl"), ("B1", "n_export"))
+            ],
+        )
+        .join(estimated, on="seg", how="left")
     )
     return wide.with_columns(
         (pl.col(c) // pl.col("minutes")).alias(c) for c in ("n_import", "n_cl", "n_export")
-    ).with_columns(pl.col("n_cl", "n_export").fill_null(0))
+    ).with_columns(pl.col("n_cl", "n_export", "estimated_intervals").fill_null(0))
 
 
 def _create(store: Store, name: str, frame: pl.DataFrame) -> None:
@@ -349,13 +352,13 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
         estimated = (
             store.con.sql(_ESTIMATED_SQL.format(ids=_in_list(estimated_ids))).pl()
             if estimated_ids
-            else pl.DataFrame(schema={"seg": pl.Int64, "sfx": pl.UInt8, "n_estimated": pl.Int64})
+            else pl.DataFrame(schema={"seg": pl.Int64, "estimated_intervals": pl.Int64})
         )
     finally:
         for name in [*frames, "_sc", "_kx", "_kc"]:
             store.con.execute(f"DROP TABLE IF EXISTS {name}")
     kc_map = kc_map.with_columns(pl.col("sfx").cast(pl.UInt8))
-    estimated = estimated.with_columns(pl.col("sfx").cast(pl.UInt8))
+    estimated = estimated.with_columns(pl.col("seg", "estimated_intervals").cast(pl.Int64))
     by_index = dict(enumerate(ctx.product.components))
     parts = []
     for spec in cp.components:

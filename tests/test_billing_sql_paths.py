@@ -163,3 +163,19 @@ def test_solar_site_without_export_reads_is_held_not_credited_zero(store: Store)
     )
     rows = _both_paths(store, {"sh-flat": no_feed_in}, shadow=False)
     assert {r[0]: r[3] for r in rows} == {"N": None, "S": None}
+
+
+def test_estimated_intervals_count_each_interval_once_on_both_paths(store: Store) -> None:
+    """Estimated reads on import at intervals 100-109 and on export at 105-114: 15 intervals
+    have an estimate on some channel (105-109 on both count once); both paths say 15 (the fast
+    path once reported the larger per-channel count, 10)."""
+    hh = half_hours(OCT, 31)
+    add_customer(store, "E", [("sh-flat", date(2024, 7, 1), None)], solar_kw=5.0)
+    for suffix, lo in (("E1", 100), ("B1", 105)):
+        est = list(range(lo, lo + 10))
+        rest = [k for k in range(len(hh)) if k not in est]
+        add_reads(store, "NMIE", suffix, hh.gather(rest), [0.4] * len(rest))
+        add_reads(store, "NMIE", suffix, hh.gather(est), [0.4] * 10, quality="E")
+    products = load_products(PRODUCTS)
+    (bill,) = _both_paths(store, {"sh-flat": products["sh-flat"]}, shadow=False)
+    assert bill[3] is None and bill[6] == 15
