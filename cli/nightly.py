@@ -27,9 +27,16 @@ class LogFormat(StrEnum):
 
 
 def _emit(fmt: LogFormat, event: str, **fields: object) -> None:
+    """One log record on stderr: a JSON line, or (text format, not on a terminal: a scheduler's
+    log file) a timestamped ``event key=value ...`` line, so progress shows as it happens."""
+    ts = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if fmt is LogFormat.json:
-        record = {"ts": dt.datetime.now(dt.UTC).isoformat(), "event": event, **fields}
+        record = {"ts": ts, "event": event, **fields}
         sys.stderr.write(json.dumps(record, default=str) + "\n")
+    elif not console.is_terminal:
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items())
+        sys.stderr.write(f"{ts} {event} {pairs}\n".rstrip() + "\n")
+    sys.stderr.flush()
 
 
 def nightly(

@@ -113,5 +113,7 @@ def test_killed_after_a_quarantined_file_the_rerun_still_reports_it(tmp_path: Pa
     assert killed.returncode == -signal.SIGKILL
     rerun = cli(tmp_path)
     assert rerun.returncode == ExitCode.QUARANTINED, rerun.stdout + rerun.stderr
+    # text logs, not on a terminal (a scheduler's file): progress lines as the run goes
+    assert " progress stage=settle done=1 total=" in rerun.stderr
     again = cli(tmp_path)
     assert again.returncode == ExitCode.QUARANTINED and "nothing to do" in again.stdout
