@@ -41,6 +41,7 @@ from tariffs.calculus import (
     first_day_without,
     priced_suffixes,
     span_days,
+    whole_bill_changes,
 )
 from tariffs.calendar import holiday_dates
 from tariffs.errors import AuditFailedError, ConfigError, FairshareError
@@ -158,6 +159,29 @@ def _rate_hold(product: Product, timezone: str, segs: pl.DataFrame) -> str | Non
     )
 
 
+def _whole_bill_change_holds(
+    product: Product, segs: pl.DataFrame
+) -> list[tuple[pl.DataFrame, str]]:
+    """Segments whose period strictly contains a change of the tax rate, a discount fraction or
+    a minimum charge (:func:`tariffs.calculus.whole_bill_changes`), with the hold reason: such
+    a bill would be priced at one value for the whole period, so it is held, never billed
+    wrong. Each segment is held once, for the first such change in it."""
+    out = []
+    left = segs
+    for what, day in whole_bill_changes(product):
+        inside = left.filter((pl.col("start") < day) & (pl.col("end") > day))
+        if inside.height:
+            out.append(
+                (
+                    inside,
+                    f"product {product.id}: {what} changes on {day}, inside the billing period "
+                    "(whole-bill lines are not split at a change: set it on a cycle boundary)",
+                )
+            )
+            left = left.join(inside.select("seg"), on="seg", how="anti")
+    return out
+
+
 def bill_accounts(
     store: Store,
     period_start: date,
@@ -205,6 +229,11 @@ def bill_accounts(
         hold = _rate_hold(product, str(tz), group)
         if hold is not None:
             results.append((product, group, None, hold))
+            continue
+        for split, reason in _whole_bill_change_holds(product, group):
+            results.append((product, split, None, reason))
+            group = group.join(split.select("seg"), on="seg", how="anti")
+        if group.is_empty():
             continue
         fast = engine == "auto" and sql_capable(product.components)
         for batch in group.iter_slices(max(batch_size, SQL_BATCH_SIZE) if fast else batch_size):

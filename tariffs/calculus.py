@@ -31,6 +31,7 @@ from tariffs.product import (
     Concession,
     DailySupply,
     Demand,
+    Discount,
     Energy,
     FeedIn,
     MinimumCharge,
@@ -52,6 +53,20 @@ def priced_suffixes(product: Product) -> frozenset[str]:
         elif isinstance(comp, FeedIn):
             out.add("B1")
     return frozenset(out)
+
+
+def whole_bill_changes(product: Product) -> list[tuple[str, date]]:
+    """(parameter, date) of every change of a parameter that applies to a whole bill's lines
+    rather than per interval or day: the tax rate, a discount's fraction and a minimum charge.
+    Lines are not split at these dates, so a bill whose period strictly contains one would be
+    priced at a single value; the bill run holds such a bill instead (see products.md)."""
+    out = [("tax_rate", e.effective_from) for e in product.tax_rate[1:]]
+    for comp in product.components:
+        if isinstance(comp, MinimumCharge):
+            out += [(f"{comp.name} rate", e.effective_from) for e in comp.rate[1:]]
+        elif isinstance(comp, Discount):
+            out += [(f"{comp.name} fraction", e.effective_from) for e in comp.fraction[1:]]
+    return sorted(out, key=lambda x: (x[1], x[0]))
 
 
 INTERVAL_SCHEMA: dict[str, pl.DataType] = {

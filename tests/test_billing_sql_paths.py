@@ -179,3 +179,19 @@ def test_estimated_intervals_count_each_interval_once_on_both_paths(store: Store
     products = load_products(PRODUCTS)
     (bill,) = _both_paths(store, {"sh-flat": products["sh-flat"]}, shadow=False)
     assert bill[3] is None and bill[6] == 15
+
+
+def test_a_whole_bill_change_inside_the_period_holds_the_bill(store: Store) -> None:
+    """The tax rate changes on 16 October: lines are not split there, so the October bill is
+    held with the reason rather than taxed at one rate for the month (it would have been
+    10 % on every day); a change on 1 November, the cycle boundary, bills as usual."""
+    flat = load_products(PRODUCTS)["sh-flat"]
+    first = flat.tax_rate[0]
+    add_customer(store, "T", [("sh-flat", date(2024, 7, 1), None)])
+    add_reads(store, "NMIT", "E1", half_hours(OCT, 31), [0.5] * (31 * 48 - 2))
+    for day, held in ((date(2024, 10, 16), True), (NOV, False)):
+        change = first.model_copy(update={"effective_from": day, "value": first.value * 2})
+        product = flat.model_copy(update={"tax_rate": [first, change]})
+        (bill,) = _both_paths(store, {"sh-flat": product}, shadow=False)
+        reason = f"product sh-flat: tax_rate changes on {day}, inside the billing period"
+        assert (bill[3] or "").startswith(reason) if held else bill[3] is None
