@@ -185,7 +185,9 @@ BILL_AUDITS: list[Audit] = [
     Audit(
         "billed_energy_equals_metered",
         "each kWh component of a bill issued in the range bills exactly the metered energy of "
-        "its channel over the bill's period (bills issued from data as known at issue)",
+        "its channel over the bill's period, for bills issued from the data as known now (a "
+        "file that arrived after a bill's issue is the revision process's to correct: a change "
+        "worth a cent becomes an adjustment, a smaller one none)",
         """
         WITH billed_local AS MATERIALIZED (
             SELECT b.bill_id, b.nmi, l.component, pc.suffix, c.timezone, b.period_start,
@@ -196,6 +198,7 @@ BILL_AUDITS: list[Audit] = [
             JOIN customers c ON c.account = b.account
             WHERE b.status = 'issued' AND l.unit = 'kWh'
               AND b.period_end - 1 BETWEEN $date_from AND $date_to
+              AND i.input_max_file_id = (SELECT coalesce(max(file_id), 0) FROM ingested_files)
             GROUP BY ALL
         ), local_days AS (
             -- local midnights to UTC once per time zone and date (per row: 0.6 s a 100,000 bills)

@@ -117,3 +117,31 @@ def test_killed_after_a_quarantined_file_the_rerun_still_reports_it(tmp_path: Pa
     assert " progress stage=settle done=1 total=" in rerun.stderr
     again = cli(tmp_path)
     assert again.returncode == ExitCode.QUARANTINED and "nothing to do" in again.stdout
+
+
+def test_a_revision_worth_less_than_a_cent_does_not_fail_the_energy_audit(tmp_path: Path) -> None:
+    """+0.001 kWh on one July interval after the July bills were issued: no cent changes, so no
+    adjustment; a later run whose range holds the July close still passes its audits (the
+    billed-energy audit checks bills issued from the data as known now)."""
+    import datetime as dt
+
+    import polars as pl
+
+    from settlement.nem12_writer import write_nem12
+
+    build_inbox(tmp_path)
+    cfg = load_config(tmp_path / "fairshare.toml")
+    with Store.open(tmp_path / "store.duckdb") as store:
+        assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+        one = meter_frame(days=1, start=dt.date(2024, 7, 3)).filter(pl.col("suffix") == "E1")
+        one = one.head(1).with_columns(
+            pl.col("values").list.eval(
+                pl.element() + pl.when(pl.int_range(pl.len()) == 0).then(0.001).otherwise(0.0)
+            ),
+            update_datetime=dt.datetime(2024, 8, 20),
+        )
+        write_nem12(one, tmp_path / "inbox" / "meter" / "NEM12_tiny.csv")
+        later = run_nightly(store, cfg, dt.date(2024, 7, 25), dt.date(2024, 8, 1))
+        n_adj = store.query("SELECT count(*) FROM bill_adjustments").fetchall()[0][0]
+    assert n_adj == 0
+    assert later.exit_code == ExitCode.OK, [a for a in later.audits if not a.passed]
