@@ -85,6 +85,33 @@ AUDITS: list[Audit] = [
         ("wholesale_values",),
     ),
     Audit(
+        "meter_no_overlapping_current_reads",
+        "no two current reads of a channel overlap in time (a day re-sent at another interval "
+        "length supersedes the old length's reads; the energy would otherwise count twice)",
+        """
+        WITH span AS (
+            SELECT channel_id, interval_start, interval_minutes FROM meter_values
+            WHERE is_current
+              AND interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
+              AND interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
+        ), mixed AS (
+            -- only channels with two lengths in the range can overlap (equal lengths on the
+            -- same start are the duplicate audit's): one cheap grouping of the range first
+            SELECT channel_id FROM span GROUP BY channel_id
+            HAVING min(interval_minutes) <> max(interval_minutes)
+        ), ordered AS (
+            SELECT s.*, max(s.interval_start + to_minutes(s.interval_minutes)) OVER (
+                       PARTITION BY s.channel_id ORDER BY s.interval_start, s.interval_minutes
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_end
+            FROM span s WHERE s.channel_id IN (SELECT channel_id FROM mixed)
+        )
+        SELECT c.nmi, c.suffix, o.interval_start, o.interval_minutes, o.earlier_end
+        FROM ordered o JOIN meter_channels c USING (channel_id)
+        WHERE o.earlier_end > o.interval_start
+        """,
+        ("meter_values",),
+    ),
+    Audit(
         "wholesale_no_nan",
         "no NaN or infinite kWh, loss factor or price in the settlement (a NULL price is a "
         "missing price, stated as such)",

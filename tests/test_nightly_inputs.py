@@ -145,3 +145,30 @@ def test_a_revision_worth_less_than_a_cent_does_not_fail_the_energy_audit(tmp_pa
         n_adj = store.query("SELECT count(*) FROM bill_adjustments").fetchall()[0][0]
     assert n_adj == 0
     assert later.exit_code == ExitCode.OK, [a for a in later.audits if not a.passed]
+
+
+def test_overlapping_current_reads_fail_their_audit(tmp_path: Path) -> None:
+    """Twelve current 5-minute reads 00:00-00:55 UTC and current 30-minute reads at 00:30 and
+    01:00 of one channel: the 00:30 half-hour overlaps the six 5-minute reads 00:30-00:55, so
+    six rows fail (the 30-minute read itself, ordered after the 00:30 5-minute read, and the
+    five 5-minute reads it covers from 00:35); the 01:00 read overlaps nothing."""
+    import datetime as dt
+
+    from settlement.audits import run_audits
+
+    with Store.open(tmp_path / "s.duckdb") as s:
+        s.con.execute("INSERT INTO meter_channels VALUES (1, 'N1', 'E1')")
+        s.con.execute("INSERT INTO meter_flags VALUES (1, 'A', NULL, NULL)")
+        starts = [(f"00:{m:02d}", 5) for m in range(0, 60, 5)] + [("00:30", 30), ("01:00", 30)]
+        for hhmm, minutes in starts:
+            s.con.execute(
+                "INSERT INTO meter_values VALUES (1, ?::TIMESTAMPTZ, ?, 0.1, 1, now(), 1, 1, true)",
+                [f"2024-07-02 {hhmm}:00+00", minutes],
+            )
+        (audit,) = [
+            a
+            for a in run_audits(s, dt.date(2024, 7, 2), dt.date(2024, 7, 2))
+            if a.name == "meter_no_overlapping_current_reads"
+        ]
+    assert audit.failing_rows == 6
+    assert {r["interval_minutes"] for r in audit.sample} <= {5, 30}
