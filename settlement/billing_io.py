@@ -119,7 +119,7 @@ SELECT s.seg, epoch_us(e.interval_start) AS ts_us, e.interval_minutes::INTEGER A
        coalesce(b.kwh, 0.0) AS export_kwh, s.loss_factor, p.spot_per_mwh,
        e.quality = 'E' OR coalesce(c.quality = 'E', false) OR coalesce(b.quality = 'E', false)
          AS estimated
-FROM _segs s
+FROM {segs} s
 JOIN {source} e ON e.suffix = 'E1' AND e.quality <> 'N' AND e.nmi = s.nmi
      AND e.interval_start >= s.utc_from AND e.interval_start < s.utc_to
 LEFT JOIN {source} c ON c.suffix = 'E2' AND c.quality <> 'N' AND c.nmi = e.nmi
@@ -128,6 +128,61 @@ LEFT JOIN {source} b ON b.suffix = 'B1' AND b.quality <> 'N' AND b.nmi = e.nmi
      AND b.interval_start = e.interval_start
 LEFT JOIN _prices p ON p.region = s.region AND p.ts_us = epoch_us(e.interval_start)
      AND p.interval_minutes = e.interval_minutes
+"""
+# _READS_SQL joins E2 and B1 to E1 on the interval start: right only when the reads share E1's
+# length. A segment with reads of more than one length (a meter exchange, or export read every
+# 5 minutes on a 30-minute import meter) is read by _MIXED_READS_SQL instead (``_mixed``: seg).
+_SAME_LENGTH_SEGS = "(SELECT * FROM _segs WHERE seg NOT IN (SELECT seg FROM _mixed))"
+# The same rows for segments whose reads differ in length, priced per read as the fast path
+# prices them: an E2 or B1 read at an E1 read's start and length shares its row (as above); any
+# other is a row of its own, at its own start, length and spot price, with import_kwh 0 and
+# ``import_read`` false (import components skip it, tariffs.calculus). On such a segment a
+# controlled-load or export column is null where the row has no read of that channel because the
+# channel's reads there are rows of their own, and 0 where it has none at all (as above: a gap is
+# held by the counts, a channel the meter lacks bills a zero line). ``estimated``: once per
+# start with an estimated read on any channel (as the fast path counts intervals).
+_MIXED_READS_SQL = """
+WITH r AS (
+    SELECT s.seg, s.region, s.loss_factor, m.suffix, m.interval_start,
+           m.interval_minutes::INTEGER AS interval_minutes, m.kwh, m.quality = 'E' AS est
+    FROM _segs s JOIN {source} m ON m.nmi = s.nmi AND m.suffix IN ('E1', 'E2', 'B1')
+         AND m.quality <> 'N' AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
+    WHERE s.seg IN (SELECT seg FROM _mixed)
+),
+k AS (
+    SELECT r.*, r.suffix = 'E1' OR e.seg IS NOT NULL AS shared
+    FROM r LEFT JOIN r e ON r.suffix <> 'E1' AND e.suffix = 'E1' AND e.seg = r.seg
+         AND e.interval_start = r.interval_start AND e.interval_minutes = r.interval_minutes
+),
+apart AS (
+    SELECT seg, bool_or(suffix = 'E2' AND NOT shared) AS cl_apart,
+           bool_or(suffix = 'B1' AND NOT shared) AS export_apart
+    FROM k GROUP BY seg
+),
+rows AS (
+    SELECT k.seg, k.suffix, k.region, k.loss_factor, k.interval_start, k.interval_minutes,
+           CASE WHEN k.suffix = 'E1' THEN k.kwh ELSE 0.0 END AS import_kwh,
+           CASE k.suffix WHEN 'E2' THEN k.kwh WHEN 'E1' THEN
+             coalesce(c.kwh, CASE WHEN a.cl_apart THEN NULL ELSE 0.0 END) END AS controlled_kwh,
+           CASE k.suffix WHEN 'B1' THEN k.kwh WHEN 'E1' THEN
+             coalesce(b.kwh, CASE WHEN a.export_apart THEN NULL ELSE 0.0 END) END AS export_kwh,
+           k.est OR coalesce(c.est, false) OR coalesce(b.est, false) AS est
+    FROM k JOIN apart a USING (seg)
+    LEFT JOIN k c ON k.suffix = 'E1' AND c.suffix = 'E2' AND c.shared AND c.seg = k.seg
+         AND c.interval_start = k.interval_start
+    LEFT JOIN k b ON k.suffix = 'E1' AND b.suffix = 'B1' AND b.shared AND b.seg = k.seg
+         AND b.interval_start = k.interval_start
+    WHERE k.suffix = 'E1' OR NOT k.shared
+)
+SELECT x.seg, epoch_us(x.interval_start) AS ts_us, x.interval_minutes, x.import_kwh,
+       x.controlled_kwh, x.export_kwh, x.loss_factor, p.spot_per_mwh,
+       bool_or(x.est) OVER (PARTITION BY x.seg, x.interval_start)
+         AND row_number() OVER (PARTITION BY x.seg, x.interval_start ORDER BY x.suffix) = 1
+         AS estimated,
+       x.suffix = 'E1' AS import_read
+FROM rows x
+LEFT JOIN _prices p ON p.region = x.region AND p.ts_us = epoch_us(x.interval_start)
+     AND p.interval_minutes = x.interval_minutes
 """
 # The current reads of the batch's channels (``_segs``: nmi, utc_from, utc_to), as numbers. Put
 # straight into the big joins, ``meter_reads_raw`` (a view over meter_values and its two
@@ -172,7 +227,9 @@ SELECT s.seg, min(m.interval_minutes) FILTER (WHERE m.suffix = 'E1') AS minutes,
          // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_cl,
        sum(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'B1')
          // min(m.interval_minutes::BIGINT) FILTER (WHERE m.suffix = 'E1') AS n_export,
-       count(*) FILTER (WHERE m.quality = 'E') AS estimated_intervals
+       count(*) FILTER (WHERE m.quality = 'E') AS estimated_intervals,
+       -- reads of more than one length (any channel): read with _MIXED_READS_SQL
+       min(m.interval_minutes) <> max(m.interval_minutes) AS mixed_lengths
 FROM _segs s JOIN {source} m ON m.nmi = s.nmi
      AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
 WHERE m.quality <> 'N' AND m.suffix IN ('E1', 'E2', 'B1')
@@ -185,16 +242,32 @@ def _read_channels(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """E1 reads with E2 and B1 joined in DuckDB (hash joins, no wide group-by), and counts.
 
+    Segments whose reads differ in length come from _MIXED_READS_SQL, and the frame then has an
+    ``import_read`` column (see there); without such segments it is _READS_SQL's frame alone.
     No bound parameters in the large query when ``as_of`` is None: DuckDB 1.5 plans a prepared
     version of this join ~30x slower.
     """
     params = [] if as_of is None else [as_of]
-    frame = store.con.sql(_READS_SQL.format(source=src), params=params * 3).pl()
+    counts = store.con.sql(COUNTS_SQL.format(source=src), params=params).pl()
+    mixed = counts.filter(pl.col("mixed_lengths")).select("seg")
+    if mixed.height == 0:
+        frame = store.con.sql(_READS_SQL.format(source=src, segs="_segs"), params=params * 3).pl()
+    else:
+        store.con.register("_mixed", mixed.to_arrow())
+        try:
+            same = store.con.sql(
+                _READS_SQL.format(source=src, segs=_SAME_LENGTH_SEGS), params=params * 3
+            ).pl()
+            apart = store.con.sql(_MIXED_READS_SQL.format(source=src), params=params).pl()
+        finally:
+            store.con.unregister("_mixed")
+        frame = pl.concat(
+            [same.with_columns(pl.lit(True).alias("import_read")), apart], how="vertical_relaxed"
+        )
     iv = frame.with_columns(
         pl.from_epoch("ts_us", time_unit="us").dt.replace_time_zone("UTC").alias("interval_start")
     ).drop("ts_us")
     iv = iv.with_columns(pl.col("spot_per_mwh").cast(pl.Float64))
-    counts = store.con.sql(COUNTS_SQL.format(source=src), params=params).pl()
     return iv, counts
 
 

@@ -79,6 +79,12 @@ INTERVAL_SCHEMA: dict[str, pl.DataType] = {
     "spot_per_mwh": pl.Float64(),
     "loss_factor": pl.Float64(),
 }
+"""The interval frame's columns. Optional: ``estimated`` (bool), and ``import_read`` (bool) from
+the store when a segment's channels are read at different interval lengths: a row with
+``import_read`` false carries a controlled-load or export read of its own (its own start, length
+and spot price; import_kwh 0), and a null controlled_kwh or export_kwh means the row has no read
+of that channel (it is on a row of its own). Each component then uses only the rows with a read
+of its channel (:func:`_rows_of`)."""
 SEGMENT_SCHEMA: dict[str, pl.DataType] = {
     "seg": pl.Int64(),
     "start": pl.Date(),
@@ -91,6 +97,17 @@ CHANNEL_COLUMN = {
     "controlled_load": "controlled_kwh",
     "export": "export_kwh",
 }
+
+
+def _rows_of(iv: pl.LazyFrame, column: str) -> pl.LazyFrame:
+    """The rows of ``iv`` with a read of ``column``'s channel (all rows without ``import_read``)."""
+    if "import_read" not in iv.collect_schema().names():
+        return iv
+    if column == CHANNEL_COLUMN["import"]:
+        return iv.filter(pl.col("import_read"))
+    return iv.filter(pl.col(column).is_not_null())
+
+
 PRICED_COLUMNS = ["seg", "interval_start", "local_date", "component", "detail", "quantity", "rate"]
 LINE_COLUMNS = [
     "seg", "order", "component", "detail", "quantity", "unit", "rate", "amount", "taxable",
@@ -186,7 +203,9 @@ def _labels(comp: object) -> list[str]:
 
 
 def _priced_energy(comp: Energy | FeedIn, iv: pl.LazyFrame) -> pl.LazyFrame:
-    qty = pl.col(CHANNEL_COLUMN["export" if isinstance(comp, FeedIn) else comp.channel])
+    column = CHANNEL_COLUMN["export" if isinstance(comp, FeedIn) else comp.channel]
+    qty = pl.col(column)
+    iv = _rows_of(iv, column)
     labels = pl.Enum(_labels(comp))
     if comp.rate is not None:
         detail = pl.lit("", labels)
@@ -261,7 +280,8 @@ def _priced_blocks(
     )
     qty_col = CHANNEL_COLUMN[comp.channel]
     run = (
-        iv.select("seg", "interval_start", "local_date", pl.col(qty_col).alias("_q"))
+        _rows_of(iv, qty_col)
+        .select("seg", "interval_start", "local_date", pl.col(qty_col).alias("_q"))
         .with_columns(_block_key(comp.period).alias("_bkey"), _block_version(comp).alias("_bver"))
         .sort("seg", "interval_start")
         .with_columns(pl.col("_q").cum_sum().over(key).alias("_cum"))
@@ -397,7 +417,8 @@ def _demand_lines(comp: Demand, iv: pl.LazyFrame, days: pl.LazyFrame, order: int
         )
     )
     kw = (
-        iv.filter(windows_expr(comp.windows))
+        _rows_of(iv, "import_kwh")
+        .filter(windows_expr(comp.windows))
         .with_columns(
             (pl.col("local_date").dt.year() * 100 + pl.col("local_date").dt.month()).alias(
                 "month_key"
