@@ -166,16 +166,40 @@ WITH touched AS (
     UNION ALL
     SELECT {day_no} AS day_no, max(file_id) AS file_id
     FROM price_reads_raw WHERE file_id > $horizon GROUP BY ALL
+), supply AS (
+    -- customer versions of the accounts a newer customers file names, each with the version
+    -- before it: a new account, or a changed NMI or supply dates, changes which reads the days
+    -- of its supply (old and new) settle. Loss factors are not dated: a new DLF or MLF applies
+    -- from the next day settled, it does not re-price history.
+    SELECT account, file_id, nmi, move_in, move_out,
+           lag(file_id) OVER w AS old_file, lag(nmi) OVER w AS old_nmi,
+           lag(move_in) OVER w AS old_in, lag(move_out) OVER w AS old_out
+    FROM customers_raw
+    WHERE account IN (SELECT account FROM customers_raw WHERE file_id > $horizon)
+    WINDOW w AS (PARTITION BY account ORDER BY file_id)
+), moved AS (
+    SELECT file_id, least(move_in, coalesce(old_in, move_in)) - 1 AS lo,
+           CASE WHEN move_out IS NULL OR (old_file IS NOT NULL AND old_out IS NULL) THEN NULL
+                ELSE greatest(move_out, coalesce(old_out, move_out)) + 1 END AS hi
+    FROM supply
+    WHERE file_id > $horizon AND (old_file IS NULL OR nmi IS DISTINCT FROM old_nmi
+          OR move_in IS DISTINCT FROM old_in OR move_out IS DISTINCT FROM old_out)
 )
 SELECT DISTINCT s.settlement_date FROM settled_days s
 JOIN touched t ON DATE '1970-01-01' + t.day_no::INTEGER = s.settlement_date
  AND t.file_id > s.input_max_file_id
+UNION
+-- supply days (market days, a day's margin either side for the sites' time zones)
+SELECT s.settlement_date FROM settled_days s
+JOIN moved m ON s.settlement_date >= m.lo AND (m.hi IS NULL OR s.settlement_date <= m.hi)
+ AND m.file_id > s.input_max_file_id
 ORDER BY 1
 """.replace("{day_no}", market_day_no("interval_start"))
 
 
 def revised_days(store: Store) -> list[dt.date]:
-    """Settled market days whose meter reads or prices changed after they were settled.
+    """Settled market days whose meter reads, prices or supply (a customer file adding an
+    account or changing its NMI or supply dates) changed after they were settled.
 
     Call it after ingesting and before settling; the caller re-settles every day returned, each
     in its own transaction (:func:`settle_day`), and may be killed between any two of them.
@@ -193,8 +217,8 @@ def revised_days(store: Store) -> list[dt.date]:
     of the night it was settled, and the scan would read the whole history every night. So, in
     the same transaction as the check, every settled day that is *not* revised has its F raised
     to the newest file id: every file up to it has just been checked and none touches that day,
-    so its settlement is what settling it now would give (meter reads and prices; customer files
-    never triggered re-settlement). The revised days keep their old F, so they stay below the
+    so its settlement is what settling it now would give (meter reads, prices and the supply
+    facts of customer files: a new account, NMI or supply dates re-settle the days they cover). The revised days keep their old F, so they stay below the
     bound until their own :func:`settle_day` transaction moves them: a pending set that needs no
     table of its own, written before any re-settlement and cleared one day at a time. After a
     completed run every settled day has that run's F and the next night reads only its new

@@ -172,3 +172,31 @@ def test_overlapping_current_reads_fail_their_audit(tmp_path: Path) -> None:
         ]
     assert audit.failing_rows == 6
     assert {r["interval_minutes"] for r in audit.sample} <= {5, 30}
+
+
+def test_a_late_customer_file_resettles_the_days_of_its_new_account(tmp_path: Path) -> None:
+    """A3's July meter data is settled before A3's customer row arrives (July: 31 days x 48
+    half-hours = 1,488 reads of A3 stored, none settled as A3's); when the row arrives with the
+    August run, the July days are re-settled and all 1,488 are A3's."""
+    import datetime as dt
+
+    build_inbox(tmp_path)
+    customers = tmp_path / "inbox" / "customers" / "customers.csv"
+    lines = customers.read_text().splitlines()
+    assert lines[3].startswith("A3,")
+    customers.write_text("\n".join(lines[:3]) + "\n")  # header, A1, A2
+    cfg = load_config(tmp_path / "fairshare.toml")
+    with Store.open(tmp_path / "store.duckdb") as store:
+        run_nightly(store, cfg, START, END)
+        before = store.query("SELECT count(*) FROM wholesale_reads WHERE account = 'A3'")
+        n_before = before.fetchall()[0][0]
+        late = tmp_path / "inbox" / "customers" / "customers_late.csv"
+        late.write_text("\n".join([lines[0], lines[3]]) + "\n")
+        aug = run_nightly(store, cfg, dt.date(2024, 8, 1), dt.date(2024, 8, 1))
+        n_after = store.query(
+            "SELECT count(*) FROM wholesale_reads WHERE account = 'A3' AND suffix = 'E1' "
+            "AND settlement_date <= DATE '2024-07-31'"
+        ).fetchall()[0][0]
+    assert n_before == 0
+    assert len(aug.manifest["stages"]["settle"]["resettled_days"]) == 31
+    assert n_after == 31 * 48
