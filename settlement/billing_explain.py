@@ -110,15 +110,27 @@ def _drill(ctx: Context, iv: pl.DataFrame, seg: pl.DataFrame) -> pl.DataFrame:
             * pl.col("rate")
             * pl.col("component").replace_strict(signs, default=1.0)
         ).alias("amount")
-    ).select("interval_start", "local_date", "component", "detail", "quantity", "rate", "amount")
+    ).select(
+        "interval_start",
+        "interval_minutes",
+        "local_date",
+        "component",
+        "detail",
+        "quantity",
+        "rate",
+        "amount",
+    )
     spots = [
         c.spot
         for c in ctx.product.components
         if isinstance(c, Energy | FeedIn) and c.spot is not None
     ]
     if spots:
+        # a read is its start and length: with channels of different lengths two rows can
+        # share a start, each priced at its own length's spot price
         extra = local.select(
-            "interval_start", pl.col("spot_per_mwh"), *spot_parts_exprs(spots[0])
-        ).collect()
-        out = out.join(extra, on="interval_start", how="left")
+            "interval_start", "interval_minutes", pl.col("spot_per_mwh"),
+            *spot_parts_exprs(spots[0]),
+        ).unique(["interval_start", "interval_minutes"]).collect()  # fmt: skip
+        out = out.join(extra, on=["interval_start", "interval_minutes"], how="left")
     return out.sort("component", "interval_start")

@@ -223,6 +223,7 @@ def _priced_energy(comp: Energy | FeedIn, iv: pl.LazyFrame) -> pl.LazyFrame:
     return iv.select(
         "seg",
         "interval_start",
+        "interval_minutes",  # with the start, names the read (channels may differ in length)
         "local_date",
         detail.alias("detail"),
         qty.alias("quantity"),
@@ -333,7 +334,7 @@ def priced_intervals(ctx: Context, iv: pl.LazyFrame, segments: pl.DataFrame) -> 
         )
     if not parts:
         return pl.LazyFrame(schema={c: pl.Utf8 for c in PRICED_COLUMNS})
-    return pl.concat(parts, how="vertical_relaxed")
+    return pl.concat(parts, how="diagonal_relaxed")
 
 
 def _aggregate_priced(

@@ -100,6 +100,17 @@ def test_thirty_minute_export_on_five_minute_import_is_priced_at_the_half_hour(
     )
     assert _line(bill, "Energy (dynamic)").startswith("Energy (dynamic)|spot-linked|445.8|")
     assert "|8916|" in _line(bill, "Energy (dynamic)")
+    # explain's drill-down: one row per export read, each at its half-hour's average price
+    from settlement.billing_explain import explain_bill
+
+    (bill_id,) = store.con.execute(
+        "SELECT bill_id FROM bills WHERE account = 'B' ORDER BY created_at DESC LIMIT 1"
+    ).fetchone() or ("",)
+    ex = explain_bill(store, str(bill_id))
+    export = ex.intervals.filter(pl.col("component") == "Export (dynamic)")
+    assert ex.reproduced is True
+    assert export.height == 1486
+    assert round(float(export["amount"].sum()), 2) == -148.60
 
 
 def test_block_and_demand_product_bills_every_export_read_at_any_length(store: Store) -> None:
