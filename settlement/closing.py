@@ -6,10 +6,24 @@
    from the nightly run id, so a rerun after a crash rewrites exactly the same bills.
 3. Revisions: an issued bill whose meter reads (or, for spot-linked products, prices) changed in
    files ingested after its issue is re-billed (status ``rebill``, never issued) and the
-   difference becomes a pending adjustment: a credit of the issued bill and a rebill line, linked
-   by ``original_bill_id``. An undercharge older than the back-billing limit (NERR: 9 months)
-   gets a third line that writes the undercharge off, so the customer is not charged and the
-   auditor sees why. The issued bill itself is never touched.
+   difference becomes a pending adjustment linked by ``original_bill_id`` (always the issued
+   bill, however many times it is revised). The issued bill itself is never touched.
+
+   The rule, per issued bill B with issued amount I (ex GST and GST kept apart, decided on the
+   total inc GST). C, the amount charged for B, is I plus credit + rebill of every earlier
+   adjustment of B that is ``pending`` or ``applied``; a ``*_written_off`` adjustment adds
+   nothing (its write-off line cancels its credit and rebill). Pending adjustments count: they
+   are on their way to the next bill. A revision computes the true amount T and stores a credit
+   of -C and a rebill of T, so the customer's charge becomes T, except when T > C and B's
+   (exclusive) period end is on or before the back-billing limit (``as_of_day``, the run's last
+   day, minus ``back_billing_months``; NERR: 9 months): then the status is ``pending_written_off`` and a third line of -(T - C) writes the
+   undercharge off, so the charge stays C. Hence C never rises past the limit, an overcharge
+   (T < C) is always refunded, a refund is only ever of money charged (C falls to T, never
+   below it), and an amount written off is never refunded later: with every revision past the
+   limit, C = min(I, T1, ..., Tn). Nothing is stored when T = C. The ``bill_adjustments`` row is
+   the audit trail: credit = -C, rebill = T, and for ``*_written_off`` the write-off line is
+   -(credit + rebill). This run's own rows are left out of C, so a rerun after a crash computes
+   the same rows (and inserts nothing new).
 4. Issue: pending adjustments are attached as lines to the account's next bill, totals updated,
    status set to ``issued`` and a content hash stored (audited every run: issued bills never
    change).
@@ -214,17 +228,23 @@ def close_cycles(
 
 
 ADJUST_SQL = """
-WITH last_adj AS (
-    SELECT original_bill_id, rebill_ex_gst, rebill_gst FROM bill_adjustments
-    WHERE status <> 'held'
-    QUALIFY row_number() OVER (PARTITION BY original_bill_id ORDER BY detected_file_id DESC) = 1
+WITH charged AS (
+    -- what earlier adjustments of each revised bill charged (or will, once attached): credit +
+    -- rebill of the pending and applied ones; a written-off one nets to zero on the bill, and a
+    -- held one was never charged. This run's own rows are left out (a rerun recomputes them).
+    SELECT original_bill_id, sum(credit_ex_gst + rebill_ex_gst) AS ex,
+           sum(credit_gst + rebill_gst) AS tax
+    FROM bill_adjustments
+    WHERE status IN ('pending', 'applied') AND detected_run_id <> $run
+      AND original_bill_id IN (SELECT bill_id FROM _revised)
+    GROUP BY ALL
 ), orig AS (
-    -- the amount in force: the latest rebill of an earlier adjustment, else the issued bill
+    -- the amount in force: the issued bill plus what its adjustments charged (module docstring)
     SELECT r.bill_id AS original_bill_id, b.account, b.cycle_start, b.product, b.period_start,
-           b.period_end, coalesce(a.rebill_ex_gst, b.total_ex_gst) AS total_ex_gst,
-           coalesce(a.rebill_gst, b.gst) AS gst
+           b.period_end, b.total_ex_gst + coalesce(a.ex, 0) AS total_ex_gst,
+           b.gst + coalesce(a.tax, 0) AS gst
     FROM _revised r JOIN bills b USING (bill_id)
-    LEFT JOIN last_adj a ON a.original_bill_id = r.bill_id
+    LEFT JOIN charged a ON a.original_bill_id = r.bill_id
 ), new AS (
     SELECT bill_id AS rebill_bill_id, account, cycle_start, product, period_start, status,
            hold_reason, total_ex_gst, gst
@@ -248,10 +268,15 @@ def _record_adjustments(
     back_billing_months: int,
     result: CloseResult,
 ) -> None:
-    """Store one pending (or held / written-off) adjustment per revised issued bill."""
+    """Store one pending (or held / written-off) adjustment per revised issued bill.
+
+    Credit -C (the amount charged so far), rebill T (the true amount); ``pending_written_off``
+    when T > C (inc GST) and the bill ended on or before the back-billing limit (module
+    docstring, step 3).
+    """
     store.con.register("_revised", revised.select("bill_id").to_arrow())
     try:
-        adj = store.con.execute(ADJUST_SQL, {"runs": rebill_runs}).pl()
+        adj = store.con.execute(ADJUST_SQL, {"runs": rebill_runs, "run": nightly_run_id}).pl()
     finally:
         store.con.unregister("_revised")
     limit = pl.lit(as_of_day).dt.offset_by(f"-{back_billing_months}mo")
@@ -293,7 +318,11 @@ WITH target AS (
     WHERE list_contains($runs::BIGINT[], run_id) AND status = 'draft' GROUP BY account
 ), pend AS (
     SELECT a.*, t.bill_id AS target_bill_id,
-           row_number() OVER (PARTITION BY a.account ORDER BY a.original_bill_id) AS k
+           -- one bill's adjustments in detection order; (original_bill_id, detected_run_id) is
+           -- the key, so the line order is the same on every run (byte-identical snapshots)
+           row_number() OVER (PARTITION BY a.account
+                              ORDER BY a.original_bill_id, a.detected_file_id, a.detected_run_id)
+             AS k
     FROM bill_adjustments a JOIN target t USING (account)
     WHERE a.status IN ('pending', 'pending_written_off')
 ), base AS (
@@ -301,7 +330,8 @@ WITH target AS (
     WHERE bill_id IN (SELECT target_bill_id FROM pend) GROUP BY ALL
 ), lines AS (
     SELECT p.target_bill_id, p.k, 1 AS j, 'Adjustment: credit' AS component,
-           'credit of issued bill ' || p.original_bill_id AS detail,
+           'credit of the amount charged so far for issued bill ' || p.original_bill_id
+             AS detail,
            p.credit_ex_gst AS ex, p.credit_gst AS tax, p.original_bill_id
     FROM pend p
     UNION ALL

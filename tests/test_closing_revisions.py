@@ -1,0 +1,372 @@
+"""Revisions of a revised bill: the credit is of what was charged, never of a written-off rebill.
+
+The rule (settlement/closing.py, step 3): for an issued bill B with issued amount I, the amount
+charged C is I plus credit + rebill of B's earlier pending or applied adjustments (a written-off
+one nets to zero). A revision with true amount T credits C and rebills T; if T > C (inc GST) and
+B is past the back-billing limit, a write-off line of -(T - C) keeps the charge at C. So:
+
+    C_0 = I;  C_k = C_{k-1} if T_k > C_{k-1} and revision k is past the limit, else T_k
+
+and in particular C_n <= T_n, C_n = T_n whenever the last revision is recoverable, and with
+every revision past the limit C_n = min(I, T_1, ..., T_n). The property test checks that the
+customer's charge (I plus every adjustment line on their later bills) follows this model
+exactly after any sequence of revisions, attached on the night or left pending for later ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from settlement.closing import CloseResult, _issue, _record_adjustments
+from settlement.config import load_config
+from settlement.nem12_writer import write_nem12
+from settlement.nightly import run_nightly
+from settlement.store import Store
+from tariffs.errors import ExitCode
+from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame, price_csv
+
+END = START + dt.timedelta(days=DAYS - 1)
+CENT = Decimal("0.01")
+
+# ---------------------------------------------------------------------------------------------
+# End to end: the reviewer's double revision, back_billing_months = 0 (every undercharge of the
+# July bill is past the limit by August).
+# ---------------------------------------------------------------------------------------------
+
+
+def _month(root: Path, start: dt.date, days: int, bump: float, updated: dt.datetime) -> None:
+    """A month of reads and prices, plus a re-read of 3 July's import with ``bump`` kWh added
+    to every interval (replacing any earlier re-read: later UpdateDateTime)."""
+    tag = f"{start:%Y%m}"
+    inbox = root / "inbox"
+    write_nem12(meter_frame(days=days, start=start), inbox / "meter" / f"NEM12_{tag}.csv")
+    price_csv(inbox / "prices" / f"PRICE_AND_DEMAND_{tag}_NSW1.csv", days=days, start=start)
+    reread = meter_frame(days=1, start=dt.date(2024, 7, 3), bump=bump).filter(
+        pl.col("suffix") == "E1"
+    )
+    write_nem12(
+        reread.with_columns(update_datetime=updated), inbox / "meter" / f"NEM12_rev_{tag}.csv"
+    )
+
+
+@pytest.fixture(scope="module")
+def july_august(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """July issued; August re-reads 3 July +0.10 kWh/interval: written off (limit 0 months)."""
+    root = tmp_path_factory.mktemp("revisions")
+    build_inbox(root)
+    cfg = load_config(root / "fairshare.toml").model_copy(update={"back_billing_months": 0})
+    with Store.open(root / "store.duckdb") as store:
+        assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+        _month(root, dt.date(2024, 8, 1), 31, 0.10, dt.datetime(2024, 8, 20))
+        aug = run_nightly(store, cfg, dt.date(2024, 8, 1), dt.date(2024, 8, 31))
+        assert aug.exit_code == ExitCode.OK, aug.message
+    return root
+
+
+@pytest.fixture
+def september(july_august: Path, tmp_path: Path) -> Iterator[tuple[Path, Store]]:
+    """A copy of the July/August store; the test writes September's inbox and runs it."""
+    root = tmp_path / "root"
+    shutil.copytree(july_august, root)
+    store = Store.open(root / "store.duckdb")
+    try:
+        yield root, store
+    finally:
+        store.close()
+
+
+def _run_september(root: Path, store: Store, bump: float) -> None:
+    cfg = load_config(root / "fairshare.toml").model_copy(update={"back_billing_months": 0})
+    _month(root, dt.date(2024, 9, 1), 30, bump, dt.datetime(2024, 9, 20))
+    result = run_nightly(store, cfg, dt.date(2024, 9, 1), dt.date(2024, 9, 30))
+    assert result.exit_code == ExitCode.OK, result.message
+
+
+def _trail(store: Store, account: str) -> list[tuple[object, ...]]:
+    """(status, credit, rebill) per revision of the account's July bill, in detection order."""
+    return store.query(
+        "SELECT status, credit_ex_gst, rebill_ex_gst FROM bill_adjustments WHERE account = ?"
+        " ORDER BY detected_file_id",
+        [account],
+    ).fetchall()
+
+
+def _adjustment_lines(store: Store, account: str) -> list[tuple[object, ...]]:
+    return store.query(
+        "SELECT b.period_start, l.component, l.amount_ex_gst FROM bill_lines l JOIN bills b"
+        " USING (bill_id) WHERE b.account = ? AND l.component LIKE 'Adjustment%'"
+        " ORDER BY b.period_start, l.line_no",
+        [account],
+    ).fetchall()
+
+
+def _net(store: Store) -> dict[str, tuple[Decimal, Decimal]]:
+    """Per account: (sum of adjustment lines ex GST, inc GST) over all later bills."""
+    rows = store.query(
+        "SELECT b.account, sum(l.amount_ex_gst), sum(l.amount_inc_gst) FROM bill_lines l"
+        " JOIN bills b USING (bill_id) WHERE l.component LIKE 'Adjustment%' GROUP BY ALL"
+    ).fetchall()
+    return {a: (ex, inc) for a, ex, inc in rows}
+
+
+def _issued_july(store: Store, account: str) -> Decimal:
+    rows = store.query(
+        "SELECT total_ex_gst FROM bills WHERE account = ? AND status = 'issued'"
+        " AND period_start = DATE '2024-07-01'",
+        [account],
+    ).fetchall()
+    assert len(rows) == 1
+    value = rows[0][0]
+    assert isinstance(value, Decimal)
+    return value
+
+
+AUG, SEP = dt.date(2024, 8, 1), dt.date(2024, 9, 1)
+D = Decimal
+
+
+def test_written_off_undercharge_revised_again_upwards_nets_to_zero(
+    september: tuple[Path, Store],
+) -> None:
+    """Hand-worked, A1 (sh-flat, energy 0.3050 $/kWh ex GST): July issued 234.03. August's
+    re-read adds 0.10 x 48 = 4.8 kWh: true 235.49 (+1.46), past the limit, written off; the
+    customer is still charged 234.03. September's re-read is +0.05 x 48 = 2.4 kWh over the
+    original: true 234.76 (+0.73 on what was charged), past the limit, written off too. The
+    September credit is of the 234.03 charged, not of August's written-off 235.49, so the
+    customer's net over both revisions is 0 (was -0.73: a refund of money never charged)."""
+    root, store = september
+    _run_september(root, store, 0.05)
+    assert _issued_july(store, "A1") == D("234.03")
+    assert _trail(store, "A1") == [
+        ("applied_written_off", D("-234.03"), D("235.49")),
+        ("applied_written_off", D("-234.03"), D("234.76")),
+    ]
+    assert _adjustment_lines(store, "A1") == [
+        (AUG, "Adjustment: credit", D("-234.03")),
+        (AUG, "Adjustment: rebill", D("235.49")),
+        (AUG, "Adjustment: back-billing limit", D("-1.46")),
+        (SEP, "Adjustment: credit", D("-234.03")),
+        (SEP, "Adjustment: rebill", D("234.76")),
+        (SEP, "Adjustment: back-billing limit", D("-0.73")),
+    ]
+    # every account: both re-reads add energy, both undercharges are written off, net 0
+    assert set(_net(store)) == {"A1", "A2", "A3"}
+    assert all(ex == 0 and inc == 0 for ex, inc in _net(store).values())
+    failing = store.query(
+        "SELECT audit FROM audit_results WHERE failing_rows > 0 AND run_id ="
+        " (SELECT max(run_id) FROM runs WHERE date_from = DATE '2024-09-01')"
+    ).fetchall()
+    assert failing == []
+
+
+def test_written_off_undercharge_revised_below_issue_refunds_only_what_was_charged(
+    september: tuple[Path, Store],
+) -> None:
+    """Hand-worked, A1: September's re-read is 0.05 x 48 = 2.4 kWh *below* the original read:
+    true 233.30, 0.73 under the 234.03 charged (August's +1.46 was written off, never charged).
+    The refund is 0.73 (credit 234.03, rebill 233.30), not 2.19 (credit of the written-off
+    235.49): the customer ends charged exactly the true amount."""
+    root, store = september
+    _run_september(root, store, -0.05)
+    assert _trail(store, "A1") == [
+        ("applied_written_off", D("-234.03"), D("235.49")),
+        ("applied", D("-234.03"), D("233.30")),
+    ]
+    assert _adjustment_lines(store, "A1")[3:] == [
+        (SEP, "Adjustment: credit", D("-234.03")),
+        (SEP, "Adjustment: rebill", D("233.30")),
+    ]
+    # every account: charged (issued + adjustment lines) == the true (September rebill) amount
+    true = dict(
+        store.query(
+            "SELECT account, rebill_ex_gst FROM bill_adjustments WHERE detected_run_id ="
+            " (SELECT max(detected_run_id) FROM bill_adjustments)"
+        ).fetchall()
+    )
+    net = _net(store)
+    for account in ("A1", "A2", "A3"):
+        assert _issued_july(store, account) + net[account][0] == true[account]
+    assert net["A1"][0] == D("-0.73")
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: closing.py's adjustment and issue steps on a synthetic store (no billing engine):
+# one issued bill, a sequence of revisions, each night the account's next bill is ready or not.
+# ---------------------------------------------------------------------------------------------
+
+BILL = "A1/p/2024-01-01/r1"
+PERIOD = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+RECOVERABLE_DAY = dt.date(2024, 3, 1)  # 9-month limit 2023-06-01: January still recoverable
+PAST_LIMIT_DAY = dt.date(2025, 3, 1)  # limit 2024-06-01: January's undercharges written off
+
+BILL_COLS = (
+    "bill_id, run_id, account, nmi, period_start, period_end, cycle_start, cycle_end, product,"
+    " product_version, currency, total_ex_gst, gst, total_inc_gst, status, hold_reason,"
+    " estimated_intervals, shadow, created_at"
+)
+
+
+def _insert_bill(
+    store: Store, bill_id: str, run_id: int, start: dt.date, amount: tuple[Decimal, Decimal],
+    status: str,
+) -> None:  # fmt: skip
+    end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    ex, tax = amount
+    store.con.execute(
+        f"INSERT INTO bills ({BILL_COLS}) VALUES (?, ?, 'A1', '4102000001', ?, ?, ?, ?, 'p', '1',"
+        " 'AUD', ?, ?, ?, ?, NULL, 0, false, TIMESTAMPTZ '2024-01-01 00:00:00+00')",
+        [bill_id, run_id, start, end, start, end, ex, tax, ex + tax, status],
+    )
+    store.con.execute(
+        "INSERT INTO bill_lines VALUES (?, 1, 'Energy', 'energy', 1.0, 'kWh', 0.3, ?, ?, ?,"
+        " true, ?, ?, 48, 'energy')",
+        [bill_id, ex, tax, ex + tax, start, end - dt.timedelta(days=1)],
+    )
+
+
+def _money(cents: int) -> tuple[Decimal, Decimal]:
+    """(ex GST, GST): GST 10 % rounded to the cent, like a taxable line."""
+    ex = Decimal(cents) * CENT
+    return ex, (ex / 10).quantize(CENT)
+
+
+def _inc(amount: tuple[Decimal, Decimal]) -> Decimal:
+    return amount[0] + amount[1]
+
+
+# a revision: (true amount in cents ex GST, recoverable?, is the account's next bill ready?)
+REVISION = st.tuples(st.integers(-50, 400), st.booleans(), st.booleans())
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(issued=st.integers(0, 400), revisions=st.lists(REVISION, min_size=1, max_size=4))
+# the reviewer's case: written off, then revised up, then below the issued amount
+@example(issued=23403, revisions=[(23549, False, True), (23476, False, True)])
+@example(issued=23403, revisions=[(23549, False, True), (23330, False, True)])
+# two pending revisions of one bill (no next bill on their nights) attached together
+@example(issued=100, revisions=[(150, False, False), (120, False, False), (90, True, True)])
+def test_charge_follows_the_rule_for_any_sequence_of_revisions(
+    issued: int, revisions: list[tuple[int, bool, bool]]
+) -> None:
+    """After any sequence of revisions the customer is charged the model's C (ex GST and GST):
+    never more than the latest true amount, exactly it unless a write-off kept it lower, never
+    raised past the back-billing limit, and every stored row reads credit = -C, rebill = T."""
+    store = Store.open(":memory:")
+    try:
+        charged = _money(issued)
+        _insert_bill(store, BILL, 1, PERIOD[0], charged, "issued")
+        expected_rows = []
+        all_past_limit = True
+        lowest = _inc(charged)
+        month = dt.date(2024, 2, 1)
+        for night, (true_cents, recoverable, ready) in enumerate(revisions, 1):
+            run = f"night{night:02d}"
+            true = _money(true_cents)
+            _insert_bill(store, f"{BILL}/rebill{night}", 1000 + night, PERIOD[0], true, "rebill")
+            # file ids grow with the nights: detection order
+            store.con.execute(
+                "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at,"
+                " status, rows_loaded, rows_duplicate, rows_quarantined, format) VALUES (?, 'meter',"
+                " ?, ?, 1, TIMESTAMPTZ '2024-01-01 00:00:00+00', 'loaded', 1, 0, 0, 'nem12')",
+                [night, f"f{night}", f"sha{night}"],
+            )
+            as_of = RECOVERABLE_DAY if recoverable else PAST_LIMIT_DAY
+            _record_adjustments(
+                store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], as_of, 9,
+                CloseResult(),
+            )  # fmt: skip
+            if true != charged:
+                written_off = _inc(true) > _inc(charged) and not recoverable
+                status = "pending_written_off" if written_off else "pending"
+                expected_rows.append((run, -charged[0], -charged[1], true[0], true[1], status))
+                if not written_off:
+                    charged = true
+            all_past_limit &= not recoverable
+            lowest = min(lowest, _inc(true))
+            runs = []
+            if ready or night == len(revisions):  # the last night always issues a next bill
+                _insert_bill(store, f"A1/p/{month}/d", 2000 + night, month, _money(1000), "draft")
+                runs = [2000 + night]
+                month = (month + dt.timedelta(days=32)).replace(day=1)
+            _issue(store, run, runs, CloseResult())
+
+        rows = store.query(
+            "SELECT detected_run_id, credit_ex_gst, credit_gst, rebill_ex_gst, rebill_gst,"
+            " replace(status, 'applied', 'pending')"
+            " FROM bill_adjustments ORDER BY detected_file_id"
+        ).fetchall()
+        assert rows == expected_rows
+        ex, tax = store.query(
+            "SELECT coalesce(sum(amount_ex_gst), 0), coalesce(sum(gst), 0) FROM bill_lines"
+            " WHERE component LIKE 'Adjustment%'"
+        ).fetchall()[0]
+        # the customer's charge for the bill: issued plus every adjustment line
+        paid = (_money(issued)[0] + ex, _money(issued)[1] + tax)
+        assert paid == charged
+        assert _inc(paid) <= _inc(_money(revisions[-1][0]))
+        if revisions[-1][1]:
+            assert paid == _money(revisions[-1][0])
+        if all_past_limit:
+            assert _inc(paid) == lowest
+        # every adjustment applied, linked to the issued bill, its lines in detection order
+        assert store.query(
+            "SELECT count(*) FROM bill_adjustments WHERE status LIKE 'pending%'"
+            " OR original_bill_id <> ?",
+            [BILL],
+        ).fetchall() == [(0,)]
+        lines = store.query(
+            "SELECT l.amount_ex_gst FROM bill_lines l JOIN bills b USING (bill_id)"
+            " WHERE l.component LIKE 'Adjustment%' ORDER BY b.period_start, l.line_no"
+        ).fetchall()
+        in_order = []
+        for _, credit, _, rebill, _, status in expected_rows:
+            in_order += [credit, rebill] + ([-(credit + rebill)] if "written" in status else [])
+        assert [r[0] for r in lines] == in_order
+        assert store.query("SELECT * FROM audit_bill_line_sums").fetchall() == []
+    finally:
+        store.close()
+
+
+def test_pending_revisions_of_one_bill_attach_in_detection_order_not_table_order() -> None:
+    """Two pending adjustments of the same bill tie on the bill id: their lines come in detection
+    order (detected_file_id, then run id: the key), whatever order the table holds them in, so
+    line numbers and snapshots are the same on every run."""
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], _money(100), "issued")
+        for run, file_id, credit, rebill in (
+            ("night02", 2, "-1.50", "1.20"),  # the later revision, stored first
+            ("night01", 1, "-1.00", "1.50"),
+        ):
+            store.con.execute(
+                "INSERT INTO bill_adjustments VALUES (?, 'rebill', 'A1', ?, ?, ?, 0, ?, 0,"
+                " 'pending', '', NULL)",
+                [BILL, run, file_id, Decimal(credit), Decimal(rebill)],
+            )
+        _insert_bill(store, "A1/p/2024-02-01/d", 2000, dt.date(2024, 2, 1), _money(1000), "draft")
+        _issue(store, "night03", [2000], CloseResult())
+        lines = store.query(
+            "SELECT line_no, component, amount_ex_gst FROM bill_lines"
+            " WHERE component LIKE 'Adjustment%' ORDER BY line_no"
+        ).fetchall()
+        assert lines == [
+            (2, "Adjustment: credit", D("-1.00")),
+            (3, "Adjustment: rebill", D("1.50")),
+            (4, "Adjustment: credit", D("-1.50")),
+            (5, "Adjustment: rebill", D("1.20")),
+        ]
+    finally:
+        store.close()
