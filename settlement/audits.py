@@ -181,7 +181,7 @@ BILL_AUDITS: list[Audit] = [
         "carry no key index since schema v5; a duplicate bill row doubles every line's count)",
         """
         SELECT b.bill_id, l.line_no, count(*) AS n FROM bills b JOIN bill_lines l USING (bill_id)
-        WHERE b.status = 'issued' AND b.period_end - 1 BETWEEN $date_from AND $date_to
+        WHERE b.status = 'issued' AND b.period_end - 1 BETWEEN $date_from - 1 AND $date_to
         GROUP BY ALL HAVING count(*) > 1
         """,
         ("bill_issues",),
@@ -224,7 +224,7 @@ BILL_AUDITS: list[Audit] = [
             JOIN product_channels pc ON pc.product = b.product AND pc.component = l.component
             JOIN customers c ON c.account = b.account
             WHERE b.status = 'issued' AND l.unit = 'kWh'
-              AND b.period_end - 1 BETWEEN $date_from AND $date_to
+              AND b.period_end - 1 BETWEEN $date_from - 1 AND $date_to
               AND i.input_max_file_id = (SELECT coalesce(max(file_id), 0) FROM ingested_files)
             GROUP BY ALL
         ), local_days AS (

@@ -63,10 +63,29 @@ WITH months AS (
            c.move_in, c.move_out
     FROM customers c, months
     WHERE c.billing_cycle = 'monthly' OR (month(m) - 1) % 3 = 0
-), due AS (
-    SELECT account, cycle_start FROM cycles
-    WHERE cycle_end - 1 BETWEEN $d1 AND $d2
+), ending AS (
+    -- cycles whose local end date is near the range (a cheap filter on dates first)
+    SELECT * FROM cycles
+    WHERE cycle_end - 1 BETWEEN $d1::DATE - 1 AND $d2
       AND cycle_end > move_in AND (move_out IS NULL OR cycle_start < move_out)
+      -- a cycle whose local end date is the day before the range (west of market time, its
+      -- last half-hour is in the range's first market day) only when that day was settled:
+      -- on a store's first night the cycle before its data is not picked up
+      AND (cycle_end - 1 >= $d1
+           OR EXISTS (SELECT 1 FROM settled_days WHERE settlement_date = $d1::DATE - 1))
+), local_ends AS (
+    -- each (time zone, end date) to its UTC instant once
+    SELECT DISTINCT c.timezone, e.cycle_end,
+           timezone(c.timezone, e.cycle_end::TIMESTAMP) AS end_utc
+    FROM ending e JOIN customers c USING (account)
+), due AS (
+    -- a cycle closes in the run whose market days (UTC+10) reach the instant it ends, so every
+    -- read of its last local day has arrived: a Sydney or Brisbane cycle on its last day, an
+    -- Adelaide one (UTC+9:30, its last half-hour is in the next market day) the night after
+    SELECT e.account, e.cycle_start FROM ending e JOIN customers c USING (account)
+    JOIN local_ends l ON l.timezone = c.timezone AND l.cycle_end = e.cycle_end
+    WHERE l.end_utc > timezone('Etc/GMT-10', $d1::TIMESTAMP)
+      AND l.end_utc <= timezone('Etc/GMT-10', ($d2::DATE + 1)::TIMESTAMP)
     UNION
     SELECT account, cycle_start FROM bills
     WHERE NOT shadow AND status = 'held' AND cycle_end - 1 <= $d2

@@ -200,3 +200,35 @@ def test_a_late_customer_file_resettles_the_days_of_its_new_account(tmp_path: Pa
     assert n_before == 0
     assert len(aug.manifest["stages"]["settle"]["resettled_days"]) == 31
     assert n_after == 31 * 48
+
+
+def test_a_cycle_west_of_market_time_closes_when_its_last_reads_are_in(tmp_path: Path) -> None:
+    """A1 in Adelaide (UTC+9:30): its July cycle ends at local midnight, 14:30 UTC on 31 July,
+    half an hour into market day 1 August. The run for July closes A2's and A3's cycles
+    (Sydney: they end at 14:00 UTC, the end of market day 31 July) and leaves A1's; the run for
+    1 August, with that day's reads, issues it complete (nothing held)."""
+    import datetime as dt
+
+    from settlement.nem12_writer import write_nem12
+    from tests.nightly_fixtures import price_csv
+
+    build_inbox(tmp_path)
+    customers = tmp_path / "inbox" / "customers" / "customers.csv"
+    text = customers.read_text()
+    sydney = "A1,4102000001,NSW1,Australia/Sydney"
+    assert sydney in text
+    customers.write_text(text.replace(sydney, "A1,4102000001,NSW1,Australia/Adelaide"))
+    cfg = load_config(tmp_path / "fairshare.toml")
+    aug = dt.date(2024, 8, 1)
+    with Store.open(tmp_path / "store.duckdb") as store:
+        july = run_nightly(store, cfg, START, END)
+        after_july = store.query("SELECT account, status FROM bills ORDER BY 1").fetchall()
+        write_nem12(meter_frame(days=1, start=aug), tmp_path / "inbox" / "meter" / "NEM12_0801.csv")
+        price_csv(tmp_path / "inbox" / "prices" / "PRICE_AND_DEMAND_0801.csv", days=1, start=aug)
+        first_aug = run_nightly(store, cfg, aug, aug)
+        a1 = store.query(
+            "SELECT status, period_start, period_end FROM bills WHERE account = 'A1'"
+        ).fetchall()
+    assert july.exit_code == ExitCode.OK and after_july == [("A2", "issued"), ("A3", "issued")]
+    assert first_aug.exit_code == ExitCode.OK, first_aug.message
+    assert a1 == [("issued", dt.date(2024, 7, 1), dt.date(2024, 8, 1))]
