@@ -89,6 +89,17 @@ WITH months AS (
     UNION
     SELECT account, cycle_start FROM bills
     WHERE NOT shadow AND status = 'held' AND cycle_end - 1 <= $d2
+    UNION
+    -- a cycle that ended before the range but was never billed, within the store's settled
+    -- days: an account whose customer row arrived late (its supply days re-settled, see
+    -- settlement.wholesale.revised_days) is billed by the next close, not forgotten
+    SELECT c.account, c.cycle_start FROM cycles c
+    WHERE c.cycle_end - 1 < $d1 AND c.cycle_end > c.move_in
+      AND (c.move_out IS NULL OR c.cycle_start < c.move_out)
+      AND c.cycle_start >= (SELECT min(settlement_date) FROM settled_days)
+      AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = c.account
+                      AND b.cycle_start = c.cycle_start AND NOT b.shadow
+                      AND b.status IN ('issued', 'held'))
 )
 SELECT DISTINCT d.account, d.cycle_start FROM due d
 WHERE NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = d.account

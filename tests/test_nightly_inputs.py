@@ -177,7 +177,8 @@ def test_overlapping_current_reads_fail_their_audit(tmp_path: Path) -> None:
 def test_a_late_customer_file_resettles_the_days_of_its_new_account(tmp_path: Path) -> None:
     """A3's July meter data is settled before A3's customer row arrives (July: 31 days x 48
     half-hours = 1,488 reads of A3 stored, none settled as A3's); when the row arrives with the
-    August run, the July days are re-settled and all 1,488 are A3's."""
+    August run, the July days are re-settled and all 1,488 are A3's, and A3's July cycle, which
+    ended before the run's range, is billed and issued by that run's close."""
     import datetime as dt
 
     build_inbox(tmp_path)
@@ -197,7 +198,12 @@ def test_a_late_customer_file_resettles_the_days_of_its_new_account(tmp_path: Pa
             "SELECT count(*) FROM wholesale_reads WHERE account = 'A3' AND suffix = 'E1' "
             "AND settlement_date <= DATE '2024-07-31'"
         ).fetchall()[0][0]
+        a3 = store.query(
+            "SELECT status, period_start FROM bills WHERE account = 'A3' AND NOT shadow "
+            "AND status IN ('issued', 'held')"
+        ).fetchall()
     assert n_before == 0
+    assert a3 == [("issued", dt.date(2024, 7, 1))]
     assert len(aug.manifest["stages"]["settle"]["resettled_days"]) == 31
     assert n_after == 31 * 48
 
