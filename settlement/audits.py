@@ -12,8 +12,7 @@ import json
 from dataclasses import dataclass
 
 from settlement.closing import HASH_SQL
-from settlement.store import Store, with_literals
-from settlement.wholesale import market_day_no
+from settlement.store import Store, market_day_no, with_literals
 
 
 @dataclass(frozen=True)

@@ -161,11 +161,11 @@ def _rate_hold(product: Product, timezone: str, segs: pl.DataFrame) -> str | Non
 
 def _whole_bill_change_holds(
     product: Product, segs: pl.DataFrame
-) -> list[tuple[pl.DataFrame, str]]:
+) -> tuple[list[tuple[pl.DataFrame, str]], pl.DataFrame]:
     """Segments whose period strictly contains a change of the tax rate, a discount fraction or
-    a minimum charge (:func:`tariffs.calculus.whole_bill_changes`), with the hold reason: such
-    a bill would be priced at one value for the whole period, so it is held, never billed
-    wrong. Each segment is held once, for the first such change in it."""
+    a minimum charge (:func:`tariffs.calculus.whole_bill_changes`), with the hold reason, and
+    the segments left to price: such a bill would be priced at one value for the whole period,
+    so it is held, never billed wrong. Each segment is held once, for the first such change."""
     out = []
     left = segs
     for what, day in whole_bill_changes(product):
@@ -179,7 +179,7 @@ def _whole_bill_change_holds(
                 )
             )
             left = left.join(inside.select("seg"), on="seg", how="anti")
-    return out
+    return out, left
 
 
 def bill_accounts(
@@ -230,9 +230,8 @@ def bill_accounts(
         if hold is not None:
             results.append((product, group, None, hold))
             continue
-        for split, reason in _whole_bill_change_holds(product, group):
-            results.append((product, split, None, reason))
-            group = group.join(split.select("seg"), on="seg", how="anti")
+        changes, group = _whole_bill_change_holds(product, group)
+        results += [(product, split, None, reason) for split, reason in changes]
         if group.is_empty():
             continue
         fast = engine == "auto" and sql_capable(product.components)

@@ -16,8 +16,9 @@
    are on their way to the next bill. A revision computes the true amount T and stores a credit
    of -C and a rebill of T, so the customer's charge becomes T, except when T > C and B's
    (exclusive) period end is on or before the back-billing limit (``as_of_day``, the run's last
-   day, minus ``back_billing_months``; NERR: 9 months): then the status is ``pending_written_off`` and a third line of -(T - C) writes the
-   undercharge off, so the charge stays C. Hence C never rises past the limit, an overcharge
+   day, minus ``back_billing_months``; NERR: 9 months): then the status is
+   ``pending_written_off`` and a third line of -(T - C) writes the undercharge off, so the
+   charge stays C. Hence C never rises past the limit, an overcharge
    (T < C) is always refunded, a refund is only ever of money charged (C falls to T, never
    below it), and an amount written off is never refunded later: with every revision past the
    limit, C = min(I, T1, ..., Tn). Nothing is stored when T = C. The ``bill_adjustments`` row is
@@ -42,6 +43,7 @@ import polars as pl
 from settlement.billing import bill_accounts, load_products
 from settlement.failpoints import failpoint
 from settlement.store import Store
+from tariffs.calculus import component_suffix
 from tariffs.product import Product
 
 Progress = Callable[[str, int, int], None]
@@ -60,7 +62,7 @@ WITH months AS (
            (make_date(year(m), month(m), c.cycle_day)
              + CASE WHEN c.billing_cycle = 'quarterly' THEN INTERVAL 3 MONTH
                     ELSE INTERVAL 1 MONTH END)::DATE AS cycle_end,
-           c.move_in, c.move_out
+           c.move_in, c.move_out, c.timezone
     FROM customers c, months
     WHERE c.billing_cycle = 'monthly' OR (month(m) - 1) % 3 = 0
 ), ending AS (
@@ -75,15 +77,13 @@ WITH months AS (
            OR EXISTS (SELECT 1 FROM settled_days WHERE settlement_date = $d1::DATE - 1))
 ), local_ends AS (
     -- each (time zone, end date) to its UTC instant once
-    SELECT DISTINCT c.timezone, e.cycle_end,
-           timezone(c.timezone, e.cycle_end::TIMESTAMP) AS end_utc
-    FROM ending e JOIN customers c USING (account)
+    SELECT DISTINCT timezone, cycle_end, timezone(timezone, cycle_end::TIMESTAMP) AS end_utc
+    FROM ending
 ), due AS (
     -- a cycle closes in the run whose market days (UTC+10) reach the instant it ends, so every
     -- read of its last local day has arrived: a Sydney or Brisbane cycle on its last day, an
     -- Adelaide one (UTC+9:30, its last half-hour is in the next market day) the night after
-    SELECT e.account, e.cycle_start FROM ending e JOIN customers c USING (account)
-    JOIN local_ends l ON l.timezone = c.timezone AND l.cycle_end = e.cycle_end
+    SELECT e.account, e.cycle_start FROM ending e JOIN local_ends l USING (timezone, cycle_end)
     WHERE l.end_utc > timezone('Etc/GMT-10', $d1::TIMESTAMP)
       AND l.end_utc <= timezone('Etc/GMT-10', ($d2::DATE + 1)::TIMESTAMP)
     UNION
@@ -447,14 +447,12 @@ def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResu
 
 def component_channels(products: dict[str, Product]) -> pl.DataFrame:
     """(product, component, suffix) of every kWh-priced component: what the energy audit checks."""
-    rows = []
-    for pid, product in products.items():
-        for comp in product.components:
-            if comp.type in ("energy", "block_energy"):
-                channel = getattr(comp, "channel", "import")
-                rows.append((pid, comp.name, "E2" if channel == "controlled_load" else "E1"))
-            elif comp.type == "feed_in":
-                rows.append((pid, comp.name, "B1"))
+    rows = [
+        (pid, comp.name, suffix)
+        for pid, product in products.items()
+        for comp in product.components
+        if (suffix := component_suffix(comp)) is not None
+    ]
     return pl.DataFrame(rows, schema=["product", "component", "suffix"], orient="row")
 
 

@@ -58,7 +58,11 @@ def archive_file(path: Path, target: Path, sha256: str) -> Path:
         suffixes = "".join(target.suffixes)
         stem = target.name[: len(target.name) - len(suffixes)] if suffixes else target.name
         target = target.with_name(f"{stem}.{sha256[:12]}{suffixes}")
-    if target.exists() and sha256_file(target) == sha256:
+        # the hashed name may already hold these bytes (delivered before under the taken name)
+        same = target.exists() and sha256_file(target) == sha256
+    else:
+        same = target.exists()  # hashed just above: these very bytes
+    if same:
         path.unlink()
         return target
     try:

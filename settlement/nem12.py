@@ -50,7 +50,7 @@ from settlement.nem12_parse import (
     StreamState,
     parse_chunk,
 )
-from settlement.store import Store
+from settlement.store import Store, in_market_days, market_day_no
 
 Progress = Callable[[str, int, int | None], None]
 PATTERNS = ("*.[cC][sS][vV]", "*.[zZ][iI][pP]")
@@ -514,32 +514,26 @@ class _Loader:
         return self.n_conflicts
 
 
-_COLLIDE_SQL = """
+_COLLIDE_SQL = f"""
 SELECT k.source_line, max(r.version_at) AS stored_max
 FROM _rec k
 JOIN (SELECT channel_id, version_at,
-             ((epoch(interval_start)::BIGINT + 36000) // 86400)::INTEGER AS day_no
+             {market_day_no("interval_start")} AS day_no
       FROM meter_values
-      WHERE interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                              + to_days($1) - INTERVAL 10 HOUR
-        AND interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                              + to_days($2 + 1) - INTERVAL 10 HOUR
+      WHERE {in_market_days("interval_start")}
         AND channel_id BETWEEN $3 AND $4 AND file_id < $5) r
   ON r.channel_id = k.channel_id AND r.day_no = k.day_no
 GROUP BY k.source_line
 """
 
 # whole market days: one _rec row per (channel, day), joined on the reading's market day number
-_SUPERSEDE_NEWER_SQL = """
+_SUPERSEDE_NEWER_SQL = f"""
 UPDATE meter_values r SET is_current = false
 FROM _rec n
 WHERE r.is_current
-  AND r.interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                          + to_days($1) - INTERVAL 10 HOUR
-  AND r.interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                         + to_days($2 + 1) - INTERVAL 10 HOUR
+  AND {in_market_days("r.interval_start")}
   AND r.channel_id BETWEEN $3 AND $4 AND r.channel_id = n.channel_id
-  AND ((epoch(r.interval_start)::BIGINT + 36000) // 86400)::INTEGER = n.day_no
+  AND {market_day_no("r.interval_start")} = n.day_no
 """
 
 _CONFLICT_SQL = """
@@ -589,14 +583,11 @@ WHERE n.win AND r.is_current AND r.interval_start BETWEEN $1 AND $2
   AND r.version_at <= n.version_at
 """
 
-_OTHER_LENGTH_SQL = """
+_OTHER_LENGTH_SQL = f"""
 SELECT EXISTS (
     SELECT 1 FROM meter_values
     WHERE is_current
-      AND interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                            + to_days($1) - INTERVAL 10 HOUR
-      AND interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                           + to_days($2 + 1) - INTERVAL 10 HOUR
+      AND {in_market_days("interval_start")}
       AND channel_id BETWEEN $3 AND $4 AND interval_minutes <> $5
 )
 """
@@ -608,22 +599,19 @@ SELECT EXISTS (
 # overlapped by a newer current one, by (version_at, file_id, source_line), stops being current.
 # Run only when _OTHER_LENGTH_SQL (an EXISTS probe, ~0.03 s for 5 M back-dated readings) finds
 # another length in the chunk's days and channel range, and then pairs only the mixed days.
-_OVERLAP_SQL = """
+_OVERLAP_SQL = f"""
 UPDATE meter_values r SET is_current = false
 FROM (
     WITH days AS (
         SELECT DISTINCT channel_id,
-               ((epoch(interval_start)::BIGINT + 36000) // 86400)::INTEGER AS day_no
+               {market_day_no("interval_start")} AS day_no
         FROM _new
     ), cur AS (
         SELECT v.channel_id, v.interval_start, v.interval_minutes, v.version_at, v.file_id,
-               v.source_line, ((epoch(v.interval_start)::BIGINT + 36000) // 86400)::INTEGER AS day_no
+               v.source_line, {market_day_no("v.interval_start")} AS day_no
         FROM meter_values v
         WHERE v.is_current
-          AND v.interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                                  + to_days($1) - INTERVAL 10 HOUR
-          AND v.interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                                 + to_days($2 + 1) - INTERVAL 10 HOUR
+          AND {in_market_days("v.interval_start")}
           AND v.channel_id BETWEEN $3 AND $4
     ), mixed AS (
         SELECT channel_id, day_no FROM cur SEMI JOIN days USING (channel_id, day_no)
@@ -642,10 +630,7 @@ FROM (
                    OR (b.file_id = a.file_id AND b.source_line > a.source_line))))
 ) x
 WHERE r.is_current
-  AND r.interval_start >= make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                          + to_days($1) - INTERVAL 10 HOUR
-  AND r.interval_start < make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')
-                         + to_days($2 + 1) - INTERVAL 10 HOUR
+  AND {in_market_days("r.interval_start")}
   AND r.channel_id BETWEEN $3 AND $4
   AND r.channel_id = x.channel_id AND r.interval_start = x.interval_start
 """

@@ -16,7 +16,6 @@ One writer at a time: DuckDB locks the store file; a second run gets exit code 5
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ from settlement.closing import close_cycles, stage_channels
 from settlement.config import NightlyConfig
 from settlement.failpoints import failpoint
 from settlement.inbox import ingest_inbox, pending_files
+from settlement.ingest_common import sha256_file
 from settlement.runs import StageLog, clean_staging, code_version, publish_snapshot, run_key, stage
 from settlement.store import Store
 from settlement.wholesale import revised_days, settle_day
@@ -64,9 +64,7 @@ def product_files(folder: Path) -> dict[str, str]:
     run key)."""
     if not folder.is_dir():
         return {}
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.toml"))
-    }
+    return {p.name: sha256_file(p) for p in sorted(folder.glob("*.toml"))}
 
 
 def _params(cfg: NightlyConfig, date_from: dt.date, date_to: dt.date) -> dict[str, Any]:

@@ -48,6 +48,24 @@ def with_literals(sql: str, values: Mapping[str, dt.date]) -> str:
     return sql
 
 
+def market_day_no(column: str) -> str:
+    """SQL for the NEM market day (UTC+10) of TIMESTAMPTZ ``column`` as days since 1970-01-01:
+    integer arithmetic, not a time-zone conversion per row (``DATE '1970-01-01' + n`` is the
+    date). ``column`` is a column name written by this code, never input."""
+    return f"(epoch_us({column}) // 1000000 + 36000) // 86400"
+
+
+def in_market_days(column: str, first: str = "$1", last: str = "$2") -> str:
+    """SQL: TIMESTAMPTZ ``column`` lies in the market days (UTC+10) numbered ``first`` to
+    ``last`` (parameters or columns holding :func:`market_day_no` numbers): a range on the
+    column itself, so DuckDB prunes row groups by it. Written by this code, never input."""
+    day0 = "make_timestamptz(1970, 1, 1, 0, 0, 0, 'UTC')"
+    return (
+        f"{column} >= {day0} + to_days({first}) - INTERVAL 10 HOUR"
+        f" AND {column} < {day0} + to_days({last} + 1) - INTERVAL 10 HOUR"
+    )
+
+
 def default_db_path() -> Path:
     """The store path from ``FAIRSHARE_DB``, else ``./fairshare.duckdb``."""
     return Path(os.environ.get(DB_ENV, DEFAULT_DB))

@@ -23,16 +23,9 @@ from __future__ import annotations
 import datetime as dt
 
 from settlement.failpoints import failpoint
-from settlement.store import Store, with_literals
+from settlement.store import Store, market_day_no, with_literals
 
 MARKET_TZ = "Etc/GMT-10"  # NEM market time, UTC+10 all year (POSIX sign convention)
-
-
-def market_day_no(column: str) -> str:
-    """SQL for the NEM market day (UTC+10) of TIMESTAMPTZ ``column`` as days since 1970-01-01:
-    integer arithmetic, not a time-zone conversion per row (``DATE '1970-01-01' + n`` is the
-    date). ``column`` is a column name written by this code, never input."""
-    return f"(epoch_us({column}) // 1000000 + 36000) // 86400"
 
 
 TERMS_SQL = """
@@ -218,8 +211,8 @@ def revised_days(store: Store) -> list[dt.date]:
     the same transaction as the check, every settled day that is *not* revised has its F raised
     to the newest file id: every file up to it has just been checked and none touches that day,
     so its settlement is what settling it now would give (meter reads, prices and the supply
-    facts of customer files: a new account, NMI or supply dates re-settle the days they cover). The revised days keep their old F, so they stay below the
-    bound until their own :func:`settle_day` transaction moves them: a pending set that needs no
+    facts of customer files: a new account, NMI or supply dates re-settle the days they
+    cover). The revised days keep their old F, so they stay below the bound until their own :func:`settle_day` transaction moves them: a pending set that needs no
     table of its own, written before any re-settlement and cleared one day at a time. After a
     completed run every settled day has that run's F and the next night reads only its new
     files; after a crash the bound is the oldest revised day still waiting. A store left behind

@@ -38,21 +38,24 @@ from tariffs.product import (
     Product,
     SpotPrice,
 )
+from tariffs.sql import SUFFIX
 
-METER_SUFFIX = {"import": "E1", "controlled_load": "E2", "export": "B1"}
-"""The NEM12 channel suffix each product channel is billed from."""
+
+def component_suffix(comp: object) -> str | None:
+    """The meter channel (NEM12 suffix) a kWh-priced component bills: its channel for energy
+    and block energy, B1 for feed-in; None for the others."""
+    if isinstance(comp, Energy | BlockEnergy):
+        return SUFFIX[comp.channel]
+    if isinstance(comp, FeedIn):
+        return SUFFIX["export"]
+    return None
 
 
 def priced_suffixes(product: Product) -> frozenset[str]:
     """The meter channels whose reads ``product`` bills: E1 always (energy and demand), E2 when
     a component prices the controlled load, B1 when one pays feed-in."""
-    out = {"E1"}
-    for comp in product.components:
-        if isinstance(comp, Energy | BlockEnergy):
-            out.add(METER_SUFFIX[comp.channel])
-        elif isinstance(comp, FeedIn):
-            out.add("B1")
-    return frozenset(out)
+    found = {component_suffix(c) for c in product.components}
+    return frozenset({"E1"} | {s for s in found if s is not None})
 
 
 def whole_bill_changes(product: Product) -> list[tuple[str, date]]:

@@ -68,7 +68,7 @@ def window_expr(window: Window) -> pl.Expr:
         for d in window.days:
             days = days | (pl.col("day_type") == pl.lit(d, DAY_TYPE))
         cond = cond & days
-    if set(window.months) != set(range(1, 13)):
+    if not window.all_months:
         cond = cond & pl.col("month").is_in(list(window.months))
     return cond
 
@@ -106,10 +106,6 @@ def describe_windows(windows: Sequence[Window]) -> str:
     """Human text of windows, e.g. ``weekday 15:00-21:00 (months 1,2,3)``."""
     parts = []
     for w in windows:
-        months = (
-            ""
-            if set(w.months) == set(range(1, 13))
-            else f" (months {','.join(map(str, w.months))})"
-        )
+        months = "" if w.all_months else f" (months {','.join(map(str, w.months))})"
         parts.append(f"{'/'.join(w.days)} {w.start}-{w.end}{months}")
     return "; ".join(parts) if parts else "all times"

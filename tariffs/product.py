@@ -104,6 +104,11 @@ class Window(_Model):
         _minutes(v)
         return v
 
+    @property
+    def all_months(self) -> bool:
+        """True when the window holds in every month of the year."""
+        return set(self.months) == set(range(1, 13))
+
     @field_validator("days", "months")
     @classmethod
     def _no_repeats(cls, v: list[Any], info: ValidationInfo) -> list[Any]:

@@ -66,7 +66,7 @@ def window_sql(w: Window) -> str:
         parts = [f"(minute_of_day >= {s} OR minute_of_day < {e})"]
     if set(w.days) != set(DAY_CODES):
         parts.append(f"day_code IN ({', '.join(str(DAY_CODES[d]) for d in w.days)})")
-    if set(w.months) != set(range(1, 13)):
+    if not w.all_months:
         parts.append(f"month IN ({', '.join(str(int(m)) for m in w.months)})")
     return "(" + " AND ".join(parts) + ")"
 
