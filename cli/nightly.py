@@ -66,12 +66,12 @@ def nightly(
     ] = LogFormat.text,
     db: DbOption = DEFAULT_DB_PATH,
 ) -> None:
-    """Ingest the inbox, settle each market day, close billing periods, audit and publish.
+    """Ingest the inbox, settle each market day, draft the closing bills, audit, issue, publish.
 
     Safe to run twice (same inputs: nothing changes) and safe to kill (the next run completes
     the work). Exit codes: 0 ok, 2 usage, 3 input quarantined (good data still settled),
     6 bills held (missing reads or prices; see the report),
-    4 audit failed, 5 another run holds the store, 1 unexpected.
+    4 audit failed (no bill issued), 5 another run holds the store, 1 unexpected.
 
     Example: fairshare nightly --from 2024-01-01 --to 2024-01-31 --config fairshare.toml
     """

@@ -25,9 +25,13 @@
    the audit trail: credit = -C, rebill = T, and for ``*_written_off`` the write-off line is
    -(credit + rebill). This run's own rows are left out of C, so a rerun after a crash computes
    the same rows (and inserts nothing new).
-4. Issue: pending adjustments are attached as lines to the account's next bill, totals updated,
-   status set to ``issued`` and a content hash stored (audited every run: issued bills never
-   change).
+4. Attach: pending adjustments become lines of the account's next bill while it is still a
+   draft (totals updated), so the run's audits see every line that will be issued.
+5. Issue (:func:`issue_cycles`, called by the nightly only once every audit has passed): the
+   drafts become ``issued``, their adjustments ``applied``, and a content hash is stored
+   (audited every run: issued bills never change). A run whose audits fail issues nothing: its
+   drafts stay drafts (the next run's drafts of the same cycles supersede them) and its
+   adjustments stay pending, to be attached again by the next run.
 """
 
 from __future__ import annotations
@@ -181,11 +185,13 @@ class CloseResult:
     written_off: int = 0
     rebill_held: int = 0
     billing_runs: list[int] = field(default_factory=list)
+    draft_runs: list[int] = field(default_factory=list)  # the runs whose drafts are to issue
+    drafts: int = 0
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready summary."""
+        """JSON-ready summary of the bill stage (drafting; issuing is :meth:`issue_dict`)."""
         return {
-            "bills_issued": self.bills_issued,
+            "drafts": self.drafts,
             "bills_held": self.bills_held,
             "holds": [list(h) for h in self.holds[:50]],
             "adjustments": self.adjustments,
@@ -193,6 +199,10 @@ class CloseResult:
             "rebills_held": self.rebill_held,
             "billing_runs": self.billing_runs,
         }
+
+    def issue_dict(self) -> dict[str, object]:
+        """JSON-ready summary of the issue stage."""
+        return {"bills_issued": self.bills_issued}
 
 
 def billing_run_id(nightly_run_id: str, purpose: str, cycle_start: dt.date, batch: int) -> int:
@@ -237,7 +247,9 @@ def close_cycles(
     product_dir: Path,
     back_billing_months: int,
 ) -> CloseResult:
-    """Bill due cycles, turn revisions into adjustments, issue (see module docstring)."""
+    """Bill due cycles as drafts, turn revisions into adjustments and attach them to the
+    drafts (module docstring, steps 1-4). Nothing is issued: :func:`issue_cycles` does that
+    once the run's audits pass."""
     result = CloseResult()
     products = load_products(product_dir)
     spot = [pid for pid, p in products.items() if p.needs_spot]
@@ -253,8 +265,27 @@ def close_cycles(
         )  # fmt: skip
         _record_adjustments(store, nightly_run_id, revised, rebill_runs, date_to,
                             back_billing_months, result)  # fmt: skip
-    _issue(store, nightly_run_id, draft_runs, result)
+    _attach(store, draft_runs)
+    result.draft_runs = draft_runs
+    counts = store.con.execute(
+        "SELECT count(*) FILTER (status = 'draft'), count(*) FILTER (status = 'held') "
+        "FROM bills WHERE list_contains(?::BIGINT[], run_id)",
+        [draft_runs],
+    ).fetchall()[0]
+    held = store.con.execute(
+        "SELECT bill_id, account, hold_reason FROM bills WHERE list_contains(?::BIGINT[], "
+        "run_id) AND status = 'held' ORDER BY bill_id LIMIT 50",
+        [draft_runs],
+    ).fetchall()
+    result.drafts, result.bills_held = int(counts[0]), int(counts[1])
+    result.holds = [(str(a), str(b), str(c)) for a, b, c in held]
     return result
+
+
+def issue_cycles(store: Store, nightly_run_id: str, result: CloseResult) -> None:
+    """Issue the drafts :func:`close_cycles` made (module docstring, step 5): call it only
+    when the run's audits have passed."""
+    _issue(store, nightly_run_id, result.draft_runs, result)
 
 
 ADJUST_SQL = """
@@ -389,8 +420,10 @@ JOIN bills o ON o.bill_id = l.original_bill_id
 """
 
 
-def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResult) -> None:
-    """Attach pending adjustments, mark drafts issued, store content hashes (one transaction)."""
+def _attach(store: Store, runs: list[int]) -> None:
+    """Attach every pending adjustment as lines of its account's draft in ``runs`` and update
+    the draft's totals (one transaction). The adjustments stay pending until :func:`_issue`; a
+    rerun of the same billing runs rewrites the drafts and attaches them again."""
     with store.transaction() as con:
         lines = con.execute(ATTACH_SQL, {"runs": runs}).pl()
         if lines.height:
@@ -406,14 +439,24 @@ def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResu
                 "sum(amount_ex_gst) AS ex, sum(gst) AS tax FROM _al GROUP BY ALL) d "
                 "WHERE bills.bill_id = d.bill_id"
             )
-            con.execute(
-                "UPDATE bill_adjustments SET applied_to_bill_id = d.bill_id, status = CASE "
-                "WHEN status = 'pending_written_off' THEN 'applied_written_off' ELSE 'applied' END "
-                "FROM (SELECT DISTINCT original_bill_id, bill_id FROM _al) d "
-                "WHERE bill_adjustments.original_bill_id = d.original_bill_id "
-                "AND bill_adjustments.status LIKE 'pending%'"
-            )
             con.unregister("_al")
+
+
+def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResult) -> None:
+    """Mark the drafts of ``runs`` issued, the adjustments attached to them applied, and store
+    content hashes (one transaction)."""
+    with store.transaction() as con:
+        # the adjustments _attach put on these drafts: every pending one of an account with a
+        # draft here, on the account's first draft (ATTACH_SQL's target)
+        con.execute(
+            "UPDATE bill_adjustments SET applied_to_bill_id = t.bill_id, status = CASE "
+            "WHEN status = 'pending_written_off' THEN 'applied_written_off' ELSE 'applied' END "
+            "FROM (SELECT account, min(bill_id) AS bill_id FROM bills "
+            "      WHERE list_contains(?::BIGINT[], run_id) AND status = 'draft' GROUP BY account) t "
+            "WHERE bill_adjustments.account = t.account "
+            "AND bill_adjustments.status IN ('pending', 'pending_written_off')",
+            [runs],
+        )
         failpoint("bill.before_issue_commit")
         con.execute(
             "UPDATE bills SET status = 'issued' WHERE list_contains(?::BIGINT[], run_id) "
@@ -436,13 +479,7 @@ def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResu
             "FROM bills WHERE list_contains(?::BIGINT[], run_id)",
             [runs],
         ).fetchall()[0]
-        held = con.execute(
-            "SELECT bill_id, account, hold_reason FROM bills WHERE list_contains(?::BIGINT[], "
-            "run_id) AND status = 'held' ORDER BY bill_id LIMIT 50",
-            [runs],
-        ).fetchall()
     result.bills_issued, result.bills_held = int(counts[0]), int(counts[1])
-    result.holds = [(str(a), str(b), str(c)) for a, b, c in held]
 
 
 def component_channels(products: dict[str, Product]) -> pl.DataFrame:

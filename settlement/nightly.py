@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from settlement.audits import AuditResult, run_audits
-from settlement.closing import close_cycles, stage_channels
+from settlement.closing import close_cycles, issue_cycles, stage_channels
 from settlement.config import NightlyConfig
 from settlement.failpoints import failpoint
 from settlement.inbox import ingest_inbox, pending_files
@@ -151,11 +151,19 @@ def run_nightly(
         stage_channels(store, cfg.products)
         d |= closed.to_dict()
     with stage(store, slog, "audit") as d:
-        audits = run_audits(store, date_from, date_to)
+        # the bill audits cover the drafts about to be issued as well as the bills issued
+        audits = run_audits(store, date_from, date_to, draft_runs=closed.draft_runs)
         failpoint("audit.after_queries")
         _record_audits(store, run_id, attempt, audits)
         d |= {"failed": [a.name for a in audits if not a.passed], "count": len(audits)}
     failed = [a for a in audits if not a.passed]
+    with stage(store, slog, "issue") as d:
+        # a failed audit issues nothing: the drafts stay drafts, the adjustments pending
+        if failed:
+            d |= {"bills_issued": 0, "not_issued": closed.drafts, "reason": "audit failed"}
+        else:
+            issue_cycles(store, run_id, closed)
+            d |= closed.issue_dict()
     exit_code = (
         ExitCode.AUDIT_FAILED if failed
         else ExitCode.HELD if closed.bills_held

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from settlement.closing import CloseResult, _issue, _record_adjustments
+from settlement.closing import CloseResult, _attach, _issue, _record_adjustments
 from settlement.config import load_config
 from settlement.nem12_writer import write_nem12
 from settlement.nightly import run_nightly
@@ -301,6 +301,7 @@ def test_charge_follows_the_rule_for_any_sequence_of_revisions(
                 _insert_bill(store, f"A1/p/{month}/d", 2000 + night, month, _money(1000), "draft")
                 runs = [2000 + night]
                 month = (month + dt.timedelta(days=32)).replace(day=1)
+            _attach(store, runs)
             _issue(store, run, runs, CloseResult())
 
         rows = store.query(
@@ -357,6 +358,7 @@ def test_pending_revisions_of_one_bill_attach_in_detection_order_not_table_order
                 [BILL, run, file_id, Decimal(credit), Decimal(rebill)],
             )
         _insert_bill(store, "A1/p/2024-02-01/d", 2000, dt.date(2024, 2, 1), _money(1000), "draft")
+        _attach(store, [2000])
         _issue(store, "night03", [2000], CloseResult())
         lines = store.query(
             "SELECT line_no, component, amount_ex_gst FROM bill_lines"

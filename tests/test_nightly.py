@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from settlement.audits import AUDITS, Audit
+from settlement.audits import AUDITS, BILL_AUDITS, Audit
 from settlement.config import load_config
 from settlement.nightly import run_nightly
 from settlement.store import Store
@@ -237,6 +237,43 @@ def test_failed_audit_fails_the_run_and_names_rows(tmp_path: Path) -> None:
     assert failed[0].sample and failed[0].sample[0]["account"] in ("A1", "A2", "A3")
     assert stored[0][0] == failed[0].failing_rows > 0
     assert status == [("failed", int(ExitCode.AUDIT_FAILED))]
+
+
+def test_a_failed_bill_audit_issues_nothing_and_the_rerun_issues_as_uninterrupted(
+    tmp_path: Path, reference: dict[str, list[tuple[object, ...]]]
+) -> None:
+    """The audits run on the drafts before anything is issued: a bill audit that fails leaves
+    the run's bills as drafts (no bill_issues row, no adjustment applied) and names the draft's
+    rows; once the audit passes, the rerun of the same inputs issues exactly the bills of an
+    uninterrupted run."""
+    cfg = load_config(build_inbox(tmp_path))
+    big = Audit(
+        "no_bill_above_10_aud",
+        "test audit: a bill (issued or to be issued) over $10",
+        "SELECT b.bill_id, b.status, b.total_inc_gst FROM bills b "
+        "WHERE {to_issue} AND b.total_inc_gst > 10",
+        ("bill_issues",),
+    )
+    BILL_AUDITS.append(big)
+    try:
+        with Store.open(tmp_path / "store.duckdb") as store:
+            failed = run_nightly(store, cfg, START, END)
+            statuses = store.query("SELECT DISTINCT status FROM bills ORDER BY 1").fetchall()
+            issued = store.query("SELECT count(*) FROM bill_issues").fetchall()[0][0]
+    finally:
+        BILL_AUDITS.remove(big)
+    assert failed.exit_code == ExitCode.AUDIT_FAILED
+    (audit,) = [a for a in failed.audits if not a.passed]
+    assert audit.name == big.name and audit.failing_rows == 3
+    assert {r["status"] for r in audit.sample} == {"draft"}
+    assert statuses == [("draft",)] and issued == 0
+    assert failed.manifest["stages"]["issue"]["bills_issued"] == 0
+    assert failed.manifest["stages"]["issue"]["not_issued"] == 3
+    with Store.open(tmp_path / "store.duckdb") as store:
+        rerun = run_nightly(store, cfg, START, END)
+    assert rerun.exit_code == ExitCode.OK, rerun.message
+    assert rerun.manifest["stages"]["issue"]["bills_issued"] == 3
+    assert tables(tmp_path / "store.duckdb") == reference
 
 
 def test_revised_meter_file_resettles_its_day(tmp_path: Path) -> None:

@@ -53,11 +53,12 @@ def month_start(day: dt.date, months_after: int) -> dt.date:
 
 def _nightly(store: Store, cfg: NightlyConfig, d1: dt.date, d2: dt.date) -> dict[str, Any]:
     result: NightlyResult = run_nightly(store, cfg, d1, d2)
-    bill = result.manifest.get("stages", {}).get("bill", {})
+    stages = result.manifest.get("stages", {})
+    bill, issue = stages.get("bill", {}), stages.get("issue", {})
     return {
         "range": f"{d1} .. {d2}", "run_id": result.run_id, "status": result.status,
         "exit_code": int(result.exit_code), "message": result.message,
-        "bills_issued": bill.get("bills_issued", 0), "bills_held": bill.get("bills_held", 0),
+        "bills_issued": issue.get("bills_issued", 0), "bills_held": bill.get("bills_held", 0),
         "adjustments": bill.get("adjustments", 0), "snapshot": result.snapshot,
         "manifest": str(Path(result.snapshot) / "manifest.json") if result.snapshot else None,
     }  # fmt: skip
