@@ -46,6 +46,19 @@ def _ingest(kind: str, store: Store, path: Path) -> FileResult:
     return ingest_meter_files(store, [path]).files[0]
 
 
+def archive_target(target: Path, sha256: str) -> tuple[Path, bool]:
+    """Where a file with content hash ``sha256`` meant for ``target`` is archived, and whether
+    the archive already holds these very bytes there: a name taken by other content gives
+    ``<stem>.<sha256[:12]><suffixes>``."""
+    if target.exists() and sha256_file(target) != sha256:
+        suffixes = "".join(target.suffixes)
+        stem = target.name[: len(target.name) - len(suffixes)] if suffixes else target.name
+        target = target.with_name(f"{stem}.{sha256[:12]}{suffixes}")
+        # the hashed name may already hold these bytes (delivered before under the taken name)
+        return target, target.exists() and sha256_file(target) == sha256
+    return target, target.exists()  # hashed just above: these very bytes
+
+
 def archive_file(path: Path, target: Path, sha256: str) -> Path:
     """Move ``path`` to ``target``, never over an earlier file: when the name is taken by other
     content the file is archived as ``<stem>.<sha256[:12]><suffixes>``; when the archive already
@@ -53,26 +66,22 @@ def archive_file(path: Path, target: Path, sha256: str) -> Path:
     systems (copy, then remove: a crash in between leaves an inbox copy that the next run sees
     as a duplicate and archives again). Returns where the file is archived."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    sha256 = sha256 or sha256_file(path)
-    if target.exists() and sha256_file(target) != sha256:
-        suffixes = "".join(target.suffixes)
-        stem = target.name[: len(target.name) - len(suffixes)] if suffixes else target.name
-        target = target.with_name(f"{stem}.{sha256[:12]}{suffixes}")
-        # the hashed name may already hold these bytes (delivered before under the taken name)
-        same = target.exists() and sha256_file(target) == sha256
-    else:
-        same = target.exists()  # hashed just above: these very bytes
+    where, same = archive_target(target, sha256 or sha256_file(path))
+    _move(path, where, same)
+    return where
+
+
+def _move(path: Path, where: Path, same: bool) -> None:
     if same:
         path.unlink()
-        return target
+        return
     try:
-        os.replace(path, target)
+        os.replace(path, where)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        shutil.copy2(path, target)
+        shutil.copy2(path, where)
         path.unlink()
-    return target
 
 
 def ingest_inbox(
@@ -89,7 +98,17 @@ def ingest_inbox(
             result = _ingest(kind, store, path)
             report.files.append(result)
             failpoint("ingest.after_commit")
-            archive_file(path, archive / kind / path.relative_to(inbox / kind), result.sha256)
+            target = archive / kind / path.relative_to(inbox / kind)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sha = result.sha256 or sha256_file(path)
+            where, same = archive_target(target, sha)
+            # recorded before the move: a run killed in between leaves the file in the inbox,
+            # and the next run finds it a duplicate and archives it to the same place
+            store.con.execute(
+                "INSERT INTO archived_files VALUES (?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
+                [sha, kind, str(path), str(where)],
+            )
+            _move(path, where, same)
             if on_file:
                 on_file(kind, result)
     return report

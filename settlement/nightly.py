@@ -30,7 +30,15 @@ from settlement.config import NightlyConfig
 from settlement.failpoints import failpoint
 from settlement.inbox import ingest_inbox, pending_files
 from settlement.ingest_common import sha256_file
-from settlement.runs import StageLog, clean_staging, code_version, publish_snapshot, run_key, stage
+from settlement.runs import (
+    StageLog,
+    clean_staging,
+    code_version,
+    publish_snapshot,
+    run_key,
+    runtime_versions,
+    stage,
+)
 from settlement.store import Store
 from settlement.wholesale import revised_days, settle_day
 from tariffs.errors import ExitCode
@@ -352,9 +360,13 @@ def _manifest(
     ingest: dict[str, Any],
     billing_runs: list[int],
 ) -> dict[str, Any]:
+    # every input of the run key, with where the nightly archived it (several places when the
+    # same bytes were delivered under several names; none when ingested outside the nightly)
     inputs = store.con.execute(
-        "SELECT kind, path, sha256, rows_loaded, rows_quarantined FROM ingested_files "
-        "ORDER BY file_id"
+        "SELECT f.kind, f.path, f.sha256, f.rows_loaded, f.rows_quarantined, "
+        "coalesce((SELECT list(a.archived_path ORDER BY a.archived_path) FROM archived_files a "
+        "          WHERE a.sha256 = f.sha256), []) "
+        "FROM ingested_files f ORDER BY f.file_id"
     ).fetchall()
     counts = store.con.execute(
         # the view, so the cost formula lives in one place (schema v6): 1.9 s a night against
@@ -375,9 +387,10 @@ def _manifest(
         "run_id": run_id,
         "run_key": key,
         "code_version": code,
+        "runtime": runtime_versions(),
         "parameters": params,
         "inputs": [
-            dict(zip(("kind", "path", "sha256", "rows", "quarantined"), r, strict=True))
+            dict(zip(("kind", "path", "sha256", "rows", "quarantined", "archived"), r, strict=True))
             for r in inputs
         ],
         "ingest": ingest,

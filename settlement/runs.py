@@ -19,10 +19,30 @@ from settlement.failpoints import failpoint
 from settlement.store import Store
 
 PACKAGES = ("tariffs", "settlement", "risk")
+# The libraries whose versions can change a run's numbers: the engines (DuckDB, polars, numpy),
+# the product validation (pydantic) and the calendars (public holidays; time-zone rules in
+# Python's zoneinfo, read from the tzdata package where the system has none).
+RUNTIME_PACKAGES = ("duckdb", "polars", "numpy", "pydantic", "holidays", "tzdata")
+
+
+def runtime_versions() -> dict[str, str]:
+    """Python's and each of :data:`RUNTIME_PACKAGES`' installed version (``"absent"`` if not)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in RUNTIME_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 def code_version() -> str:
-    """``fairshare <version>+<sha256 of the package sources>`` (12 hex digits)."""
+    """``fairshare <version>+<hash>``: 12 hex digits of the sha256 of the package sources and of
+    :func:`runtime_versions`, so a run under another DuckDB, polars or holiday calendar is a new
+    run (the manifest lists the versions)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -35,6 +55,7 @@ def code_version() -> str:
         for p in sorted((root / pkg).rglob("*.py")):
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
+    h.update(json.dumps(runtime_versions(), sort_keys=True).encode())
     return f"{ver}+{h.hexdigest()[:12]}"
 
 

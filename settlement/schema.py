@@ -251,6 +251,20 @@ CREATE VIEW audit_feed_in_gst AS
 SELECT bill_id, line_no, component FROM bill_lines WHERE NOT taxable AND gst <> 0;
 """
 
+# The nightly moves each input file from its inbox to the archive once its data is committed:
+# ingested_files.path is where it was read, archived_files where it now is (one file's bytes can
+# be delivered, and archived, under several names).
+ARCHIVED_V7_SQL = """
+CREATE TABLE archived_files (
+    sha256        VARCHAR NOT NULL,
+    kind          VARCHAR NOT NULL,
+    inbox_path    VARCHAR NOT NULL,
+    archived_path VARCHAR NOT NULL,
+    archived_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (sha256, archived_path)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "store: files, quarantine, meter reads, prices, thresholds, customers", _V1),
     Migration(2, "billing: runs, product versions, bills, bill lines, audits", _V2),
@@ -264,6 +278,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "wholesale settlement as numbers: wholesale_values, wholesale_terms, wholesale_prices",
         WHOLESALE_V6_SQL,
     ),
+    Migration(7, "archived_files: where the nightly archived each input file", ARCHIVED_V7_SQL),
 )
 
 LATEST_VERSION: int = max(m.version for m in MIGRATIONS)

@@ -7,6 +7,8 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
+
 from settlement.config import load_config
 from settlement.ingest_common import sha256_file
 from settlement.nightly import run_nightly
@@ -96,9 +98,16 @@ def test_the_archive_never_overwrites_an_earlier_file_of_the_same_name(tmp_path:
 
         write_nem12(meter_frame(days=2, bump=0.1), tmp_path / "inbox" / "meter" / name)
         second = sha256_file(tmp_path / "inbox" / "meter" / name)
-        run_nightly(store, cfg, START, END)
+        result = run_nightly(store, cfg, START, END)
     kept = {sha256_file(p): p.name for p in (tmp_path / "archive" / "meter").iterdir()}
     assert kept == {first: name, second: f"NEM12_retailer_202407.{second[:12]}.csv"}
+    # the manifest says where each input is now: both were read as inbox/meter/<name>
+    meter = [i for i in result.manifest["inputs"] if i["kind"] == "meter"]
+    assert [Path(i["path"]).name for i in meter] == [name, name]
+    assert [[Path(a).name for a in i["archived"]] for i in meter] == [
+        [kept[i["sha256"]]] for i in meter
+    ]
+    assert all(Path(a).exists() for i in result.manifest["inputs"] for a in i["archived"])
 
 
 def test_killed_after_a_quarantined_file_the_rerun_still_reports_it(tmp_path: Path) -> None:
@@ -238,3 +247,21 @@ def test_a_cycle_west_of_market_time_closes_when_its_last_reads_are_in(tmp_path:
     assert july.exit_code == ExitCode.OK and after_july == [("A2", "issued"), ("A3", "issued")]
     assert first_aug.exit_code == ExitCode.OK, first_aug.message
     assert a1 == [("issued", dt.date(2024, 7, 1), dt.date(2024, 8, 1))]
+
+
+def test_the_code_version_covers_the_libraries_that_compute_the_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another DuckDB (or polars, holiday calendar, ...) is another code version, so another run
+    key: a rerun under upgraded libraries recomputes rather than reporting the old run."""
+    import duckdb
+
+    from settlement import runs
+
+    before = runs.code_version()
+    assert runs.runtime_versions()["duckdb"] == duckdb.__version__
+    real = runs.runtime_versions()
+    monkeypatch.setattr(runs, "runtime_versions", lambda: real | {"holidays": "0.0"})
+    assert runs.code_version() != before
+    monkeypatch.setattr(runs, "runtime_versions", lambda: dict(real))
+    assert runs.code_version() == before
