@@ -254,7 +254,63 @@ SELECT bill_id, line_no, component FROM bill_lines WHERE NOT taxable AND gst <> 
 # The nightly moves each input file from its inbox to the archive once its data is committed:
 # ingested_files.path is where it was read, archived_files where it now is (one file's bytes can
 # be delivered, and archived, under several names).
+#
+# meter_reads_as_of(t) until v6 kept the newest reading per (channel, interval start) only, so a
+# day re-sent at another interval length returned both lengths' readings where their starts
+# differ (a 5-minute day revised at 30 minutes: 48 new readings plus 240 old ones, the energy
+# counted twice). From v7 it applies ingestion's rule (data/formats/nem12.md, "Versions") to the
+# readings known at t: a reading stands unless a reading of its channel whose span overlaps it is
+# newer by (version_at, file, line); the pairwise test is only made on channel days that hold
+# two lengths (found among the days with a superseded reading: a cheap scan of is_current).
+# meter_reads_as_of(now()) is meter_reads.
 ARCHIVED_V7_SQL = """
+DROP MACRO TABLE meter_reads_as_of;
+CREATE MACRO meter_reads_as_of(t) AS TABLE
+WITH latest AS (
+    -- the newest known reading per start (as until v6: a filter on nmi, suffix or
+    -- interval_start reaches the scan through this window's partition)
+    SELECT c.nmi, c.suffix, v.channel_id, v.interval_start, v.interval_minutes, v.kwh,
+           v.flag_id, v.version_at, v.file_id, v.source_line
+    FROM meter_values v JOIN meter_channels c USING (channel_id)
+    JOIN ingested_files f USING (file_id)
+    WHERE f.ingested_at <= t
+    QUALIFY row_number() OVER (PARTITION BY c.nmi, c.suffix, v.interval_start
+                               ORDER BY v.version_at DESC, v.file_id DESC,
+                                        v.source_line DESC) = 1
+), revised AS (
+    -- channel days holding a superseded reading: two lengths of one day cannot both be current
+    -- (audit meter_no_overlapping_current_reads), so only these can hold two lengths
+    SELECT DISTINCT channel_id, (epoch_us(interval_start) // 1000000 + 36000) // 86400 AS day_no
+    FROM meter_values WHERE NOT is_current
+), known AS (
+    SELECT v.*, (epoch_us(v.interval_start) // 1000000 + 36000) // 86400 AS day_no
+    FROM meter_values v JOIN ingested_files f USING (file_id)
+    WHERE f.ingested_at <= t AND v.channel_id IN (SELECT channel_id FROM revised)
+), mixed AS (
+    SELECT channel_id, day_no FROM known SEMI JOIN revised USING (channel_id, day_no)
+    GROUP BY ALL HAVING min(interval_minutes) < max(interval_minutes)
+), beaten AS (
+    -- readings of such days with a newer known reading overlapping them (ingestion's rule)
+    SELECT DISTINCT a.channel_id, a.interval_start, a.file_id, a.source_line
+    FROM (SELECT * FROM known SEMI JOIN mixed USING (channel_id, day_no)) a
+    JOIN (SELECT * FROM known SEMI JOIN mixed USING (channel_id, day_no)) b
+      ON b.channel_id = a.channel_id AND b.day_no = a.day_no
+     AND a.interval_start < b.interval_start + to_minutes(b.interval_minutes)
+     AND b.interval_start < a.interval_start + to_minutes(a.interval_minutes)
+     AND (b.version_at > a.version_at
+          OR (b.version_at = a.version_at
+              AND (b.file_id > a.file_id
+                   OR (b.file_id = a.file_id AND b.source_line > a.source_line))))
+)
+SELECT l.nmi, l.suffix, l.interval_start, l.interval_minutes, l.kwh, fl.quality, fl.method,
+       fl.reason, l.version_at, f.path AS source_file, l.source_line
+FROM latest l
+JOIN meter_flags fl USING (flag_id)
+JOIN ingested_files f USING (file_id)
+WHERE NOT EXISTS (SELECT 1 FROM beaten x
+                  WHERE x.channel_id = l.channel_id AND x.interval_start = l.interval_start
+                    AND x.file_id = l.file_id AND x.source_line = l.source_line);
+
 CREATE TABLE archived_files (
     sha256        VARCHAR NOT NULL,
     kind          VARCHAR NOT NULL,
@@ -278,7 +334,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "wholesale settlement as numbers: wholesale_values, wholesale_terms, wholesale_prices",
         WHOLESALE_V6_SQL,
     ),
-    Migration(7, "archived_files: where the nightly archived each input file", ARCHIVED_V7_SQL),
+    Migration(
+        7,
+        "archived_files; meter_reads_as_of applies the overlap rule across interval lengths",
+        ARCHIVED_V7_SQL,
+    ),
 )
 
 LATEST_VERSION: int = max(m.version for m in MIGRATIONS)

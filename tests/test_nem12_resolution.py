@@ -233,9 +233,23 @@ def test_random_mixed_length_revisions_match_the_overlap_rule(tmp_path: Path, se
         )
         if not beaten:
             want.append((nmi, start, minutes, kwh))
+    as_known: list[tuple[object, list[tuple[object, ...]]]] = []
+    current = "SELECT * EXCLUDE (source_file) FROM meter_reads ORDER BY ALL"
     with Store.open(tmp_path / "s.duckdb") as store:
         for p in paths:  # one call per file: file order = ingestion order
             ingest_meter_files(store, [p], chunk_bytes=rng.choice([500, 3000, 1 << 20]))
+            at = store.query("SELECT max(ingested_at) FROM ingested_files").fetchall()[0][0]
+            as_known.append((at, store.query(current).fetchall()))
+        # the "as known at" view gives, at each file's ingestion, what was current then
+        for at, then in as_known:
+            assert (
+                store.query(
+                    "SELECT * EXCLUDE (source_file) FROM meter_reads_as_of(?::TIMESTAMPTZ)"
+                    " ORDER BY ALL",
+                    [at],
+                ).fetchall()
+                == then
+            )
         got = store.query(
             "SELECT nmi, day(t) * 1440 + hour(t) * 60 + minute(t), interval_minutes, kwh"
             " FROM (SELECT *, interval_start AT TIME ZONE 'Etc/GMT-10' AS t FROM meter_reads)"
