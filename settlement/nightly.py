@@ -188,7 +188,7 @@ def run_nightly(
                 store,
                 cfg.runs,
                 run_id,
-                _snapshot_tables(run_id),
+                _snapshot_tables(run_id, closed.billing_runs),
                 manifest | {"stages": slog.stages},
                 {"views.sql": snapshot_views_sql(store)},
             )
@@ -300,14 +300,19 @@ def snapshot_views_sql(store: Store) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _snapshot_tables(run_id: str) -> dict[str, tuple[str, list[Any]]]:
+def _snapshot_tables(run_id: str, billing_runs: list[int]) -> dict[str, tuple[str, list[Any]]]:
     """Queries (with parameters) whose results form the run's read-only snapshot.
 
     The settlement is published as stored (schema v6: numbers plus their dictionaries, with
     ``views.sql`` to read it back as ``wholesale_reads``): writing 28.8 million reads with their
-    text columns took 22 s, the numbers 4 s.
+    text columns took 22 s, the numbers 4 s. The bills are those the run issued, held, or
+    drafted and did not issue (a failed audit: the auditor sees what was stopped).
     """
-    issued = "SELECT bill_id FROM bill_issues WHERE nightly_run_id = ?"
+    issued = (
+        "SELECT bill_id FROM bill_issues WHERE nightly_run_id = ? UNION ALL "
+        "SELECT bill_id FROM bills WHERE list_contains(?::BIGINT[], run_id) "
+        "AND status IN ('held', 'draft')"
+    )
     days = (
         "settlement_date BETWEEN (SELECT date_from FROM runs WHERE run_id = ?) "
         "AND (SELECT date_to FROM runs WHERE run_id = ?)"
@@ -332,11 +337,11 @@ def _snapshot_tables(run_id: str) -> dict[str, tuple[str, list[Any]]]:
         "meter_flags": ("SELECT * FROM meter_flags ORDER BY flag_id", []),
         "bills": (
             f"SELECT * EXCLUDE (created_at) FROM bills WHERE bill_id IN ({issued}) ORDER BY bill_id",
-            [run_id],
+            [run_id, billing_runs],
         ),
         "bill_lines": (
             f"SELECT * FROM bill_lines WHERE bill_id IN ({issued}) ORDER BY bill_id, line_no",
-            [run_id],
+            [run_id, billing_runs],
         ),
         "bill_adjustments": (
             "SELECT * FROM bill_adjustments WHERE detected_run_id = ? ORDER BY original_bill_id",

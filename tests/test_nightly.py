@@ -269,6 +269,13 @@ def test_a_failed_bill_audit_issues_nothing_and_the_rerun_issues_as_uninterrupte
     assert statuses == [("draft",)] and issued == 0
     assert failed.manifest["stages"]["issue"]["bills_issued"] == 0
     assert failed.manifest["stages"]["issue"]["not_issued"] == 3
+    # the snapshot shows the auditor the drafts the audit stopped
+    with duckdb.connect() as con:
+        stopped = con.execute(
+            "SELECT DISTINCT status FROM read_parquet(?)",
+            [str(Path(failed.snapshot or "") / "bills.parquet")],
+        ).fetchall()
+    assert stopped == [("draft",)]
     with Store.open(tmp_path / "store.duckdb") as store:
         rerun = run_nightly(store, cfg, START, END)
     assert rerun.exit_code == ExitCode.OK, rerun.message
