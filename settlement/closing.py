@@ -10,20 +10,24 @@
    bill, however many times it is revised). The issued bill itself is never touched.
 
    The rule, per issued bill B with issued amount I (ex GST and GST kept apart, decided on the
-   total inc GST). C, the amount charged for B, is I plus credit + rebill of every earlier
-   adjustment of B that is ``pending`` or ``applied``; a ``*_written_off`` adjustment adds
-   nothing (its write-off line cancels its credit and rebill). Pending adjustments count: they
-   are on their way to the next bill. A revision computes the true amount T and stores a credit
-   of -C and a rebill of T, so the customer's charge becomes T, except when T > C and B's
-   (exclusive) period end is on or before the back-billing limit (``as_of_day``, the run's last
-   day, minus ``back_billing_months``; NERR: 9 months): then the status is
-   ``pending_written_off`` and a third line of -(T - C) writes the undercharge off, so the
-   charge stays C. Hence C never rises past the limit, an overcharge
-   (T < C) is always refunded, a refund is only ever of money charged (C falls to T, never
-   below it), and an amount written off is never refunded later: with every revision past the
-   limit, C = min(I, T1, ..., Tn). Nothing is stored when T = C. The ``bill_adjustments`` row is
-   the audit trail: credit = -C, rebill = T, and for ``*_written_off`` the write-off line is
-   -(credit + rebill). This run's own rows are left out of C, so a rerun after a crash computes
+   total inc GST). C, the amount charged for B, is I plus credit + rebill + write-off of every
+   earlier adjustment of B that is ``pending``, ``applied`` or ``*_written_off`` (pending ones
+   count: they are on their way to the next bill; a held one was never charged). A revision
+   computes the true amount T and the amount N that may be charged now, and stores a credit of
+   -C, a rebill of T and a write-off of N - T, so the customer's charge becomes N. N is T
+   unless B has days before the back-billing limit (``as_of_day``, the run's last day, minus
+   ``back_billing_months``; NERR: 9 months): pro rata by days, each day of B carries 1/n of
+   every amount, and on a day before the limit the charge may only fall (it takes the true
+   amount when that is lower, inc GST, else keeps what it charged: an undercharge older than
+   the limit is never recovered, an overcharge is always refunded); the days from the limit on
+   take the true amount (:func:`_charge_by_days`, exact fractions rounded once to the cent).
+   A write-off that is not zero makes the status ``pending_written_off`` and a third line. For
+   a bill wholly before the limit this is the rule as it was: N = min(C, T), so with every
+   revision past the limit C = min(I, T1, ..., Tn); for one wholly after it N = T. Hence N <= T,
+   a refund is only ever of money charged, an amount written off is never recovered later
+   (the same truth detected again changes nothing), and nothing is stored when T = C. The
+   ``bill_adjustments`` row is the audit trail: credit = -C, rebill = T, write-off = N - T,
+   and ``limit_date``. This run's own rows are left out of C, so a rerun after a crash computes
    the same rows (and inserts nothing new).
 4. Attach: pending adjustments become lines of the account's next bill while it is still a
    draft (totals updated), so the run's audits see every line that will be issued.
@@ -38,8 +42,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import polars as pl
@@ -288,22 +295,30 @@ def issue_cycles(store: Store, nightly_run_id: str, result: CloseResult) -> None
     _issue(store, nightly_run_id, result.draft_runs, result)
 
 
-ADJUST_SQL = """
+# The statuses of adjustments whose lines are (or will be) on a bill: what they charged counts.
+CHARGED = "('pending', 'applied', 'pending_written_off', 'applied_written_off')"
+
+ADJUST_SQL = f"""
 WITH charged AS (
     -- what earlier adjustments of each revised bill charged (or will, once attached): credit +
-    -- rebill of the pending and applied ones; a written-off one nets to zero on the bill, and a
-    -- held one was never charged. This run's own rows are left out (a rerun recomputes them).
-    SELECT original_bill_id, sum(credit_ex_gst + rebill_ex_gst) AS ex,
-           sum(credit_gst + rebill_gst) AS tax
-    FROM bill_adjustments
-    WHERE status IN ('pending', 'applied') AND detected_run_id <> $run
-      AND original_bill_id IN (SELECT bill_id FROM _revised)
+    -- rebill + write-off of every one on a bill or on its way there (a fully written-off one
+    -- nets to zero; a held one was never charged), and whether one was limited part-way
+    -- through the period (the charge per day is then no longer even: see _charge_by_days).
+    -- This run's own rows are left out (a rerun recomputes them).
+    SELECT a.original_bill_id,
+           sum(a.credit_ex_gst + a.rebill_ex_gst + a.writeoff_ex_gst) AS ex,
+           sum(a.credit_gst + a.rebill_gst + a.writeoff_gst) AS tax,
+           bool_or(a.limit_date > b.period_start AND a.limit_date < b.period_end) AS part_limited
+    FROM bill_adjustments a JOIN bills b ON b.bill_id = a.original_bill_id
+    WHERE a.status IN {CHARGED} AND a.detected_run_id <> $run
+      AND a.original_bill_id IN (SELECT bill_id FROM _revised)
     GROUP BY ALL
 ), orig AS (
     -- the amount in force: the issued bill plus what its adjustments charged (module docstring)
     SELECT r.bill_id AS original_bill_id, b.account, b.cycle_start, b.product, b.period_start,
            b.period_end, b.total_ex_gst + coalesce(a.ex, 0) AS total_ex_gst,
-           b.gst + coalesce(a.tax, 0) AS gst
+           b.gst + coalesce(a.tax, 0) AS gst, b.total_ex_gst AS issued_ex_gst,
+           b.gst AS issued_gst, coalesce(a.part_limited, false) AS part_limited
     FROM _revised r JOIN bills b USING (bill_id)
     LEFT JOIN charged a ON a.original_bill_id = r.bill_id
 ), new AS (
@@ -314,10 +329,50 @@ WITH charged AS (
 SELECT o.original_bill_id, o.account, n.rebill_bill_id,
        -o.total_ex_gst AS credit_ex_gst, -o.gst AS credit_gst,
        n.total_ex_gst AS rebill_ex_gst, n.gst AS rebill_gst,
-       o.period_start, o.period_end, n.status AS rebill_status, n.hold_reason
+       o.period_start, o.period_end, n.status AS rebill_status, n.hold_reason,
+       o.issued_ex_gst, o.issued_gst, o.part_limited
 FROM orig o LEFT JOIN new n USING (account, cycle_start, product, period_start)
 ORDER BY o.account, o.period_start, o.product
 """
+
+# Earlier charged adjustments of the bills priced day by day, in detection order.
+HISTORY_SQL = f"""
+SELECT a.original_bill_id, a.rebill_ex_gst, a.rebill_gst, a.limit_date
+FROM bill_adjustments a
+WHERE a.status IN {CHARGED} AND a.detected_run_id <> $run
+  AND list_contains($bills::VARCHAR[], a.original_bill_id)
+ORDER BY a.original_bill_id, a.detected_file_id, a.detected_run_id
+"""
+
+
+def _charge_by_days(
+    days: int,
+    issued: tuple[Decimal, Decimal],
+    revisions: list[tuple[Decimal, Decimal, int]],
+) -> tuple[Decimal, Decimal]:
+    """What a bill of ``days`` days may charge after ``revisions`` (true amount ex GST, GST, and
+    how many of its first days were past the back-billing limit then), in order.
+
+    Each day carries 1/``days`` of an amount (pro rata by days). Day by day, a revision sets the
+    charge to the true amount, except on a day past the limit, where the charge may only fall:
+    it takes the true amount when that is lower (inc GST; an overcharge is always refunded) and
+    otherwise stays (an undercharge older than the limit is never recovered). Exact fractions,
+    rounded once to the cent, half away from zero (:func:`_round_cents`).
+    """
+    per_day = [(Fraction(issued[0]) / days, Fraction(issued[1]) / days)] * days
+    for ex, tax, old in revisions:
+        t = (Fraction(ex) / days, Fraction(tax) / days)
+        per_day = [t if d >= old or t[0] + t[1] < c[0] + c[1] else c for d, c in enumerate(per_day)]
+    return (
+        _round_cents(sum((c[0] for c in per_day), Fraction(0))),
+        _round_cents(sum((c[1] for c in per_day), Fraction(0))),
+    )
+
+
+def _round_cents(amount: Fraction) -> Decimal:
+    """``amount`` to the cent, half away from zero, exactly (``tariffs.money``'s rule)."""
+    cents = math.floor(abs(amount) * 100 + Fraction(1, 2))
+    return (Decimal(cents if amount >= 0 else -cents) / 100).quantize(Decimal("0.01"))
 
 
 def _record_adjustments(
@@ -331,28 +386,61 @@ def _record_adjustments(
 ) -> None:
     """Store one pending (or held / written-off) adjustment per revised issued bill.
 
-    Credit -C (the amount charged so far), rebill T (the true amount); ``pending_written_off``
-    when T > C (inc GST) and the bill ended on or before the back-billing limit (module
-    docstring, step 3).
+    Credit -C (the amount charged so far), rebill T (the true amount), write-off N - T where N
+    is what may be charged now (module docstring, step 3); ``pending_written_off`` when the
+    write-off is not zero. A bill wholly past the back-billing limit, or wholly inside it, and
+    never limited part-way before, is priced in one vectorised step (N = min(C, T) past it, T
+    inside it, inc GST); the others day by day (:func:`_charge_by_days`).
     """
     store.con.register("_revised", revised.select("bill_id").to_arrow())
     try:
         adj = store.con.execute(ADJUST_SQL, {"runs": rebill_runs, "run": nightly_run_id}).pl()
     finally:
         store.con.unregister("_revised")
-    limit = pl.lit(as_of_day).dt.offset_by(f"-{back_billing_months}mo")
+    limit = pl.select(pl.lit(as_of_day).dt.offset_by(f"-{back_billing_months}mo")).item()
+    days = (pl.col("period_end") - pl.col("period_start")).dt.total_days()
+    past = (pl.lit(limit) - pl.col("period_start")).dt.total_days().clip(0, None)
+    up = (
+        pl.col("rebill_ex_gst")
+        + pl.col("rebill_gst")
+        + pl.col("credit_ex_gst")
+        + pl.col("credit_gst")
+        > 0
+    )
     adj = adj.with_columns(
-        pl.when(pl.col("rebill_bill_id").is_null() | (pl.col("rebill_status") == "held"))
+        days.alias("days"),
+        pl.min_horizontal(past, days).alias("old"),
+        (pl.col("rebill_bill_id").is_null() | (pl.col("rebill_status") == "held")).alias("held"),
+    ).with_columns(
+        (
+            ~pl.col("part_limited") & ((pl.col("old") == 0) | (pl.col("old") == pl.col("days")))
+        ).alias("even"),
+        # N on the even path: the charge stays C when past the limit and T > C, else T
+        pl.when((pl.col("old") == pl.col("days")) & up)
+        .then(-pl.col("credit_ex_gst"))
+        .otherwise(pl.col("rebill_ex_gst"))
+        .alias("charge_ex_gst"),
+        pl.when((pl.col("old") == pl.col("days")) & up)
+        .then(-pl.col("credit_gst"))
+        .otherwise(pl.col("rebill_gst"))
+        .alias("charge_gst"),
+    )
+    by_days = adj.filter(~pl.col("even") & ~pl.col("held"))
+    if by_days.height:
+        adj = _by_days(store, nightly_run_id, adj, by_days)
+    adj = adj.with_columns(
+        (pl.col("charge_ex_gst") - pl.col("rebill_ex_gst")).alias("writeoff_ex_gst"),
+        (pl.col("charge_gst") - pl.col("rebill_gst")).alias("writeoff_gst"),
+    ).with_columns(
+        pl.when(pl.col("held"))
         .then(pl.lit("held"))
-        .when(
-            (pl.col("rebill_ex_gst") + pl.col("rebill_gst") + pl.col("credit_ex_gst")
-             + pl.col("credit_gst") > 0) & (pl.col("period_end") <= limit)
-        )
+        .when((pl.col("writeoff_ex_gst") != 0) | (pl.col("writeoff_gst") != 0))
         .then(pl.lit("pending_written_off"))
         .otherwise(pl.lit("pending"))
         .alias("status"),
         pl.lit(nightly_run_id).alias("detected_run_id"),
-    )  # fmt: skip
+        pl.lit(limit).alias("limit_date"),
+    )
     adj = adj.filter(
         (pl.col("status") == "held")
         | (pl.col("rebill_ex_gst") != -pl.col("credit_ex_gst"))
@@ -361,9 +449,14 @@ def _record_adjustments(
     store.con.register("_adj", adj.to_arrow())
     try:
         store.con.execute(
-            "INSERT INTO bill_adjustments SELECT original_bill_id, rebill_bill_id, account, "
-            "detected_run_id, (SELECT coalesce(max(file_id), 0) FROM ingested_files), credit_ex_gst, credit_gst, coalesce(rebill_ex_gst, 0), "
-            "coalesce(rebill_gst, 0), status, coalesce(hold_reason, ''), NULL FROM _adj "
+            "INSERT INTO bill_adjustments (original_bill_id, rebill_bill_id, account, "
+            "detected_run_id, detected_file_id, credit_ex_gst, credit_gst, rebill_ex_gst, "
+            "rebill_gst, status, hold_reason, applied_to_bill_id, writeoff_ex_gst, writeoff_gst, "
+            "limit_date) SELECT original_bill_id, rebill_bill_id, account, detected_run_id, "
+            "(SELECT coalesce(max(file_id), 0) FROM ingested_files), credit_ex_gst, credit_gst, "
+            "coalesce(rebill_ex_gst, 0), coalesce(rebill_gst, 0), status, "
+            "coalesce(hold_reason, ''), NULL, CASE WHEN held THEN 0 ELSE writeoff_ex_gst END, "
+            "CASE WHEN held THEN 0 ELSE writeoff_gst END, limit_date FROM _adj "
             "ON CONFLICT DO NOTHING"
         )
     finally:
@@ -371,6 +464,44 @@ def _record_adjustments(
     result.adjustments += adj.filter(pl.col("status") != "held").height
     result.written_off += adj.filter(pl.col("status") == "pending_written_off").height
     result.rebill_held += adj.filter(pl.col("status") == "held").height
+
+
+def _by_days(
+    store: Store, nightly_run_id: str, adj: pl.DataFrame, rows: pl.DataFrame
+) -> pl.DataFrame:
+    """``adj`` with ``charge_ex_gst``/``charge_gst`` of ``rows`` priced day by day from each
+    bill's issued amount and its earlier charged revisions (a loop over these few bills only:
+    a bill the limit cuts part-way, or one it has cut before)."""
+    history = store.con.execute(
+        HISTORY_SQL, {"bills": rows["original_bill_id"].to_list(), "run": nightly_run_id}
+    ).fetchall()
+    earlier: dict[str, list[tuple[Decimal, Decimal, dt.date]]] = {}
+    for bill_id, ex, tax, limit_date in history:
+        earlier.setdefault(bill_id, []).append((ex, tax, limit_date))
+    charged = []
+    for r in rows.iter_rows(named=True):
+        start, n = r["period_start"], int(r["days"])
+        steps = [
+            (ex, tax, min(max((lim - start).days, 0), n))
+            for ex, tax, lim in earlier.get(r["original_bill_id"], [])
+        ]
+        steps.append((r["rebill_ex_gst"], r["rebill_gst"], int(r["old"])))
+        ex, tax = _charge_by_days(n, (r["issued_ex_gst"], r["issued_gst"]), steps)
+        charged.append((r["original_bill_id"], ex, tax))
+    priced = pl.DataFrame(
+        charged,
+        schema={"original_bill_id": pl.Utf8, "ex": adj["charge_ex_gst"].dtype,
+                "tax": adj["charge_gst"].dtype},
+        orient="row",
+    )  # fmt: skip
+    return (
+        adj.join(priced, on="original_bill_id", how="left")
+        .with_columns(
+            pl.coalesce("ex", "charge_ex_gst").alias("charge_ex_gst"),
+            pl.coalesce("tax", "charge_gst").alias("charge_gst"),
+        )
+        .drop("ex", "tax")
+    )
 
 
 ATTACH_SQL = """
@@ -402,8 +533,9 @@ WITH target AS (
     FROM pend p
     UNION ALL
     SELECT p.target_bill_id, p.k, 3, 'Adjustment: back-billing limit',
-           'undercharge on ' || p.original_bill_id || ' older than the back-billing limit, not recovered',
-           -(p.rebill_ex_gst + p.credit_ex_gst), -(p.rebill_gst + p.credit_gst), p.original_bill_id
+           'undercharge on ' || p.original_bill_id || ' for days before the back-billing limit ('
+             || p.limit_date || '), not recovered',
+           p.writeoff_ex_gst, p.writeoff_gst, p.original_bill_id
     FROM pend p WHERE p.status = 'pending_written_off'
 )
 SELECT l.target_bill_id AS bill_id,

@@ -311,6 +311,20 @@ WHERE NOT EXISTS (SELECT 1 FROM beaten x
                   WHERE x.channel_id = l.channel_id AND x.interval_start = l.interval_start
                     AND x.file_id = l.file_id AND x.source_line = l.source_line);
 
+-- The back-billing write-off, stored (it was -(credit + rebill), the whole undercharge, and
+-- only for a bill wholly past the limit; a bill the limit cuts part-way is now written off for
+-- its days past it, pro rata), and the limit each adjustment was decided against.
+ALTER TABLE bill_adjustments ADD COLUMN writeoff_ex_gst DECIMAL(18,2) DEFAULT 0;
+ALTER TABLE bill_adjustments ADD COLUMN writeoff_gst DECIMAL(18,2) DEFAULT 0;
+ALTER TABLE bill_adjustments ADD COLUMN limit_date DATE;
+UPDATE bill_adjustments SET writeoff_ex_gst = -(credit_ex_gst + rebill_ex_gst),
+                            writeoff_gst = -(credit_gst + rebill_gst)
+WHERE status LIKE '%written_off';
+-- the limit as the old rule used it: past the whole period when written off, before it if not
+UPDATE bill_adjustments a
+SET limit_date = CASE WHEN a.status LIKE '%written_off' THEN b.period_end ELSE b.period_start END
+FROM bills b WHERE b.bill_id = a.original_bill_id;
+
 CREATE TABLE archived_files (
     sha256        VARCHAR NOT NULL,
     kind          VARCHAR NOT NULL,
@@ -336,7 +350,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         7,
-        "archived_files; meter_reads_as_of applies the overlap rule across interval lengths",
+        "archived_files; meter_reads_as_of applies the overlap rule across interval lengths; "
+        "back-billing write-offs stored, pro rata by days",
         ARCHIVED_V7_SQL,
     ),
 )

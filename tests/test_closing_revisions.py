@@ -1,9 +1,10 @@
 """Revisions of a revised bill: the credit is of what was charged, never of a written-off rebill.
 
 The rule (settlement/closing.py, step 3): for an issued bill B with issued amount I, the amount
-charged C is I plus credit + rebill of B's earlier pending or applied adjustments (a written-off
-one nets to zero). A revision with true amount T credits C and rebills T; if T > C (inc GST) and
-B is past the back-billing limit, a write-off line of -(T - C) keeps the charge at C. So:
+charged C is I plus credit + rebill + write-off of B's earlier adjustments on a bill or pending
+(a fully written-off one nets to zero). A revision with true amount T credits C and rebills T;
+if T > C (inc GST) and B is wholly past the back-billing limit, a write-off line of -(T - C)
+keeps the charge at C. So (a limit part-way through B is the last two tests'):
 
     C_0 = I;  C_k = C_{k-1} if T_k > C_{k-1} and revision k is past the limit, else T_k
 
@@ -353,8 +354,10 @@ def test_pending_revisions_of_one_bill_attach_in_detection_order_not_table_order
             ("night01", 1, "-1.00", "1.50"),
         ):
             store.con.execute(
-                "INSERT INTO bill_adjustments VALUES (?, 'rebill', 'A1', ?, ?, ?, 0, ?, 0,"
-                " 'pending', '', NULL)",
+                "INSERT INTO bill_adjustments (original_bill_id, rebill_bill_id, account,"
+                " detected_run_id, detected_file_id, credit_ex_gst, credit_gst, rebill_ex_gst,"
+                " rebill_gst, status, hold_reason, applied_to_bill_id) VALUES (?, 'rebill', 'A1',"
+                " ?, ?, ?, 0, ?, 0, 'pending', '', NULL)",
                 [BILL, run, file_id, Decimal(credit), Decimal(rebill)],
             )
         _insert_bill(store, "A1/p/2024-02-01/d", 2000, dt.date(2024, 2, 1), _money(1000), "draft")
@@ -370,5 +373,126 @@ def test_pending_revisions_of_one_bill_attach_in_detection_order_not_table_order
             (4, "Adjustment: credit", D("-1.50")),
             (5, "Adjustment: rebill", D("1.20")),
         ]
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The back-billing limit part-way through a bill: pro rata by days (schema v7).
+# ---------------------------------------------------------------------------------------------
+
+
+def _revise(
+    store: Store, night: int, true: tuple[Decimal, Decimal], limit: dt.date
+) -> tuple[Decimal, Decimal]:
+    """One revision of BILL on its own night (limit given as the run's day, 0 months), its
+    next bill ready; returns the customer's charge for BILL after it (issued + adjustments)."""
+    run = f"night{night:02d}"
+    _insert_bill(store, f"{BILL}/rebill{night}", 1000 + night, PERIOD[0], true, "rebill")
+    store.con.execute(
+        "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at,"
+        " status, rows_loaded, rows_duplicate, rows_quarantined, format) VALUES (?, 'meter',"
+        " ?, ?, 1, TIMESTAMPTZ '2024-01-01 00:00:00+00', 'loaded', 1, 0, 0, 'nem12')",
+        [night, f"f{night}", f"sha{night}"],
+    )
+    _record_adjustments(
+        store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], limit, 0, CloseResult()
+    )
+    month = dt.date(2024, 2, 1) + dt.timedelta(days=31 * night)
+    _insert_bill(
+        store, f"A1/p/{month}/d", 2000 + night, month.replace(day=1), _money(1000), "draft"
+    )
+    _attach(store, [2000 + night])
+    _issue(store, run, [2000 + night], CloseResult())
+    ex, tax = store.query(
+        "SELECT b.total_ex_gst + coalesce(sum(l.amount_ex_gst), 0),"
+        " b.gst + coalesce(sum(l.gst), 0) FROM bills b LEFT JOIN bill_lines l"
+        " ON l.component LIKE 'Adjustment%' AND l.explanation LIKE '%' || b.bill_id || '%'"
+        " WHERE b.bill_id = ? GROUP BY b.total_ex_gst, b.gst",
+        [BILL],
+    ).fetchall()[0]
+    return ex, tax
+
+
+def test_limit_inside_the_period_writes_off_only_the_days_before_it() -> None:
+    """Hand-worked: January (31 days) issued at 100.00 + 10.00 GST; the true amount is 131.00 +
+    13.10. The limit is 11 January: 10 days are past it. Per day the issued amount is 100/31
+    and the true one 131/31; the 10 old days keep 100/31, the 21 others take 131/31, so the
+    charge is (10 x 100 + 21 x 131) / 31 = 3751 / 31 = 121.00 ex GST and (10 x 10 + 21 x 13.10)
+    / 31 = 375.1 / 31 = 12.10 GST: the write-off is 10.00 + 1.00 (the old rule recovered all
+    31.00 + 3.10: the limit only counted when the whole bill was past it). The same truth
+    detected again, even a month later with every day past the limit, changes nothing (no
+    ratchet towards the old days' undercharge); a truth below every day's charge refunds down
+    to it."""
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], (D("100.00"), D("10.00")), "issued")
+        assert _revise(store, 1, (D("131.00"), D("13.10")), dt.date(2024, 1, 11)) == (
+            D("121.00"),
+            D("12.10"),
+        )
+        row = store.query(
+            "SELECT status, credit_ex_gst, rebill_ex_gst, writeoff_ex_gst, writeoff_gst,"
+            " limit_date FROM bill_adjustments"
+        ).fetchall()
+        assert row == [
+            ("applied_written_off", D("-100.00"), D("131.00"), D("-10.00"), D("-1.00"),
+             dt.date(2024, 1, 11)),
+        ]  # fmt: skip
+        lines = store.query(
+            "SELECT component, amount_ex_gst, gst FROM bill_lines"
+            " WHERE component LIKE 'Adjustment%' ORDER BY line_no"
+        ).fetchall()
+        assert lines == [
+            ("Adjustment: credit", D("-100.00"), D("-10.00")),
+            ("Adjustment: rebill", D("131.00"), D("13.10")),
+            ("Adjustment: back-billing limit", D("-10.00"), D("-1.00")),
+        ]
+        same = (D("131.00"), D("13.10"))
+        assert _revise(store, 2, same, dt.date(2024, 1, 11)) == (D("121.00"), D("12.10"))
+        assert _revise(store, 3, same, dt.date(2024, 2, 11)) == (D("121.00"), D("12.10"))
+        assert _revise(store, 4, (D("93.00"), D("9.30")), dt.date(2024, 2, 11)) == (
+            D("93.00"),
+            D("9.30"),
+        )
+        assert store.query("SELECT * FROM audit_bill_line_sums").fetchall() == []
+    finally:
+        store.close()
+
+
+# a revision: (true amount in cents ex GST, days of January past the limit then)
+PART_REVISION = st.tuples(st.integers(0, 400), st.integers(0, 31))
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(issued=st.integers(0, 400), revisions=st.lists(PART_REVISION, min_size=1, max_size=4))
+def test_a_limit_part_way_never_recovers_old_days(
+    issued: int, revisions: list[tuple[int, int]]
+) -> None:
+    """Whatever the order of revisions and limits (the limit only moves forward): the charge is
+    never above the latest truth, never below its share for the days inside the limit, is the
+    truth when no day is past the limit, never rises on a revision with every day past it, and
+    a repeated revision changes nothing."""
+    revisions = sorted(revisions, key=lambda r: r[1])  # later nights, later limits
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], _money(issued), "issued")
+        before = _inc(_money(issued))
+        for night, (cents, old) in enumerate(revisions, 1):
+            true = _money(cents)
+            limit = PERIOD[0] + dt.timedelta(days=old)
+            charge = _revise(store, 2 * night - 1, true, limit)
+            assert _inc(charge) <= _inc(true)
+            assert _inc(charge) >= (_inc(true) * (31 - old) / 31).quantize(CENT) - CENT
+            if old == 0:
+                assert charge == true
+            if old == 31:
+                assert _inc(charge) <= before
+            assert _revise(store, 2 * night, true, limit) == charge
+            before = _inc(charge)
     finally:
         store.close()
