@@ -337,8 +337,11 @@ ORDER BY o.account, o.period_start, o.product
 
 # Earlier charged adjustments of the bills priced day by day, in detection order.
 HISTORY_SQL = f"""
-SELECT a.original_bill_id, a.rebill_ex_gst, a.rebill_gst, a.limit_date
-FROM bill_adjustments a
+SELECT a.original_bill_id, a.rebill_ex_gst, a.rebill_gst,
+       -- a row without its limit (written before schema v7 kept one): as its status decided it
+       coalesce(a.limit_date, CASE WHEN a.status LIKE '%written_off' THEN b.period_end
+                                   ELSE b.period_start END)
+FROM bill_adjustments a JOIN bills b ON b.bill_id = a.original_bill_id
 WHERE a.status IN {CHARGED} AND a.detected_run_id <> $run
   AND list_contains($bills::VARCHAR[], a.original_bill_id)
 ORDER BY a.original_bill_id, a.detected_file_id, a.detected_run_id
