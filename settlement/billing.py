@@ -159,6 +159,28 @@ def _rate_hold(product: Product, timezone: str, segs: pl.DataFrame) -> str | Non
     )
 
 
+def _region_holds(
+    product: Product, segs: pl.DataFrame
+) -> tuple[list[tuple[pl.DataFrame, str]], pl.DataFrame]:
+    """Segments of sites outside the product's market region (``region``), with the hold
+    reason, and the segments left: a product's network rates, public holidays and spot price
+    are its region's, so a site elsewhere (an NSW1 product on a VIC1 site would take NSW's
+    holidays for Victoria's) is held, never billed on them. A product without a region applies
+    anywhere."""
+    if product.region is None:
+        return [], segs
+    other = segs.filter(pl.col("region") != product.region)
+    out = [
+        (
+            group,
+            f"product {product.id} is for market region {product.region} (its network rates,"
+            f" public holidays and spot price); the site is in {region}",
+        )
+        for (region,), group in other.partition_by("region", as_dict=True).items()
+    ]
+    return out, segs.filter(pl.col("region") == product.region)
+
+
 def _whole_bill_change_holds(
     product: Product, segs: pl.DataFrame
 ) -> tuple[list[tuple[pl.DataFrame, str]], pl.DataFrame]:
@@ -226,6 +248,10 @@ def bill_accounts(
     done = 0
     for (pid, tz), group in groups.items():
         product = products[str(pid)]
+        elsewhere, group = _region_holds(product, group)
+        results += [(product, split, None, reason) for split, reason in elsewhere]
+        if group.is_empty():
+            continue
         hold = _rate_hold(product, str(tz), group)
         if hold is not None:
             results.append((product, group, None, hold))

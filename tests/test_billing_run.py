@@ -148,3 +148,24 @@ def test_a_failed_run_audit_rolls_the_run_back(
     with pytest.raises(AuditFailedError, match=r"audit audit_(bill_line_sums|feed_in_gst)"):
         bill_accounts(loaded, JUL, AUG, product_dir=PRODUCTS)
     assert loaded.con.execute("SELECT count(*) FROM bills").fetchone() == (0,)
+
+
+def test_a_site_outside_the_products_region_is_held(store: Store) -> None:
+    """sh-tou is an NSW1 product (Ausgrid network rates, NSW public holidays): a Victorian site
+    enrolled on it is held with the reason, never billed on NSW's calendar (Melbourne Cup day,
+    5 Nov 2024, would have been a weekday peak); the NSW site is billed."""
+    add_customer(store, "N1", [("sh-tou", JUL, None)])
+    add_customer(store, "V1", [("sh-tou", JUL, None)], region="VIC1", tz="Australia/Melbourne")
+    hh = half_hours(JUL, 31)
+    add_reads(store, "NMIN1", "E1", hh, 0.5)
+    add_reads(store, "NMIV1", "E1", hh, 0.5)
+    res = bill_accounts(store, JUL, AUG, product_dir=PRODUCTS)
+    rows = store.con.execute(
+        "SELECT account, status, hold_reason FROM bills ORDER BY account"
+    ).fetchall()
+    assert rows == [
+        ("N1", "draft", None),
+        ("V1", "held", "product sh-tou is for market region NSW1 (its network rates, public"
+         " holidays and spot price); the site is in VIC1"),
+    ]  # fmt: skip
+    assert (res.bills, res.held) == (1, 1)

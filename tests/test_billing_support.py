@@ -46,14 +46,15 @@ def add_customer(
     mlf: float = 1.0,
     tz: str = "Australia/Sydney",
     solar_kw: float = 0.0,
+    region: str = "NSW1",
 ) -> None:
     """One customer with its enrolments."""
     fid = add_file(store, "customers", account)
     store.con.execute(
-        "INSERT INTO customers_raw VALUES (?, ?, 'NSW1', ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, false, ?,"
+        "INSERT INTO customers_raw VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, false, ?,"
         " NULL, ?, 1)",
-        [account, nmi or f"NMI{account}", tz, dlf, mlf, cycle, cycle_day, move_in, move_out,
-         solar_kw, concession, fid],
+        [account, nmi or f"NMI{account}", region, tz, dlf, mlf, cycle, cycle_day, move_in,
+         move_out, solar_kw, concession, fid],
     )  # fmt: skip
     for i, (prod, start, end) in enumerate(enrolments):
         store.con.execute(
