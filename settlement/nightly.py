@@ -204,7 +204,8 @@ def run_nightly(
     )
     store.con.execute("CHECKPOINT")
     msg = (
-        f"audit(s) failed: {', '.join(a.name for a in failed)}"
+        f"audit(s) failed: {', '.join(a.name for a in failed)}; "
+        f"{closed.drafts} bill(s) drafted and not issued"
         if failed
         else f"run {run_id} {status}"
     )

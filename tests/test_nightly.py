@@ -263,6 +263,7 @@ def test_a_failed_bill_audit_issues_nothing_and_the_rerun_issues_as_uninterrupte
     finally:
         BILL_AUDITS.remove(big)
     assert failed.exit_code == ExitCode.AUDIT_FAILED
+    assert failed.message.endswith("3 bill(s) drafted and not issued")
     (audit,) = [a for a in failed.audits if not a.passed]
     assert audit.name == big.name and audit.failing_rows == 3
     assert {r["status"] for r in audit.sample} == {"draft"}
