@@ -536,8 +536,8 @@ WITH target AS (
     FROM pend p
     UNION ALL
     SELECT p.target_bill_id, p.k, 3, 'Adjustment: back-billing limit',
-           'undercharge on ' || p.original_bill_id || ' for days before the back-billing limit ('
-             || p.limit_date || '), not recovered',
+           'undercharge on ' || p.original_bill_id || ' for days before the back-billing limit'
+             || coalesce(' (' || p.limit_date || ')', '') || ', not recovered',
            p.writeoff_ex_gst, p.writeoff_gst, p.original_bill_id
     FROM pend p WHERE p.status = 'pending_written_off'
 )
