@@ -193,7 +193,8 @@ BILL_AUDITS: list[Audit] = [
         "carry no key index since schema v5; a duplicate bill row doubles every line's count)",
         """
         SELECT b.bill_id, l.line_no, count(*) AS n FROM bills b JOIN bill_lines l USING (bill_id)
-        WHERE {to_issue} AND b.period_end - 1 BETWEEN $date_from - 1 AND $date_to
+        WHERE {to_issue}
+          AND (b.status = 'draft' OR b.period_end - 1 BETWEEN $date_from - 1 AND $date_to)
         GROUP BY ALL HAVING count(*) > 1
         """,
         ("bill_issues",),
@@ -237,7 +238,8 @@ BILL_AUDITS: list[Audit] = [
             JOIN product_channels pc ON pc.product = b.product AND pc.component = l.component
             JOIN customers c ON c.account = b.account
             WHERE {to_issue} AND l.unit = 'kWh'
-              AND b.period_end - 1 BETWEEN $date_from - 1 AND $date_to
+              -- every draft to issue, whenever it ended (a held bill released, a late cycle)
+              AND (b.status = 'draft' OR b.period_end - 1 BETWEEN $date_from - 1 AND $date_to)
               -- a draft is made from the data as known now
               AND coalesce(i.input_max_file_id, (SELECT coalesce(max(file_id), 0)
                                                  FROM ingested_files))

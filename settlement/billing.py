@@ -295,13 +295,16 @@ def _start_run(
     as_of: datetime | None,
     run_id: int | None = None,
 ) -> tuple[int, datetime]:
-    if run_id is not None:  # a given id: discard what an earlier attempt of it left behind
+    if run_id is not None:  # a given id: discard what an earlier attempt of it left behind,
+        # except the bills it issued: a nightly killed after its issue step reruns the same
+        # billing runs for the cycles still due (a held one), and an issued bill never changes
         with store.transaction() as con:
             con.execute(
-                "DELETE FROM bill_lines WHERE bill_id IN (SELECT bill_id FROM bills WHERE run_id = ?)",
+                "DELETE FROM bill_lines WHERE bill_id IN (SELECT bill_id FROM bills "
+                "WHERE run_id = ? AND status <> 'issued')",
                 [run_id],
             )
-            con.execute("DELETE FROM bills WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM bills WHERE run_id = ? AND status <> 'issued'", [run_id])
             con.execute("DELETE FROM billing_runs WHERE run_id = ?", [run_id])
     row = store.con.execute(
         "INSERT INTO billing_runs (run_id, started_at, data_as_of, period_start, period_end, "

@@ -21,11 +21,14 @@
    amount when that is lower, inc GST, else keeps what it charged: an undercharge older than
    the limit is never recovered, an overcharge is always refunded); the days from the limit on
    take the true amount (:func:`_charge_by_days`, exact fractions rounded once to the cent).
-   A write-off that is not zero makes the status ``pending_written_off`` and a third line. For
+   A bill's limit never moves back: the later of this run's and the latest one stored for it
+   (an older range run again, or a longer ``back_billing_months``, recovers nothing written
+   off). A write-off that is not zero makes the status ``pending_written_off`` and a third line. For
    a bill wholly before the limit this is the rule as it was: N = min(C, T), so with every
    revision past the limit C = min(I, T1, ..., Tn); for one wholly after it N = T. Hence N <= T,
    a refund is only ever of money charged, an amount written off is never recovered later
-   (the same truth detected again changes nothing), and nothing is stored when T = C. The
+   (the same truth detected again changes nothing), and nothing is stored when T = C and
+   N = C (with the limit part-way, T = C can still owe a refund on the recent days). The
    ``bill_adjustments`` row is the audit trail: credit = -C, rebill = T, write-off = N - T,
    and ``limit_date``. This run's own rows are left out of C, so a rerun after a crash computes
    the same rows (and inserts nothing new).
@@ -308,7 +311,8 @@ WITH charged AS (
     SELECT a.original_bill_id,
            sum(a.credit_ex_gst + a.rebill_ex_gst + a.writeoff_ex_gst) AS ex,
            sum(a.credit_gst + a.rebill_gst + a.writeoff_gst) AS tax,
-           bool_or(a.limit_date > b.period_start AND a.limit_date < b.period_end) AS part_limited
+           bool_or(a.limit_date > b.period_start AND a.limit_date < b.period_end) AS part_limited,
+           max(a.limit_date) AS last_limit
     FROM bill_adjustments a JOIN bills b ON b.bill_id = a.original_bill_id
     WHERE a.status IN {CHARGED} AND a.detected_run_id <> $run
       AND a.original_bill_id IN (SELECT bill_id FROM _revised)
@@ -318,7 +322,7 @@ WITH charged AS (
     SELECT r.bill_id AS original_bill_id, b.account, b.cycle_start, b.product, b.period_start,
            b.period_end, b.total_ex_gst + coalesce(a.ex, 0) AS total_ex_gst,
            b.gst + coalesce(a.tax, 0) AS gst, b.total_ex_gst AS issued_ex_gst,
-           b.gst AS issued_gst, coalesce(a.part_limited, false) AS part_limited
+           b.gst AS issued_gst, coalesce(a.part_limited, false) AS part_limited, a.last_limit
     FROM _revised r JOIN bills b USING (bill_id)
     LEFT JOIN charged a ON a.original_bill_id = r.bill_id
 ), new AS (
@@ -330,7 +334,7 @@ SELECT o.original_bill_id, o.account, n.rebill_bill_id,
        -o.total_ex_gst AS credit_ex_gst, -o.gst AS credit_gst,
        n.total_ex_gst AS rebill_ex_gst, n.gst AS rebill_gst,
        o.period_start, o.period_end, n.status AS rebill_status, n.hold_reason,
-       o.issued_ex_gst, o.issued_gst, o.part_limited
+       o.issued_ex_gst, o.issued_gst, o.part_limited, o.last_limit
 FROM orig o LEFT JOIN new n USING (account, cycle_start, product, period_start)
 ORDER BY o.account, o.period_start, o.product
 """
@@ -401,8 +405,13 @@ def _record_adjustments(
     finally:
         store.con.unregister("_revised")
     limit = pl.select(pl.lit(as_of_day).dt.offset_by(f"-{back_billing_months}mo")).item()
+    # the limit never moves back for a bill: a run of an older range, or a longer
+    # back_billing_months, must not recover an undercharge an earlier revision wrote off
+    adj = adj.with_columns(
+        pl.max_horizontal(pl.lit(limit), pl.col("last_limit")).alias("limit_date")
+    )
     days = (pl.col("period_end") - pl.col("period_start")).dt.total_days()
-    past = (pl.lit(limit) - pl.col("period_start")).dt.total_days().clip(0, None)
+    past = (pl.col("limit_date") - pl.col("period_start")).dt.total_days().clip(0, None)
     up = (
         pl.col("rebill_ex_gst")
         + pl.col("rebill_gst")
@@ -442,12 +451,15 @@ def _record_adjustments(
         .otherwise(pl.lit("pending"))
         .alias("status"),
         pl.lit(nightly_run_id).alias("detected_run_id"),
-        pl.lit(limit).alias("limit_date"),
     )
+    # nothing to store when neither the truth nor the charge moved (T = C and N = C): a bill
+    # priced day by day can owe a refund with T = C (its recent days were charged above T)
     adj = adj.filter(
         (pl.col("status") == "held")
         | (pl.col("rebill_ex_gst") != -pl.col("credit_ex_gst"))
         | (pl.col("rebill_gst") != -pl.col("credit_gst"))
+        | (pl.col("charge_ex_gst") != -pl.col("credit_ex_gst"))
+        | (pl.col("charge_gst") != -pl.col("credit_gst"))
     )
     store.con.register("_adj", adj.to_arrow())
     try:
@@ -601,7 +613,9 @@ def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResu
         con.execute(
             f"INSERT INTO bill_issues SELECT h.bill_id, ?, (SELECT coalesce(max(file_id), 0) "
             f"FROM ingested_files), h.content_sha256 FROM ({HASH_SQL}) h JOIN bills b USING "
-            "(bill_id) WHERE list_contains(?::BIGINT[], b.run_id) AND b.status = 'issued'",
+            "(bill_id) WHERE list_contains(?::BIGINT[], b.run_id) AND b.status = 'issued' "
+            # issued by an earlier attempt of these billing runs: recorded then, kept as it was
+            "AND b.bill_id NOT IN (SELECT bill_id FROM bill_issues)",
             [nightly_run_id, runs],
         )
         con.execute(

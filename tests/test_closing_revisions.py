@@ -273,7 +273,12 @@ def test_charge_follows_the_rule_for_any_sequence_of_revisions(
         all_past_limit = True
         lowest = _inc(charged)
         month = dt.date(2024, 2, 1)
+        past_seen = last_recoverable = False
         for night, (true_cents, recoverable, ready) in enumerate(revisions, 1):
+            # the limit of a bill never moves back: once a revision is past it, so are the
+            # later ones, whatever day their run ends on
+            recoverable = last_recoverable = recoverable and not past_seen
+            past_seen = past_seen or not recoverable
             run = f"night{night:02d}"
             true = _money(true_cents)
             _insert_bill(store, f"{BILL}/rebill{night}", 1000 + night, PERIOD[0], true, "rebill")
@@ -319,7 +324,7 @@ def test_charge_follows_the_rule_for_any_sequence_of_revisions(
         paid = (_money(issued)[0] + ex, _money(issued)[1] + tax)
         assert paid == charged
         assert _inc(paid) <= _inc(_money(revisions[-1][0]))
-        if revisions[-1][1]:
+        if last_recoverable:
             assert paid == _money(revisions[-1][0])
         if all_past_limit:
             assert _inc(paid) == lowest
@@ -494,5 +499,64 @@ def test_a_limit_part_way_never_recovers_old_days(
                 assert _inc(charge) <= before
             assert _revise(store, 2 * night, true, limit) == charge
             before = _inc(charge)
+    finally:
+        store.close()
+
+
+def test_a_refund_owed_with_the_truth_equal_to_the_charge_is_made() -> None:
+    """Review finding: January charged 121.00 + 12.10 after the first revision (10 old days at
+    100/31, 21 recent ones at 131/31). The truth then becomes exactly 121.00 + 12.10, the
+    amount charged; its recent days were charged 131/31 but are worth 121/31, so they are
+    refunded: (10 x 100 + 21 x 121) / 31 = 3541 / 31 = 114.23 and (10 x 10 + 21 x 12.10) / 31
+    = 354.1 / 31 = 11.42 GST (nothing was stored, because T = C)."""
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], (D("100.00"), D("10.00")), "issued")
+        limit = dt.date(2024, 1, 11)
+        assert _revise(store, 1, (D("131.00"), D("13.10")), limit) == (D("121.00"), D("12.10"))
+        assert _revise(store, 2, (D("121.00"), D("12.10")), limit) == (D("114.23"), D("11.42"))
+    finally:
+        store.close()
+
+
+def test_an_earlier_limit_never_recovers_what_a_later_one_wrote_off() -> None:
+    """Review finding: January's undercharge written off against a limit past the whole month
+    (charge stays 100.00 + 10.00); a later run with an earlier limit (an older range, or a
+    longer back_billing_months) recovered it (131.01 + 13.10). The limit of a bill never moves
+    back: the latest stored one stands."""
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], (D("100.00"), D("10.00")), "issued")
+        past = dt.date(2024, 2, 11)
+        assert _revise(store, 1, (D("131.00"), D("13.10")), past) == (D("100.00"), D("10.00"))
+        early = dt.date(2024, 1, 1)
+        assert _revise(store, 2, (D("131.01"), D("13.10")), early) == (D("100.00"), D("10.00"))
+        limits = store.query("SELECT limit_date FROM bill_adjustments ORDER BY 1").fetchall()
+        assert limits == [(past,), (past,)]
+    finally:
+        store.close()
+
+
+def test_the_bill_audits_check_every_draft_to_issue_whenever_it_ended() -> None:
+    """Review finding: a July draft issued by a September run (a held bill released) was left
+    out of the two audits that filter on the run's date range."""
+    from settlement.audits import run_audits
+
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, "A1/p/2024-07-01/d", 7, dt.date(2024, 7, 1), _money(1000), "draft")
+        store.con.execute(
+            "INSERT INTO bill_lines SELECT * FROM bill_lines WHERE bill_id = 'A1/p/2024-07-01/d'"
+        )
+        found = {
+            a.name: a.failing_rows
+            for a in run_audits(store, dt.date(2024, 9, 1), dt.date(2024, 9, 30), draft_runs=[7])
+        }
+        assert found["issued_bill_ids_and_lines_unique"] == 1
+        none = {
+            a.name: a.failing_rows
+            for a in run_audits(store, dt.date(2024, 9, 1), dt.date(2024, 9, 30))
+        }
+        assert none["issued_bill_ids_and_lines_unique"] == 0  # not to be issued: not checked
     finally:
         store.close()

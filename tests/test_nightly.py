@@ -175,6 +175,38 @@ def test_sigkill_anywhere_then_rerun_equals_uninterrupted(
     assert not any((tmp_path / "inbox" / "meter").iterdir())
 
 
+def _with_a_held_bill(root: Path) -> None:
+    """The tiny retailer with A3's site moved to VIC1: its NSW1 product holds A3's bill."""
+    build_inbox(root)
+    customers = root / "inbox" / "customers" / "customers.csv"
+    lines = customers.read_text().splitlines()
+    lines[3] = lines[3].replace(",NSW1,", ",VIC1,")
+    customers.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("point", ["publish.before_rename", "run.before_finish"])
+def test_killed_after_issue_with_a_held_bill_the_rerun_keeps_the_issued_bills(
+    tmp_path: Path, point: str
+) -> None:
+    """A run killed after its issue step reruns the same billing runs for the cycle still due
+    (the held one): the bills it issued stay issued, unchanged and recorded once (the rerun
+    deleted them with its earlier attempt's drafts, so every later run failed
+    issued_bills_unchanged and the cycles would have been billed again)."""
+    ref, killed_root = tmp_path / "ref", tmp_path / "killed"
+    for root in (ref, killed_root):
+        _with_a_held_bill(root)
+    assert cli(ref).returncode == ExitCode.HELD
+    killed = cli(killed_root, env={"FAIRSHARE_FAILPOINT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    rerun = cli(killed_root)
+    assert rerun.returncode == ExitCode.HELD, rerun.stdout + rerun.stderr
+    got = tables(killed_root / "store.duckdb")
+    assert got == tables(ref / "store.duckdb")
+    assert [b[0].split("/")[0] for b in got["bill_issues"]] == ["A1", "A2"]
+    again = cli(killed_root)
+    assert again.returncode == ExitCode.HELD and "nothing to do" in again.stdout
+
+
 def test_concurrent_second_run_is_refused_with_exit_5(tmp_path: Path) -> None:
     build_inbox(tmp_path)
     holder = subprocess.Popen(
