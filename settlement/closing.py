@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -58,6 +57,7 @@ from settlement.billing import bill_accounts, load_products
 from settlement.failpoints import failpoint
 from settlement.store import Store
 from tariffs.calculus import component_suffix
+from tariffs.money import round_cents
 from tariffs.product import Product
 
 Progress = Callable[[str, int, int], None]
@@ -277,19 +277,24 @@ def close_cycles(
                             back_billing_months, result)  # fmt: skip
     _attach(store, draft_runs)
     result.draft_runs = draft_runs
-    counts = store.con.execute(
-        "SELECT count(*) FILTER (status = 'draft'), count(*) FILTER (status = 'held') "
-        "FROM bills WHERE list_contains(?::BIGINT[], run_id)",
-        [draft_runs],
-    ).fetchall()[0]
+    _count(store, draft_runs, result)
     held = store.con.execute(
         "SELECT bill_id, account, hold_reason FROM bills WHERE list_contains(?::BIGINT[], "
         "run_id) AND status = 'held' ORDER BY bill_id LIMIT 50",
         [draft_runs],
     ).fetchall()
-    result.drafts, result.bills_held = int(counts[0]), int(counts[1])
     result.holds = [(str(a), str(b), str(c)) for a, b, c in held]
     return result
+
+
+def _count(store: Store, runs: list[int], result: CloseResult) -> None:
+    """The drafts, issued and held bills of ``runs`` into ``result``."""
+    row = store.con.execute(
+        "SELECT count(*) FILTER (status = 'draft'), count(*) FILTER (status = 'issued'), "
+        "count(*) FILTER (status = 'held') FROM bills WHERE list_contains(?::BIGINT[], run_id)",
+        [runs],
+    ).fetchall()[0]
+    result.drafts, result.bills_issued, result.bills_held = (int(n) for n in row)
 
 
 def issue_cycles(store: Store, nightly_run_id: str, result: CloseResult) -> None:
@@ -364,22 +369,16 @@ def _charge_by_days(
     charge to the true amount, except on a day past the limit, where the charge may only fall:
     it takes the true amount when that is lower (inc GST; an overcharge is always refunded) and
     otherwise stays (an undercharge older than the limit is never recovered). Exact fractions,
-    rounded once to the cent, half away from zero (:func:`_round_cents`).
+    rounded once to the cent, half away from zero (:func:`tariffs.money.round_cents`).
     """
     per_day = [(Fraction(issued[0]) / days, Fraction(issued[1]) / days)] * days
     for ex, tax, old in revisions:
         t = (Fraction(ex) / days, Fraction(tax) / days)
         per_day = [t if d >= old or t[0] + t[1] < c[0] + c[1] else c for d, c in enumerate(per_day)]
     return (
-        _round_cents(sum((c[0] for c in per_day), Fraction(0))),
-        _round_cents(sum((c[1] for c in per_day), Fraction(0))),
+        round_cents(sum((c[0] for c in per_day), Fraction(0))),
+        round_cents(sum((c[1] for c in per_day), Fraction(0))),
     )
-
-
-def _round_cents(amount: Fraction) -> Decimal:
-    """``amount`` to the cent, half away from zero, exactly (``tariffs.money``'s rule)."""
-    cents = math.floor(abs(amount) * 100 + Fraction(1, 2))
-    return (Decimal(cents if amount >= 0 else -cents) / 100).quantize(Decimal("0.01"))
 
 
 def _record_adjustments(
@@ -519,11 +518,15 @@ def _by_days(
     )
 
 
-ATTACH_SQL = """
-WITH target AS (
-    SELECT account, min(bill_id) AS bill_id FROM bills
-    WHERE list_contains($runs::BIGINT[], run_id) AND status = 'draft' GROUP BY account
-), pend AS (
+# The draft each account's pending adjustments attach to (its first in ``$runs``): what _attach
+# puts the lines on and what _issue marks the adjustments applied to.
+TARGET_SQL = """
+SELECT account, min(bill_id) AS bill_id FROM bills
+WHERE list_contains($runs::BIGINT[], run_id) AND status = 'draft' GROUP BY account
+"""
+
+ATTACH_SQL = f"""
+WITH target AS ({TARGET_SQL}), pend AS (
     SELECT a.*, t.bill_id AS target_bill_id,
            -- one bill's adjustments in detection order; (original_bill_id, detected_run_id) is
            -- the key, so the line order is the same on every run (byte-identical snapshots)
@@ -594,15 +597,13 @@ def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResu
     content hashes (one transaction)."""
     with store.transaction() as con:
         # the adjustments _attach put on these drafts: every pending one of an account with a
-        # draft here, on the account's first draft (ATTACH_SQL's target)
+        # draft here, on the account's first draft (TARGET_SQL)
         con.execute(
             "UPDATE bill_adjustments SET applied_to_bill_id = t.bill_id, status = CASE "
             "WHEN status = 'pending_written_off' THEN 'applied_written_off' ELSE 'applied' END "
-            "FROM (SELECT account, min(bill_id) AS bill_id FROM bills "
-            "      WHERE list_contains(?::BIGINT[], run_id) AND status = 'draft' GROUP BY account) t "
-            "WHERE bill_adjustments.account = t.account "
+            f"FROM ({TARGET_SQL}) t WHERE bill_adjustments.account = t.account "
             "AND bill_adjustments.status IN ('pending', 'pending_written_off')",
-            [runs],
+            {"runs": runs},
         )
         failpoint("bill.before_issue_commit")
         con.execute(
@@ -623,12 +624,7 @@ def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResu
             "FROM ingested_files",
             [nightly_run_id],
         )
-        counts = con.execute(
-            "SELECT count(*) FILTER (status = 'issued'), count(*) FILTER (status = 'held') "
-            "FROM bills WHERE list_contains(?::BIGINT[], run_id)",
-            [runs],
-        ).fetchall()[0]
-    result.bills_issued, result.bills_held = int(counts[0]), int(counts[1])
+    _count(store, runs, result)
 
 
 def component_channels(products: dict[str, Product]) -> pl.DataFrame:

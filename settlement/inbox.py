@@ -59,22 +59,26 @@ def archive_target(target: Path, sha256: str) -> tuple[Path, bool]:
     return target, target.exists()  # hashed just above: these very bytes
 
 
-def archive_file(path: Path, target: Path, sha256: str) -> Path:
+def archive_file(
+    path: Path,
+    target: Path,
+    sha256: str,
+    before_move: Callable[[str, Path], None] | None = None,
+) -> Path:
     """Move ``path`` to ``target``, never over an earlier file: when the name is taken by other
     content the file is archived as ``<stem>.<sha256[:12]><suffixes>``; when the archive already
     holds these very bytes the inbox copy is removed (nothing is lost). Works across file
     systems (copy, then remove: a crash in between leaves an inbox copy that the next run sees
-    as a duplicate and archives again). Returns where the file is archived."""
+    as a duplicate and archives again). ``before_move(sha256, where)`` is called once the place
+    is chosen, before anything moves. Returns where the file is archived."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    where, same = archive_target(target, sha256 or sha256_file(path))
-    _move(path, where, same)
-    return where
-
-
-def _move(path: Path, where: Path, same: bool) -> None:
+    sha256 = sha256 or sha256_file(path)
+    where, same = archive_target(target, sha256)
+    if before_move:
+        before_move(sha256, where)
     if same:
         path.unlink()
-        return
+        return where
     try:
         os.replace(path, where)
     except OSError as exc:
@@ -82,6 +86,21 @@ def _move(path: Path, where: Path, same: bool) -> None:
             raise
         shutil.copy2(path, where)
         path.unlink()
+    return where
+
+
+def _recorder(store: Store, kind: str, path: Path) -> Callable[[str, Path], None]:
+    """Records in ``archived_files`` where ``path`` goes, before it moves: a run killed in
+    between leaves the file in the inbox, and the next run finds it a duplicate and archives
+    (and records) it to the same place."""
+
+    def record(sha256: str, where: Path) -> None:
+        store.con.execute(
+            "INSERT INTO archived_files VALUES (?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
+            [sha256, kind, str(path), str(where)],
+        )
+
+    return record
 
 
 def ingest_inbox(
@@ -99,16 +118,7 @@ def ingest_inbox(
             report.files.append(result)
             failpoint("ingest.after_commit")
             target = archive / kind / path.relative_to(inbox / kind)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            sha = result.sha256 or sha256_file(path)
-            where, same = archive_target(target, sha)
-            # recorded before the move: a run killed in between leaves the file in the inbox,
-            # and the next run finds it a duplicate and archives it to the same place
-            store.con.execute(
-                "INSERT INTO archived_files VALUES (?, ?, ?, ?, now()) ON CONFLICT DO NOTHING",
-                [sha, kind, str(path), str(where)],
-            )
-            _move(path, where, same)
+            archive_file(path, target, result.sha256, _recorder(store, kind, path))
             if on_file:
                 on_file(kind, result)
     return report

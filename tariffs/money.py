@@ -13,21 +13,27 @@ add up to the bill to the cent by construction (and an audit checks it after eve
 
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
 NANO_PER_UNIT = Decimal(1_000_000_000)
 
 
-def round_cents(amount: Decimal | float) -> Decimal:
+def round_cents(amount: Decimal | float | Fraction) -> Decimal:
     """Round ``amount`` [currency units] to the cent, half away from zero.
 
     Floats are first taken to whole billionths (``round(amount x 1e9)``, the same float
     arithmetic as :func:`tariffs.lines.nano_expr`) and then to 1e-6 half away from zero (their
     binary noise is far below that), so ``round_cents(0.125) == Decimal("0.13")``,
     ``round_cents(-0.125) == Decimal("-0.13")`` and ``round_cents(0.1 + 0.2) == round_cents(0.3)``.
+    A fraction (an exact share, e.g. an amount pro rata by days) is rounded exactly.
     """
+    if isinstance(amount, Fraction):
+        cents = math.floor(abs(amount) * 100 + Fraction(1, 2))
+        return (Decimal(cents if amount >= 0 else -cents) / 100).quantize(CENT)
     d = (
         (Decimal(round(amount * 1_000_000_000)) / NANO_PER_UNIT).quantize(MICRO, ROUND_HALF_UP)
         if isinstance(amount, float)

@@ -234,6 +234,18 @@ def _insert_bill(
     )
 
 
+def _rebill_night(store: Store, night: int, true: tuple[Decimal, Decimal]) -> None:
+    """Night ``night``'s rebill of BILL (billing run 1000 + night) and the file that revised it
+    (file ids grow with the nights: detection order)."""
+    _insert_bill(store, f"{BILL}/rebill{night}", 1000 + night, PERIOD[0], true, "rebill")
+    store.con.execute(
+        "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at,"
+        " status, rows_loaded, rows_duplicate, rows_quarantined, format) VALUES (?, 'meter',"
+        " ?, ?, 1, TIMESTAMPTZ '2024-01-01 00:00:00+00', 'loaded', 1, 0, 0, 'nem12')",
+        [night, f"f{night}", f"sha{night}"],
+    )
+
+
 def _money(cents: int) -> tuple[Decimal, Decimal]:
     """(ex GST, GST): GST 10 % rounded to the cent, like a taxable line."""
     ex = Decimal(cents) * CENT
@@ -281,14 +293,7 @@ def test_charge_follows_the_rule_for_any_sequence_of_revisions(
             past_seen = past_seen or not recoverable
             run = f"night{night:02d}"
             true = _money(true_cents)
-            _insert_bill(store, f"{BILL}/rebill{night}", 1000 + night, PERIOD[0], true, "rebill")
-            # file ids grow with the nights: detection order
-            store.con.execute(
-                "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at,"
-                " status, rows_loaded, rows_duplicate, rows_quarantined, format) VALUES (?, 'meter',"
-                " ?, ?, 1, TIMESTAMPTZ '2024-01-01 00:00:00+00', 'loaded', 1, 0, 0, 'nem12')",
-                [night, f"f{night}", f"sha{night}"],
-            )
+            _rebill_night(store, night, true)
             as_of = RECOVERABLE_DAY if recoverable else PAST_LIMIT_DAY
             _record_adjustments(
                 store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], as_of, 9,
@@ -393,13 +398,7 @@ def _revise(
     """One revision of BILL on its own night (limit given as the run's day, 0 months), its
     next bill ready; returns the customer's charge for BILL after it (issued + adjustments)."""
     run = f"night{night:02d}"
-    _insert_bill(store, f"{BILL}/rebill{night}", 1000 + night, PERIOD[0], true, "rebill")
-    store.con.execute(
-        "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at,"
-        " status, rows_loaded, rows_duplicate, rows_quarantined, format) VALUES (?, 'meter',"
-        " ?, ?, 1, TIMESTAMPTZ '2024-01-01 00:00:00+00', 'loaded', 1, 0, 0, 'nem12')",
-        [night, f"f{night}", f"sha{night}"],
-    )
+    _rebill_night(store, night, true)
     _record_adjustments(
         store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], limit, 0, CloseResult()
     )

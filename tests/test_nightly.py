@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -244,6 +246,16 @@ def test_quarantined_input_still_settles_good_data(tmp_path: Path) -> None:
     assert n == 3 * DAYS * 48
 
 
+@contextmanager
+def _added(audits: list[Audit], audit: Audit) -> Iterator[None]:
+    """``audit`` in ``audits`` for the block only."""
+    audits.append(audit)
+    try:
+        yield
+    finally:
+        audits.remove(audit)
+
+
 def test_failed_audit_fails_the_run_and_names_rows(tmp_path: Path) -> None:
     cfg = load_config(build_inbox(tmp_path))
     spike = Audit(
@@ -253,16 +265,12 @@ def test_failed_audit_fails_the_run_and_names_rows(tmp_path: Path) -> None:
         "WHERE settlement_date BETWEEN $date_from AND $date_to AND cost_aud > 1",
         ("wholesale_settlement",),
     )
-    AUDITS.append(spike)
-    try:
-        with Store.open(tmp_path / "store.duckdb") as store:
-            result = run_nightly(store, cfg, START, END)
-            stored = store.query(
-                "SELECT failing_rows FROM audit_results WHERE audit = ?", [spike.name]
-            ).fetchall()
-            status = store.query("SELECT status, exit_code FROM runs").fetchall()
-    finally:
-        AUDITS.remove(spike)
+    with _added(AUDITS, spike), Store.open(tmp_path / "store.duckdb") as store:
+        result = run_nightly(store, cfg, START, END)
+        stored = store.query(
+            "SELECT failing_rows FROM audit_results WHERE audit = ?", [spike.name]
+        ).fetchall()
+        status = store.query("SELECT status, exit_code FROM runs").fetchall()
     assert result.exit_code == ExitCode.AUDIT_FAILED
     failed = [a for a in result.audits if not a.passed]
     assert [a.name for a in failed] == [spike.name]
@@ -286,14 +294,10 @@ def test_a_failed_bill_audit_issues_nothing_and_the_rerun_issues_as_uninterrupte
         "WHERE {to_issue} AND b.total_inc_gst > 10",
         ("bill_issues",),
     )
-    BILL_AUDITS.append(big)
-    try:
-        with Store.open(tmp_path / "store.duckdb") as store:
-            failed = run_nightly(store, cfg, START, END)
-            statuses = store.query("SELECT DISTINCT status FROM bills ORDER BY 1").fetchall()
-            issued = store.query("SELECT count(*) FROM bill_issues").fetchall()[0][0]
-    finally:
-        BILL_AUDITS.remove(big)
+    with _added(BILL_AUDITS, big), Store.open(tmp_path / "store.duckdb") as store:
+        failed = run_nightly(store, cfg, START, END)
+        statuses = store.query("SELECT DISTINCT status FROM bills ORDER BY 1").fetchall()
+        issued = store.query("SELECT count(*) FROM bill_issues").fetchall()[0][0]
     assert failed.exit_code == ExitCode.AUDIT_FAILED
     assert failed.message.endswith("3 bill(s) drafted and not issued")
     (audit,) = [a for a in failed.audits if not a.passed]
