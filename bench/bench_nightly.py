@@ -3,13 +3,14 @@
 Issue 4 target: the whole nightly within 2x the time of its ingestion stage alone, peak memory
 under 4 GiB. Default N = 100,000 accounts: the night's NEM12 file holds 100,000 x 288 = 28.8
 million 5-minute readings; the month's earlier 30 days (30-minute reads, 144 million rows) and
-prices are preloaded straight into the store (not timed) so that the month-end close bills real
-months.
+prices are preloaded straight into the store and settled as the month's earlier nightlies would
+have settled them (wholesale cost and accruals of product charges; not timed), so that the
+month-end close bills real months.
 
 Usage::
 
     uv run python bench/bench_nightly.py [--accounts 100000] [--workdir /tmp/fs-bench-nightly]
-        [--reuse]
+        [--reuse] [--no-accruals]
 
 The generated inputs and preloaded store are kept in ``<workdir>.prepared``; ``--reuse`` starts
 from them again (the nightly itself always runs on a fresh copy).
@@ -36,10 +37,12 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from settlement.billing import load_products  # noqa: E402
 from settlement.customers import COLUMNS  # noqa: E402
 from settlement.meter_store import append_reads  # noqa: E402
 from settlement.nem12_writer import write_nem12  # noqa: E402
 from settlement.store import Store  # noqa: E402
+from settlement.wholesale import settle_day  # noqa: E402
 
 DAY = dt.date(2024, 8, 31)
 MONTH_START = dt.date(2024, 8, 1)
@@ -116,8 +119,10 @@ def write_day_prices(path: Path) -> None:
     ).write_csv(path)
 
 
-def preload_history(db: Path, customers: Path, n: int) -> None:
-    """Customers via the real ingestion; the month's 30-minute reads and prices by SQL."""
+def preload_history(db: Path, customers: Path, n: int, accruals: bool = True) -> None:
+    """Customers via the real ingestion; the month's 30-minute reads and prices by SQL; its
+    first 30 market days settled (wholesale cost and product accruals), as 30 nightlies left
+    them."""
     from settlement.customers import ingest_customer_file
 
     with Store.open(db) as s:
@@ -155,6 +160,11 @@ def preload_history(db: Path, customers: Path, n: int) -> None:
             """,
             {"start": start, "fid": pfid},
         )
+        # the month's earlier nights settled them, accruals included (the close bills from those)
+        # (without accruals, --no-accruals, the close prices the month with the one-pass bill run)
+        products = load_products(ROOT / "data" / "products") if accruals else None
+        for k in range(30):
+            settle_day(s, MONTH_START + dt.timedelta(days=k), "preload", products)
 
 
 def main() -> None:
@@ -169,9 +179,16 @@ def main() -> None:
         action="store_true",
         help="start from the prepared store and inbox kept by an earlier run (same --accounts)",
     )
+    ap.add_argument(
+        "--no-accruals",
+        action="store_true",
+        help="settle the month's earlier days without accruals: the close then prices every "
+        "bill with one pass over the month's reads (the path before schema v8)",
+    )
     args = ap.parse_args()
     work: Path = args.workdir
-    prepared = work.with_name(work.name + ".prepared")  # the untimed preparation, kept
+    # the untimed preparation, kept (one per history kind)
+    prepared = work.with_name(work.name + (".prepared-noacc" if args.no_accruals else ".prepared"))
     t = time.perf_counter()
     if not (args.reuse and (prepared / "store.duckdb").exists()):
         shutil.rmtree(prepared, ignore_errors=True)
@@ -181,7 +198,10 @@ def main() -> None:
         write_customers(prepared / "customers.csv", args.accounts)
         write_day_meter(prepared / "inbox" / "meter" / "NEM12_day.csv", args.accounts, rng)
         write_day_prices(prepared / "inbox" / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv")
-        preload_history(prepared / "store.duckdb", prepared / "customers.csv", args.accounts)
+        preload_history(
+            prepared / "store.duckdb", prepared / "customers.csv", args.accounts,
+            accruals=not args.no_accruals,
+        )  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(prepared, work)
     readings = 288 * args.accounts

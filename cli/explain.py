@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -68,5 +69,53 @@ def bill(
             f"total ex tax {b['total_ex_gst']}, tax {b['gst']}, incl. tax {b['total_inc_gst']}; "
             f"recomputed from inputs: {'matches' if ex.reproduced else 'n/a' if ex.reproduced is None else 'DIFFERS'}"
         )
+
+    run_guarded(go)
+
+
+@app.command("charges")
+def charges(
+    account: Annotated[str, typer.Argument(help="Account id, e.g. A1.")],
+    date_from: Annotated[
+        dt.datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First local day.")
+    ],
+    date_to: Annotated[
+        dt.datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last local day (inclusive).")
+    ],
+    db: DbOption = DEFAULT_DB_PATH,
+    csv: Annotated[Path | None, typer.Option(help="Write the rows to this CSV.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an account's product charges as the nightly accrued them, per local day and
+    component (unrounded, ex tax; a day is complete once every import read and price is in).
+
+    Example: fairshare explain charges A1 --from 2024-07-01 --to 2024-07-07 --csv a1.csv
+    """
+    from settlement.accruals import account_charges
+
+    def go() -> None:
+        start, end = date_from.date(), date_to.date()
+        with Store.open(db, read_only=True) as store:
+            rows = account_charges(store, account, start, end)
+        if csv is not None:
+            rows.write_csv(csv)
+        if as_json:
+            print_json({"account": account, "charges": rows.to_dicts()})
+            return
+        if rows.is_empty():
+            out.print(f"no accrued charges for {account} from {start} to {end}")
+            return
+        table = Table(show_header=True, box=None, padding=(0, 1))
+        for col in ("day", "product", "component", "kWh", "mean rate", "amount", "complete"):
+            table.add_column(col)
+        for r in rows.iter_rows(named=True):
+            name = r["component"] + (f" ({r['detail']})" if r["detail"] else "")
+            rate = "" if r["mean_rate"] is None else f"{r['mean_rate']:.5f}"
+            table.add_row(str(r["local_date"]), r["product"], name, f"{r['quantity_kwh']:.3f}",
+                          rate, f"{r['amount']:.4f} {r['currency']}",
+                          "yes" if r["complete"] else "no")  # fmt: skip
+        out.print(table)
+        total = rows["amount"].sum()
+        out.print(f"{rows.height} row(s); accrued {total:.4f} ex tax (bills round each line)")
 
     run_guarded(go)

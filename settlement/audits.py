@@ -157,6 +157,38 @@ AUDITS: list[Audit] = [
         """,
         ("wholesale_values",),
     ),
+    Audit(
+        "accrued_energy_equals_metered",
+        "the kWh each account's product charges accrued for a settled day, per channel (import,"
+        " controlled load, export), equal the current metered kWh of the accrual's span",
+        """
+        WITH pieces AS MATERIALIZED (
+            SELECT row_number() OVER () AS piece_no, a.*
+            FROM accrual_days a WHERE a.settlement_date BETWEEN $date_from AND $date_to
+        ), spans AS MATERIALIZED (
+            SELECT p.piece_no, c.channel_id, c.suffix, p.utc_from, p.utc_to
+            FROM pieces p JOIN meter_channels c ON c.nmi = p.nmi AND c.suffix IN ('E1', 'E2', 'B1')
+        ), metered AS (
+            SELECT s.piece_no, s.suffix, sum(m.kwh) AS kwh
+            FROM spans s JOIN meter_values m ON m.channel_id = s.channel_id AND m.is_current
+             AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
+            WHERE m.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
+              AND m.interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
+              AND m.flag_id NOT IN (SELECT flag_id FROM meter_flags WHERE quality = 'N')
+            GROUP BY ALL
+        ), accrued AS (
+            SELECT piece_no, suffix, kwh FROM pieces
+            CROSS JOIN LATERAL (VALUES ('E1', import_kwh), ('E2', controlled_kwh),
+                                       ('B1', export_kwh)) v(suffix, kwh)
+        )
+        SELECT p.settlement_date, p.account, p.local_date, a.suffix, a.kwh AS accrued_kwh,
+               m.kwh AS metered_kwh
+        FROM accrued a JOIN pieces p USING (piece_no)
+        LEFT JOIN metered m USING (piece_no, suffix)
+        WHERE abs(a.kwh - coalesce(m.kwh, 0)) > 1e-6
+        """,
+        ("accrual_days",),
+    ),
 ]
 
 

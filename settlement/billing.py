@@ -28,6 +28,7 @@ from typing import Literal
 
 import polars as pl
 
+from settlement.accruals import bill_segments_fast
 from settlement.billing_io import (
     fetch_intervals,
     segments_frame,
@@ -218,7 +219,7 @@ def bill_accounts(
     as_of: datetime | None = None,
     batch_size: int = 20_000,
     run_id: int | None = None,
-    engine: Literal["auto", "polars"] = "auto",
+    engine: Literal["auto", "pass", "polars"] = "auto",
 ) -> BillRunResult:
     """Bill the cycles starting in ``[period_start, period_end)`` (see module docstring).
 
@@ -227,9 +228,11 @@ def bill_accounts(
     (all accounts of a batch at once) to bound memory. ``as_of`` is recorded as the run's data
     instant (default: now). ``run_id`` fixes the billing-run id (the nightly run derives it from
     its own id so that a rerun after a crash rewrites the same bills; an unfinished run of that
-    id is discarded first). ``engine="auto"`` aggregates energy and feed-in lines inside DuckDB
-    when the product allows (:mod:`settlement.billing_sql`), else in polars (the reference path,
-    ``engine="polars"``). Raises :class:`AuditFailedError` when a post-run
+    id is discarded first). ``engine="auto"`` prices energy and feed-in lines from the nightly's
+    accruals where every day of a segment is accrued from current data
+    (:func:`settlement.accruals.bill_segments_fast`), else with one pass over the reads inside
+    DuckDB when the product allows (:mod:`settlement.billing_sql`; ``engine="pass"`` always
+    does), else in polars (the reference path, ``engine="polars"``). Raises :class:`AuditFailedError` when a post-run
     audit finds rows (the run's writes are rolled back).
     """
     if period_end <= period_start:
@@ -260,10 +263,15 @@ def bill_accounts(
         results += [(product, split, None, reason) for split, reason in changes]
         if group.is_empty():
             continue
-        fast = engine == "auto" and sql_capable(product.components)
+        fast = engine != "polars" and sql_capable(product.components)
         for batch in group.iter_slices(max(batch_size, SQL_BATCH_SIZE) if fast else batch_size):
             if fast:
-                priced = bill_segments_sql(store, _context(product, str(tz), batch), batch)
+                ctx = _context(product, str(tz), batch)
+                priced = (
+                    bill_segments_fast(store, ctx, batch)
+                    if engine == "auto"
+                    else bill_segments_sql(store, ctx, batch)
+                )
             else:
                 iv, input_holds = fetch_intervals(
                     store, batch, product.needs_spot, priced=priced_suffixes(product)

@@ -12,6 +12,8 @@ path (:mod:`tariffs.calculus`, :mod:`tariffs.lines`); tests hold both paths to t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
@@ -22,12 +24,19 @@ from settlement.billing_io import (
     _read_holds,
     _utc_bounds,
 )
-from settlement.store import Store
+from settlement.store import Store, with_literals
 from tariffs.calculus import LINE_COLUMNS, Context, _note_expr, component_lines, priced_suffixes
 from tariffs.calendar import with_local_attributes
 from tariffs.lines import SegmentBills, finish_lines
 from tariffs.product import Energy, FeedIn
-from tariffs.sql import DAY_CODES, SUFFIX_CODE, PassComponent, channel_pass, spot_amount_sql
+from tariffs.sql import (
+    DAY_CODES,
+    SUFFIX_CODE,
+    ChannelPass,
+    PassComponent,
+    channel_pass,
+    spot_amount_sql,
+)
 
 
 def clock_frame(ctx: Context, bounds: pl.DataFrame) -> pl.DataFrame:
@@ -90,7 +99,7 @@ FROM _sc sc
 JOIN meter_values v ON v.channel_id = sc.channel_id AND v.is_current{missing}
 JOIN _kc kc ON kc.key = (epoch_us(v.interval_start) - {base}) // 300000000 * {step}
      + v.interval_minutes // 5 * {per_len} + sc.region_idx * 3 + sc.sfx
-WHERE v.interval_start >= sc.utc_from AND v.interval_start < sc.utc_to
+WHERE v.interval_start >= sc.utc_from AND v.interval_start < sc.utc_to{time}
 GROUP BY ALL
 """
 # Intervals with an estimated (quality E) read on any of the segment's channels, as the reference
@@ -100,7 +109,7 @@ _ESTIMATED_SQL = """
 SELECT sc.seg, count(DISTINCT v.interval_start) AS estimated_intervals
 FROM _sc sc JOIN meter_values v ON v.channel_id = sc.channel_id AND v.is_current
      AND v.flag_id IN ({ids})
-WHERE v.interval_start >= sc.utc_from AND v.interval_start < sc.utc_to
+WHERE v.interval_start >= sc.utc_from AND v.interval_start < sc.utc_to{time}
 GROUP BY ALL
 """
 # Can a spot slot's floor or cap bind anywhere in this run (for the batch's loss factors)? When
@@ -206,8 +215,10 @@ def _component_rows(
     )
 
 
-def _lines(comp: Energy | FeedIn, spec: PassComponent, rows: pl.DataFrame) -> pl.DataFrame:
-    """Bill lines of one component from its aggregate rows."""
+def _lines(
+    comp: Energy | FeedIn, spec: PassComponent, rows: pl.DataFrame, extra: Sequence[str] = ()
+) -> pl.DataFrame:
+    """Bill lines of one component from its aggregate rows (plus the ``extra`` columns)."""
     labels = dict(enumerate(spec.labels))
     sign = spec.sign
     amount = (
@@ -231,7 +242,7 @@ def _lines(comp: Energy | FeedIn, spec: PassComponent, rows: pl.DataFrame) -> pl
             pl.col("n_intervals").cast(pl.Int64),
         )
         .with_columns(_note_expr(comp))
-        .select(LINE_COLUMNS)
+        .select(*LINE_COLUMNS, *extra)
     )
     return lines
 
@@ -285,10 +296,36 @@ def _create(store: Store, name: str, frame: pl.DataFrame) -> None:
         store.con.unregister("_src")
 
 
-def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:
-    """Price ``segs`` (one product, one clock) with the SQL fast path: one pass over the reads."""
+@dataclass
+class PassResult:
+    """What one channel pass returned: per segment and clock key (``ck``, ``minutes``) the
+    summed kWh, interval count, spot amounts and first/last local day (``agg``); the clock keys'
+    channel, rates and spot flags (``kc_map``); and estimated intervals per segment."""
+
+    cp: ChannelPass
+    agg: pl.DataFrame
+    kc_map: pl.DataFrame
+    estimated: pl.DataFrame
+
+
+def _time_bounds(bounds: pl.DataFrame) -> str:
+    """Constant bounds on the read's start (the segments' earliest and latest UTC instants) as
+    typed literals made here from datetimes: unlike the per-segment join bounds, DuckDB prunes
+    ``meter_values`` row groups by them (a one-day pass then reads the day, not the table)."""
+    lo, hi = bounds["utc_from"].min(), bounds["utc_to"].max()
+    assert isinstance(lo, datetime) and isinstance(hi, datetime)
+    return with_literals(
+        "\n  AND v.interval_start >= $lo AND v.interval_start < $hi", {"lo": lo, "hi": hi}
+    )
+
+
+def channel_pass_sums(
+    store: Store, ctx: Context, bounds: pl.DataFrame, segs: pl.DataFrame
+) -> PassResult:
+    """Run the product's channel pass over the current reads of ``bounds`` (``seg, nmi, region,
+    loss_factor, utc_from, utc_to``: each segment's channels are read in ``[utc_from, utc_to)``);
+    ``segs`` (``seg, start, end``: local dates) bound the first/last-day lookup."""
     cp = channel_pass(ctx.product.components)
-    bounds = _utc_bounds(store, segs)
     if cp.needs_spot:
         prices = _price_table(store, bounds, None)
         regions = pl.DataFrame({"region": sorted(bounds["region"].unique().to_list())})
@@ -303,6 +340,7 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
         "per_len": 3 * regions.height,
         "step": 7 * 3 * regions.height,
     }
+    time = _time_bounds(bounds)
     try:
         for name, frame in frames.items():
             _create(store, name, frame)
@@ -335,6 +373,7 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
                 **dims,
                 amounts="".join(",\n       " + a for a in amounts),
                 missing=f" AND v.flag_id NOT IN ({_in_list(missing)})" if missing else "",
+                time=time,
             )
         ).pl()
         key_days = store.con.sql(_KEY_DAYS_SQL).pl()
@@ -350,7 +389,7 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
             + " FROM _kc"
         ).pl()
         estimated = (
-            store.con.sql(_ESTIMATED_SQL.format(ids=_in_list(estimated_ids))).pl()
+            store.con.sql(_ESTIMATED_SQL.format(ids=_in_list(estimated_ids), time=time)).pl()
             if estimated_ids
             else pl.DataFrame(schema={"seg": pl.Int64, "estimated_intervals": pl.Int64})
         )
@@ -359,16 +398,33 @@ def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> Segment
             store.con.execute(f"DROP TABLE IF EXISTS {name}")
     kc_map = kc_map.with_columns(pl.col("sfx").cast(pl.UInt8))
     estimated = estimated.with_columns(pl.col("seg", "estimated_intervals").cast(pl.Int64))
+    return PassResult(cp, agg, kc_map, estimated)
+
+
+def component_frames(
+    ctx: Context, res: PassResult, bounds: pl.DataFrame, extra: Sequence[str] = ()
+) -> list[pl.DataFrame]:
+    """Each energy and feed-in component's rows (per segment, period and rate in force) from
+    the pass, as bill lines before rounding (:func:`_lines`: unrounded ``amount``), with the
+    ``extra`` columns of the aggregate rows (``rate_from``)."""
     by_index = dict(enumerate(ctx.product.components))
     parts = []
-    for spec in cp.components:
+    for spec in res.cp.components:
         comp = by_index[spec.index]
         assert isinstance(comp, Energy | FeedIn)
-        parts.append(_lines(comp, spec, _component_rows(agg, kc_map, bounds, spec)))
-    counts = _counts(agg, kc_map, estimated)
+        parts.append(_lines(comp, spec, _component_rows(res.agg, res.kc_map, bounds, spec), extra))
+    return parts
+
+
+def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:
+    """Price ``segs`` (one product, one clock) with the SQL fast path: one pass over the reads."""
+    bounds = _utc_bounds(store, segs)
+    res = channel_pass_sums(store, ctx, bounds, segs)
+    agg, kc_map = res.agg, res.kc_map
+    counts = _counts(agg, kc_map, res.estimated)
     segments = segs.select("seg", "start", "end", "cycle_days", "concession")
     daily = component_lines(ctx, pl.LazyFrame(), segments, daily_only=True)
-    lines = pl.concat([daily, *parts], how="vertical_relaxed")
+    lines = pl.concat([daily, *component_frames(ctx, res, bounds)], how="vertical_relaxed")
     holds = pl.concat(
         [_read_holds(counts, bounds, priced_suffixes(ctx.product)), _price_holds(agg, kc_map)]
     )

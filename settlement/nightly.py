@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from settlement.audits import AuditResult, run_audits
+from settlement.billing import load_products
 from settlement.closing import close_cycles, issue_cycles, stage_channels
 from settlement.config import NightlyConfig
 from settlement.failpoints import failpoint
@@ -145,10 +146,12 @@ def run_nightly(
     days = days_between(date_from, date_to)
     with stage(store, slog, "settle") as d:
         resettle = [x for x in revised_days(store) if x not in days]
+        # the product charges accrue with the wholesale cost (settlement.accruals)
+        products = load_products(cfg.products)
         totals: dict[str, int] = {"rows": 0, "missing_price": 0, "estimated": 0}
         for i, day in enumerate([*resettle, *days], 1):
-            for k, v in settle_day(store, day, run_id).items():
-                totals[k] += v
+            for k, v in settle_day(store, day, run_id, products).items():
+                totals[k] = totals.get(k, 0) + v
             failpoint("settle.after_day")
             if progress:
                 progress("settle", i, len(days) + len(resettle))
@@ -261,7 +264,7 @@ def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditRe
 
 
 # The store's views that the snapshot re-creates over its own Parquet files, in dependency order.
-SNAPSHOT_VIEWS = ("wholesale_reads", "wholesale_settlement")
+SNAPSHOT_VIEWS = ("wholesale_reads", "wholesale_settlement", "daily_charges")
 # The published tables those views read (each also a Parquet file of the snapshot).
 _VIEW_TABLES = (
     "wholesale_values",
@@ -270,6 +273,8 @@ _VIEW_TABLES = (
     "settled_days",
     "meter_channels",
     "meter_flags",
+    "accrual_days",
+    "accrual_lines",
 )
 
 
@@ -306,7 +311,8 @@ def _snapshot_tables(run_id: str, billing_runs: list[int]) -> dict[str, tuple[st
 
     The settlement is published as stored (schema v6: numbers plus their dictionaries, with
     ``views.sql`` to read it back as ``wholesale_reads``): writing 28.8 million reads with their
-    text columns took 22 s, the numbers 4 s. The bills are those the run issued, held, or
+    text columns took 22 s, the numbers 4 s. The accruals of the product charges are those of
+    the run's days (``accrual_days``, ``accrual_lines``). The bills are those the run issued, held, or
     drafted and did not issue (a failed audit: the auditor sees what was stopped).
     """
     issued = (
@@ -330,6 +336,16 @@ def _snapshot_tables(run_id: str, billing_runs: list[int]) -> dict[str, tuple[st
             [run_id, run_id],
         ),
         "wholesale_terms": ("SELECT * FROM wholesale_terms ORDER BY terms_id", []),
+        "accrual_days": (
+            f"SELECT * FROM accrual_days WHERE {days} "
+            "ORDER BY settlement_date, account, local_date",
+            [run_id, run_id],
+        ),
+        "accrual_lines": (
+            f"SELECT * FROM accrual_lines WHERE {days} ORDER BY settlement_date, account, "
+            "local_date, line_order, detail, rate",
+            [run_id, run_id],
+        ),
         "settled_days": (
             f"SELECT * FROM settled_days WHERE {days} ORDER BY settlement_date",
             [run_id, run_id],

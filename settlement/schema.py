@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from settlement.schema_accruals import ACCRUALS_V8_SQL
 from settlement.schema_bills import BILLS_V5_SQL
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
@@ -353,6 +354,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "archived_files; meter_reads_as_of applies the overlap rule across interval lengths; "
         "back-billing write-offs stored, pro rata by days",
         ARCHIVED_V7_SQL,
+    ),
+    Migration(
+        8,
+        "nightly accruals of product charges: accrual_days, accrual_lines, view daily_charges",
+        ACCRUALS_V8_SQL,
     ),
 )
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from settlement.accruals import accrue_day
 from settlement.failpoints import failpoint
 from settlement.store import Store, market_day_no, with_literals
+from tariffs.product import Product
 
 MARKET_TZ = "Etc/GMT-10"  # NEM market time, UTC+10 all year (POSIX sign convention)
 
@@ -111,10 +113,15 @@ def market_day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
 
 
-def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
-    """Replace the wholesale settlement of market day ``day`` (one transaction).
+def settle_day(
+    store: Store, day: dt.date, run_id: str, products: dict[str, Product] | None = None
+) -> dict[str, int]:
+    """Replace the wholesale settlement of market day ``day`` (one transaction) and, given the
+    ``products``, the accruals of the accounts' product charges for it
+    (:func:`settlement.accruals.accrue_day`, in the same transaction).
 
-    Returns counts: rows, missing_price, estimated (a known price on an E, S or N read).
+    Returns counts: rows, missing_price, estimated (a known price on an E, S or N read), and
+    with products the accrual counts (accrued_pieces, accrual_lines, accrual_skipped).
     Rerunning gives identical rows.
     """
     start, end = market_day_bounds(day)
@@ -146,7 +153,16 @@ def settle_day(store: Store, day: dt.date, run_id: str) -> dict[str, int]:
             [day],
         ).fetchall()[0]
         con.execute("DROP TABLE _settle_intervals")
-    return {"rows": int(row[0]), "missing_price": int(row[1]), "estimated": int(row[2])}
+        counts = {"rows": int(row[0]), "missing_price": int(row[1]), "estimated": int(row[2])}
+        if products is not None:
+            accrued = accrue_day(store, day, products)
+            failpoint("settle.after_accruals")
+            counts |= {
+                "accrued_pieces": accrued["pieces"],
+                "accrual_lines": accrued["lines"],
+                "accrual_skipped": accrued["skipped"],
+            }
+    return counts
 
 
 REVISED_SQL = """

@@ -35,6 +35,8 @@ OPTIONAL_TABLES = {
     "bills": "SELECT * EXCLUDE (created_at) FROM bills ORDER BY ALL",
     "bill_lines": "SELECT * FROM bill_lines ORDER BY ALL",
     "bill_issues": "SELECT bill_id, nightly_run_id, content_sha256 FROM bill_issues ORDER BY ALL",
+    "accrual_days": "SELECT * FROM accrual_days ORDER BY ALL",
+    "accrual_lines": "SELECT * FROM accrual_lines ORDER BY ALL",
 }
 
 
@@ -90,8 +92,8 @@ def test_run_settles_archives_and_publishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run settles every read, archives its inputs and publishes a read-only snapshot whose
-    ``views.sql`` reads the settlement back exactly as the store's ``wholesale_reads`` and
-    ``wholesale_settlement``."""
+    ``views.sql`` reads the settlement back exactly as the store's ``wholesale_reads``,
+    ``wholesale_settlement`` and ``daily_charges``."""
     cfg = load_config(build_inbox(tmp_path))
     with Store.open(tmp_path / "store.duckdb") as store:
         result = run_nightly(store, cfg, START, END)
@@ -101,6 +103,7 @@ def test_run_settles_archives_and_publishes(
         stored_settlement = store.query(
             "SELECT * FROM wholesale_settlement ORDER BY ALL"
         ).fetchall()
+        stored_charges = store.query("SELECT * FROM daily_charges ORDER BY ALL").fetchall()
     assert n == len(("A1", "A2", "A3")) * DAYS * 48
     assert not any((tmp_path / "inbox" / "meter").iterdir())
     assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202407.csv").exists()
@@ -112,8 +115,10 @@ def test_run_settles_archives_and_publishes(
         con.execute((snap / "views.sql").read_text())
         published = con.execute("SELECT * FROM wholesale_reads ORDER BY ALL").fetchall()
         settlement = con.execute("SELECT * FROM wholesale_settlement ORDER BY ALL").fetchall()
+        charges = con.execute("SELECT * FROM daily_charges ORDER BY ALL").fetchall()
     assert len(published) == len(stored) > 0 and published == stored
     assert len(settlement) == len(stored_settlement) > 0 and settlement == stored_settlement
+    assert len(charges) == len(stored_charges) > 0 and charges == stored_charges
     assert set(result.manifest["stages"]) >= {"ingest", "settle", "audit", "publish"}
     assert {i["kind"] for i in result.manifest["inputs"]} == {"customers", "prices", "meter"}
 
@@ -152,6 +157,7 @@ FAILPOINTS = [
     "ingest.before_commit:3",  # inside the third file's transaction
     "ingest.after_commit",  # committed, not yet archived
     "settle.in_transaction",  # mid-day settlement
+    "settle.after_accruals:2",  # the second day's accruals written, its transaction open
     "settle.after_day:3",  # between days
     "bill.after_billing_run",  # bills written as drafts, not issued
     "bill.before_issue_commit",  # inside the issue transaction
