@@ -115,6 +115,11 @@ def _render_showcase(s: ShowcaseSummary) -> None:
         net = sum(float(a["net_ex_gst"]) for a in s.adjustments)
         out.print(f"adjustments on next bills: {len(s.adjustments)} (net {net:+.2f} AUD ex GST)")
         for n in s.nightly:
+            out.print(
+                f"product charges accrued {n['range']}: {n['accrued_account_days']:,} account-days,"
+                f" {n['accrued_ex_tax']:,.2f} AUD ex tax (view daily_charges; "
+                "`fairshare explain charges ACCOUNT --from D1 --to D2`)"
+            )
             out.print(f"manifest: {n['manifest']}\n  snapshot (Parquet): {n['snapshot']}")
     if s.cohorts:
         t = Table(title="shadow bills: mean difference vs the enrolled product (AUD inc GST)")

@@ -31,10 +31,22 @@ def test_demo_runs_nightlies_with_an_adjustment_and_prices_the_safe_harbour(tmp_
     assert first["bills_issued"] > 0 and first["bills_held"] == 0
     assert second["adjustments"] > 0  # the revised file corrected issued bills
     assert Path(second["manifest"]).exists()
+    assert first["accrued_ex_tax"] > 0
     for adj in show["adjustments"]:
         assert adj["status"] == "applied" and float(adj["net_ex_gst"]) > 0  # re-read 10% higher
     with Store.open(tmp_path / "fairshare.duckdb", read_only=True) as s:
         failing = s.query("SELECT count(*) FROM audit_results WHERE failing_rows > 0").fetchall()
+        # every household's every supplied day of each nightly's month has its charges accrued
+        for run in (first, second):
+            d1, d2 = run["range"].split(" .. ")
+            supplied = s.query(
+                "SELECT count(*) FROM customers c JOIN enrolments e USING (account), "
+                "range(?::DATE, ?::DATE + 1, INTERVAL 1 DAY) t(d) WHERE d >= c.move_in "
+                "AND (c.move_out IS NULL OR d < c.move_out) AND d >= e.effective_from "
+                "AND (e.effective_to IS NULL OR d < e.effective_to)",
+                [d1, d2],
+            ).fetchall()[0][0]
+            assert run["accrued_account_days"] == supplied > 0
     assert failing == [(0,)]
     sh = show["safe_harbour"]["safe_harbour"]
     assert 0.1 < sh["rate_per_kwh"] < 1.0  # AUD/kWh, a retail-sized rate

@@ -55,7 +55,13 @@ def _nightly(store: Store, cfg: NightlyConfig, d1: dt.date, d2: dt.date) -> dict
     result: NightlyResult = run_nightly(store, cfg, d1, d2)
     stages = result.manifest.get("stages", {})
     bill, issue = stages.get("bill", {}), stages.get("issue", {})
+    accrued = store.con.execute(
+        "SELECT count(*), coalesce(sum(amount), 0)::DOUBLE FROM (SELECT account, local_date, "
+        "sum(amount) AS amount FROM daily_charges WHERE local_date BETWEEN ? AND ? GROUP BY ALL)",
+        [d1, d2],
+    ).fetchall()[0]
     return {
+        "accrued_account_days": int(accrued[0]), "accrued_ex_tax": float(accrued[1]),
         "range": f"{d1} .. {d2}", "run_id": result.run_id, "status": result.status,
         "exit_code": int(result.exit_code), "message": result.message,
         "bills_issued": issue.get("bills_issued", 0), "bills_held": bill.get("bills_held", 0),
