@@ -213,16 +213,18 @@ def _insert(store: Store, table: str, frame: pl.DataFrame) -> None:
         store.con.unregister("_accrual_rows")
 
 
-# Segments (``_acc_segs``: seg, account, start, end, utc_from, utc_to, loss_factor, region) whose
-# every local day is accrued, all on this product version with the segment's loss factor and
-# region, from market days settled from every file ingested so far: their pieces' spans add
-# up to the segment's span exactly (a piece is a local day cut by the market day, so that
-# holds only when every part of every day is there).
+# Segments (``_acc_segs``: seg, account, nmi, start, end, utc_from, utc_to, loss_factor, region)
+# whose every local day is accrued, all on this product version with the segment's NMI, loss
+# factor and region, from market days settled from every file ingested so far: their pieces
+# (disjoint: local days cut by market days) start at the segment's start, end at its end and
+# their spans add up to its span, so they tile it exactly (a site whose time zone changed
+# since has pieces at other instants, and is not covered).
 COVERED_SQL = """
 WITH a AS (
     SELECT s.seg, sum(epoch(a.utc_to) - epoch(a.utc_from)) AS covered_s,
+           min(a.utc_from) AS first_from, max(a.utc_to) AS last_to,
            bool_and(a.product = $product AND a.product_version = $version
-                    AND a.loss_factor = s.loss_factor AND a.region = s.region
+                    AND a.nmi = s.nmi AND a.loss_factor = s.loss_factor AND a.region = s.region
                     AND d.input_max_file_id = $newest) AS current
     FROM _acc_segs s
     JOIN accrual_days a ON a.account = s.account AND a.local_date >= s.start
@@ -232,6 +234,7 @@ WITH a AS (
 )
 SELECT s.seg FROM _acc_segs s JOIN a USING (seg)
 WHERE a.current AND a.covered_s = epoch(s.utc_to) - epoch(s.utc_from)
+  AND a.first_from = s.utc_from AND a.last_to = s.utc_to
 ORDER BY s.seg
 """
 # The accrued lines of each segment, added up per component, period and rate in force (a
@@ -339,7 +342,7 @@ def bill_segments_fast(store: Store, ctx: Context, segs: pl.DataFrame) -> Segmen
     accrued from current data from their accruals (:func:`bill_segments_accrued`), the rest
     with the one-pass bill run (:func:`settlement.billing_sql.bill_segments_sql`)."""
     bounds = _utc_bounds(store, segs)
-    acc = segs.select("seg", "account", "start", "end", "loss_factor", "region").join(
+    acc = segs.select("seg", "account", "nmi", "start", "end", "loss_factor", "region").join(
         bounds.select("seg", "utc_from", "utc_to"), on="seg"
     )
     store.con.register("_acc_segs", acc.to_arrow())

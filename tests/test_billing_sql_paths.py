@@ -216,3 +216,40 @@ def test_a_whole_bill_change_inside_the_period_holds_the_bill(store: Store) -> N
         (bill,) = _both_paths(store, {"sh-flat": product}, shadow=False)
         reason = f"product sh-flat: tax_rate changes on {day}, inside the billing period"
         assert (bill[3] or "").startswith(reason) if held else bill[3] is None
+
+
+def test_a_site_whose_time_zone_was_corrected_is_not_billed_from_its_old_accruals(
+    store: Store,
+) -> None:
+    """Broken Hill is in NSW1 on Adelaide time. A site first entered as Sydney and corrected to
+    Broken Hill keeps its market days' accruals (a time zone change revises no day), whose
+    pieces have the same lengths but start 30 minutes early: the bill is priced by the pass,
+    on Broken Hill's days, as if never accrued."""
+    from settlement.wholesale import revised_days
+
+    hh = half_hours(date(2024, 9, 29), 35)
+    add_customer(store, "B", [("sh-tou", date(2024, 7, 1), None)])
+    add_reads(store, "NMIB", "E1", hh, [0.25 + (k % 48) / 96 for k in range(len(hh))])
+    products = {"sh-tou": load_products(PRODUCTS)["sh-tou"]}
+    for k in range(34):
+        settle_day(store, date(2024, 9, 30) + timedelta(days=k), "t", products)
+    covered: list[int] = []
+    original = accruals.covered_segments
+
+    def spy(*args: Any) -> list[int]:
+        out = original(*args)
+        covered.extend(out)
+        return out
+
+    with patch.object(accruals, "covered_segments", spy):
+        bill_accounts(store, OCT, NOV, None, products)
+        assert covered == [1]  # accrued as a Sydney site
+        covered.clear()
+        add_customer(store, "B", [("sh-tou", date(2024, 7, 1), None)], tz="Australia/Broken_Hill")
+        assert revised_days(store) == []  # what the nightly's settle stage would find
+        accrued = bill_accounts(store, OCT, NOV, None, products)
+    assert covered == []
+    passed = bill_accounts(store, OCT, NOV, None, products, engine="pass")
+    got = store.con.execute(BILLS_SQL, [accrued.run_id]).fetchall()
+    assert got == store.con.execute(BILLS_SQL, [passed.run_id]).fetchall()
+    assert got[0][3] is None  # billed, not held
