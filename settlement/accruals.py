@@ -101,13 +101,21 @@ def day_pieces(store: Store, day: dt.date) -> pl.DataFrame:
 
 
 def _channel_totals(
-    agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame
+    agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame, suffixes: list[str]
 ) -> pl.DataFrame:
-    """Per piece: kWh and covered minutes of each channel, estimated and unpriced intervals."""
+    """Per piece: kWh and covered minutes of each channel the pass read (``suffixes``: those
+    the product prices; the others NULL), estimated and unpriced intervals."""
     keyed = agg.join(kc_map.select("ck", "sfx", "nospot").unique("ck"), on="ck")
+    keyed = keyed.sort("seg", "ckm")  # a fixed order of addition: the same bits on a rerun
     cols = []
     for sfx, name in (("E1", "import"), ("E2", "controlled"), ("B1", "export")):
         on = pl.col("sfx") == SUFFIX_CODE[sfx]
+        if sfx not in suffixes:
+            cols += [
+                pl.lit(None, pl.Float64).alias(f"{name}_kwh"),
+                pl.lit(None, pl.Int64).alias(f"{name}_minutes"),
+            ]
+            continue
         cols += [
             pl.col("quantity").filter(on).sum().alias(f"{name}_kwh"),
             (pl.col("minutes") * pl.col("n_intervals")).filter(on).sum().alias(f"{name}_minutes"),
@@ -117,7 +125,9 @@ def _channel_totals(
         pl.col("minutes").filter(import_).min().alias("import_interval"),
         pl.col("n_intervals").filter(import_ & pl.col("nospot")).sum().alias("unpriced_intervals"),
     ]
-    return keyed.group_by("seg").agg(cols).join(estimated, on="seg", how="left")
+    return (
+        keyed.group_by("seg", maintain_order=True).agg(cols).join(estimated, on="seg", how="left")
+    )
 
 
 def accrue_group(
@@ -134,7 +144,7 @@ def accrue_group(
     )
     bounds = pieces.select("seg", "nmi", "region", "loss_factor", "utc_from", "utc_to")
     res = channel_pass_sums(store, ctx, bounds, segs)
-    totals = _channel_totals(res.agg, res.kc_map, res.estimated)
+    totals = _channel_totals(res.agg, res.kc_map, res.estimated, res.cp.suffixes)
     key = pieces.select("seg", "account", "local_date")
     days = (
         pieces.join(totals, on="seg", how="left")
@@ -143,11 +153,13 @@ def accrue_group(
             pl.lit(product.version or "inline").alias("product_version"),
             pl.lit(product.currency).alias("currency"),
         )
-        .with_columns(
-            pl.col(c).fill_null(0)
-            for c in _DAY_COLUMNS
-            if c.endswith(("_kwh", "_minutes", "_intervals"))
+        .with_columns(  # a piece without reads of a channel the product prices: zero
+            pl.col(f"{name}_{what}").fill_null(0)
+            for sfx, name in (("E1", "import"), ("E2", "controlled"), ("B1", "export"))
+            if sfx in res.cp.suffixes
+            for what in ("kwh", "minutes")
         )
+        .with_columns(pl.col("estimated_intervals", "unpriced_intervals").fill_null(0))
         .with_columns(pl.col("import_interval").cast(pl.Int16))
         .select(_DAY_COLUMNS)
     )
@@ -341,6 +353,10 @@ def bill_segments_fast(store: Store, ctx: Context, segs: pl.DataFrame) -> Segmen
     """Price ``segs`` (one SQL-capable product, one clock): the segments whose days are all
     accrued from current data from their accruals (:func:`bill_segments_accrued`), the rest
     with the one-pass bill run (:func:`settlement.billing_sql.bill_segments_sql`)."""
+    if ctx.product.timezone not in (None, *segs["timezone"].unique().to_list()):
+        # a product on its own clock: its line dates are days of that clock, the accruals'
+        # days the site's, so its bills are priced by the pass
+        return bill_segments_sql(store, ctx, segs)
     bounds = _utc_bounds(store, segs)
     acc = segs.select("seg", "account", "nmi", "start", "end", "loss_factor", "region").join(
         bounds.select("seg", "utc_from", "utc_to"), on="seg"

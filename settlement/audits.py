@@ -159,8 +159,9 @@ AUDITS: list[Audit] = [
     ),
     Audit(
         "accrued_energy_equals_metered",
-        "the kWh each account's product charges accrued for a settled day, per channel (import,"
-        " controlled load, export), equal the current metered kWh of the accrual's span",
+        "the kWh each account's product charges accrued for a settled day, per channel the"
+        " product prices (import, controlled load, export), equal the current metered kWh of"
+        " the accrual's span",
         """
         WITH pieces AS MATERIALIZED (
             SELECT row_number() OVER () AS piece_no, a.*
@@ -185,7 +186,7 @@ AUDITS: list[Audit] = [
                m.kwh AS metered_kwh
         FROM accrued a JOIN pieces p USING (piece_no)
         LEFT JOIN metered m USING (piece_no, suffix)
-        WHERE abs(a.kwh - coalesce(m.kwh, 0)) > 1e-6
+        WHERE a.kwh IS NOT NULL AND abs(a.kwh - coalesce(m.kwh, 0)) > 1e-6
         """,
         ("accrual_days",),
     ),

@@ -183,7 +183,8 @@ def _component_rows(
             amount = pl.col(f"sumb{j}").sum() * lf + (pl.col(f"sa{j}") * pl.col("quantity")).sum()
         return (
             rows.join(segs.select("seg", "loss_factor"), on="seg")
-            .group_by("seg")
+            .sort("seg", "ckm")  # a fixed order of addition: the same bits on every run
+            .group_by("seg", maintain_order=True)
             .agg(
                 *common,
                 amount.alias("amount_raw"),
@@ -204,9 +205,10 @@ def _component_rows(
     )
     return (
         agg.join(keyed, on="ck")
+        .sort("seg", "ckm")  # a fixed order of addition: the same bits on every run
         # per rate in force, as the reference groups: the rate's start date alone does not
         # separate a feed-in floor that changes while the rate stands
-        .group_by("seg", "didx", "rate_from", "rate")
+        .group_by("seg", "didx", "rate_from", "rate", maintain_order=True)
         .agg(
             *common,
             pl.col("n_intervals").filter(pl.col("rate").is_null()).sum().alias("n_unpriced"),

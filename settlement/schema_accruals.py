@@ -8,15 +8,17 @@ before), so an accrual is keyed by the market day whose reads it prices (``settl
 the site's local day (``local_date``), the day a bill counts it on.
 
 - ``accrual_days``: one row per account, local day and market day (a *piece*): the product and
-  version in force, the piece's UTC bounds, the kWh and covered minutes of each channel, the
+  version in force, the piece's UTC bounds, the kWh and covered minutes of each channel the
+  product prices (import always; controlled load and export NULL when it prices none), the
   intervals with an estimated read and the import intervals without a spot price.
 - ``accrual_lines``: the piece's energy and feed-in lines (one per component, TOU period and rate
   in force), with the quantity, the rate and the unrounded amount (feed-in negative), in the
-  product's currency and ex tax. Amounts and kWh are stored as DECIMAL(18, 9): the sums
-  rounded to 1e-9, the first step of the bill's money rule (:mod:`tariffs.money`), which
-  removes the binary noise of floating sums taken in another order, and fine enough that a
-  month of them adds up to what one sum over the month gives, to the micro-unit the bill's
-  rounding reads.
+  product's currency and ex tax. Amounts and kWh are the pass's floating sums as they are
+  (DOUBLE): a bill from them adds a month of them and then applies the bill's money rule once
+  (:mod:`tariffs.money`), as the pass does with its one sum. Rounding each day first (to 1e-9,
+  as this schema first did) moved a spot-linked line by a cent where the month's amount sat
+  within 1e-8 of a rounding boundary. The sums are taken in a fixed order (sorted before they
+  are added), so a rerun stores the same bits.
 
 ``daily_charges`` (public view) adds the pieces of each local day up per component.
 """
@@ -37,13 +39,13 @@ CREATE TABLE accrual_days (
     utc_from            TIMESTAMPTZ NOT NULL,   -- the piece: local day x market day x supply
     utc_to              TIMESTAMPTZ NOT NULL,
     day_minutes         INTEGER NOT NULL,       -- the whole local day's length (23 to 25 h)
-    import_kwh          DECIMAL(18, 9) NOT NULL,
-    controlled_kwh      DECIMAL(18, 9) NOT NULL,
-    export_kwh          DECIMAL(18, 9) NOT NULL,
+    import_kwh          DOUBLE NOT NULL,
+    controlled_kwh      DOUBLE,                 -- NULL: the product prices no controlled load
+    export_kwh          DOUBLE,                 -- NULL: the product prices no export
     import_interval     SMALLINT,               -- the shortest import read length [minutes]
     import_minutes      INTEGER NOT NULL,       -- minutes of the piece with an import read
-    controlled_minutes  INTEGER NOT NULL,
-    export_minutes      INTEGER NOT NULL,
+    controlled_minutes  INTEGER,                -- NULL as controlled_kwh
+    export_minutes      INTEGER,                -- NULL as export_kwh
     estimated_intervals INTEGER NOT NULL,       -- intervals with an estimated (E) read
     unpriced_intervals  INTEGER NOT NULL        -- import intervals without a spot price
 );
@@ -57,9 +59,9 @@ CREATE TABLE accrual_lines (
     detail          VARCHAR NOT NULL,           -- TOU period, '' for flat, 'spot-linked'
     rate_from       DATE,                       -- effective_from of the rate (not spot-linked)
     rate            DOUBLE,                     -- per kWh; spot-linked: amount / quantity
-    quantity_kwh    DECIMAL(18, 9) NOT NULL,
+    quantity_kwh    DOUBLE NOT NULL,
     n_intervals     INTEGER NOT NULL,
-    amount          DECIMAL(18, 9),             -- ex tax, unrounded; NULL: no rate in force
+    amount          DOUBLE,                     -- ex tax, unrounded; NULL: no rate in force
     taxable         BOOLEAN NOT NULL
 );
 
