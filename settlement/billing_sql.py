@@ -35,6 +35,7 @@ from tariffs.sql import (
     ChannelPass,
     PassComponent,
     channel_pass,
+    exact_sum,
     spot_amount_sql,
 )
 
@@ -88,12 +89,12 @@ _KEY_DAYS_SQL = """
 SELECT DISTINCT ckm, dno FROM _kc WHERE ts_us % (minutes * 60000000) = 0 ORDER BY dno
 """
 # One pass over the stored numbers: every read of the segments' channels inside its segment,
-# summed per segment and clock key with interval length (``ckm = ck x 7 + minutes / 5``: two
-# group keys, not three, is ~15% faster). Literal SQL (no bound parameters: DuckDB
+# summed exactly (tariffs.sql.exact_sum) per segment and clock key with interval length
+# (``ckm = ck x 7 + minutes / 5``: two group keys, not three, is ~15% faster). Literal SQL (no bound parameters: DuckDB
 # 1.5 plans prepared versions of such scans much slower); the only values written in are
 # integers computed here or read from the store.
 _PASS_SQL = """
-SELECT sc.seg, kc.ckm, sum(v.kwh) AS quantity,
+SELECT sc.seg, kc.ckm, {quantity} AS quantity,
        count(*) AS n_intervals{amounts}
 FROM _sc sc
 JOIN meter_values v ON v.channel_id = sc.channel_id AND v.is_current{missing}
@@ -376,6 +377,7 @@ def channel_pass_sums(
                 amounts="".join(",\n       " + a for a in amounts),
                 missing=f" AND v.flag_id NOT IN ({_in_list(missing)})" if missing else "",
                 time=time,
+                quantity=exact_sum("v.kwh"),
             )
         ).pl()
         key_days = store.con.sql(_KEY_DAYS_SQL).pl()
