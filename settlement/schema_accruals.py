@@ -17,8 +17,9 @@ the site's local day (``local_date``), the day a bill counts it on.
   (DOUBLE): a bill from them adds a month of them and then applies the bill's money rule once
   (:mod:`tariffs.money`), as the pass does with its one sum. Rounding each day first (to 1e-9,
   as this schema first did) moved a spot-linked line by a cent where the month's amount sat
-  within 1e-8 of a rounding boundary. The sums are taken in a fixed order (sorted before they
-  are added), so a rerun stores the same bits.
+  within 1e-8 of a rounding boundary. The pass's sums are exact (whole units of 1e-13 added
+  as integers, :func:`tariffs.sql.exact_sum`) and polars adds them in a sorted order, so a
+  rerun stores the same bits.
 
 ``daily_charges`` (public view) adds the pieces of each local day up per component.
 """
