@@ -32,17 +32,20 @@ import polars as pl
 
 from settlement.billing_io import _read_holds, _utc_bounds
 from settlement.billing_sql import (
-    _lines,
     bill_segments_sql,
     channel_pass_sums,
+    channel_totals,
     component_frames,
+    pass_lines,
+    price_holds,
+    read_counts,
 )
 from settlement.store import Store, with_literals
 from tariffs.calculus import Context, component_lines, priced_suffixes
 from tariffs.calendar import holiday_dates
 from tariffs.lines import SegmentBills, finish_lines
-from tariffs.product import Energy, FeedIn, Product
-from tariffs.sql import SUFFIX_CODE, channel_pass
+from tariffs.product import Product
+from tariffs.sql import PassComponent, channel_pass
 
 # Each account's local days that meet the market day [$start, $end) (``_zone_days``: see
 # ZONE_DAYS_SQL), clipped to it, with the product enrolled on that local day. Local dates D-1,
@@ -100,36 +103,6 @@ def day_pieces(store: Store, day: dt.date) -> pl.DataFrame:
     return pieces.with_row_index("seg", offset=1).with_columns(pl.col("seg").cast(pl.Int64))
 
 
-def _channel_totals(
-    agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame, suffixes: list[str]
-) -> pl.DataFrame:
-    """Per piece: kWh and covered minutes of each channel the pass read (``suffixes``: those
-    the product prices; the others NULL), estimated and unpriced intervals."""
-    keyed = agg.join(kc_map.select("ck", "sfx", "nospot").unique("ck"), on="ck")
-    keyed = keyed.sort("seg", "ckm")  # a fixed order of addition: the same bits on a rerun
-    cols = []
-    for sfx, name in (("E1", "import"), ("E2", "controlled"), ("B1", "export")):
-        on = pl.col("sfx") == SUFFIX_CODE[sfx]
-        if sfx not in suffixes:
-            cols += [
-                pl.lit(None, pl.Float64).alias(f"{name}_kwh"),
-                pl.lit(None, pl.Int64).alias(f"{name}_minutes"),
-            ]
-            continue
-        cols += [
-            pl.col("quantity").filter(on).sum().alias(f"{name}_kwh"),
-            (pl.col("minutes") * pl.col("n_intervals")).filter(on).sum().alias(f"{name}_minutes"),
-        ]
-    import_ = pl.col("sfx") == SUFFIX_CODE["E1"]
-    cols += [
-        pl.col("minutes").filter(import_).min().alias("import_interval"),
-        pl.col("n_intervals").filter(import_ & pl.col("nospot")).sum().alias("unpriced_intervals"),
-    ]
-    return (
-        keyed.group_by("seg", maintain_order=True).agg(cols).join(estimated, on="seg", how="left")
-    )
-
-
 def accrue_group(
     store: Store, product: Product, timezone: str, pieces: pl.DataFrame, day: dt.date
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -144,7 +117,7 @@ def accrue_group(
     )
     bounds = pieces.select("seg", "nmi", "region", "loss_factor", "utc_from", "utc_to")
     res = channel_pass_sums(store, ctx, bounds, segs)
-    totals = _channel_totals(res.agg, res.kc_map, res.estimated, res.cp.suffixes)
+    totals = channel_totals(res.agg, res.kc_map, res.estimated, res.cp.suffixes)
     key = pieces.select("seg", "account", "local_date")
     days = (
         pieces.join(totals, on="seg", how="left")
@@ -262,10 +235,11 @@ JOIN accrual_lines l ON l.account = s.account AND l.local_date >= s.start
  AND l.local_date < s."end"
 GROUP BY ALL
 """
-# Per segment, what the holds need: the finest import read length, the covered minutes of
-# each channel, and the estimated and unpriced intervals.
+# Per segment, what the holds need (billing_sql.channel_totals summed over the accrued days):
+# the finest import read length, the covered minutes of each channel, and the estimated and
+# unpriced intervals.
 SEGMENT_DAYS_SQL = """
-SELECT s.seg, min(a.import_interval)::BIGINT AS minutes,
+SELECT s.seg, min(a.import_interval)::BIGINT AS import_interval,
        sum(a.import_minutes)::BIGINT AS import_minutes,
        sum(a.controlled_minutes)::BIGINT AS controlled_minutes,
        sum(a.export_minutes)::BIGINT AS export_minutes,
@@ -292,24 +266,16 @@ def covered_segments(store: Store, product: Product, segs: pl.DataFrame) -> list
     return [int(r[0]) for r in store.con.execute("SELECT seg FROM _acc_cov").fetchall()]
 
 
-def _component_rows(ctx: Context, frame: pl.DataFrame) -> list[pl.DataFrame]:
-    """The accrued sums as the pass's component rows, then bill lines (``billing_sql._lines``):
-    a fixed rate's amount is recomputed as rate x summed kWh, as the pass computes it; a
-    spot-linked line's is the sum of its days' amounts."""
-    cp = channel_pass(ctx.product.components)
-    by_index = dict(enumerate(ctx.product.components))
-    out = []
-    for spec in cp.components:
-        comp = by_index[spec.index]
-        assert isinstance(comp, Energy | FeedIn)
-        rows = frame.filter(pl.col("line_order") == spec.index).with_columns(
-            pl.col("detail")
-            .replace_strict({name: i for i, name in enumerate(spec.labels)}, return_dtype=pl.Int64)
-            .alias("didx"),
-            (pl.col("amount") * spec.sign).alias("amount_raw"),
-        )
-        out.append(_lines(comp, spec, rows))
-    return out
+def _accrued_rows(spec: PassComponent, frame: pl.DataFrame) -> pl.DataFrame:
+    """One component's accrued sums as the pass's aggregate rows (``billing_sql._lines`` then
+    recomputes a fixed rate's amount as rate x summed kWh, as the pass does; a spot-linked
+    line's is the sum of its days' amounts)."""
+    return frame.filter(pl.col("line_order") == spec.index).with_columns(
+        pl.col("detail")
+        .replace_strict({name: i for i, name in enumerate(spec.labels)}, return_dtype=pl.Int64)
+        .alias("didx"),
+        (pl.col("amount") * spec.sign).alias("amount_raw"),
+    )
 
 
 def bill_segments_accrued(
@@ -320,29 +286,20 @@ def bill_segments_accrued(
     and rounding as :func:`settlement.billing_sql.bill_segments_sql`, from the sums the nightly
     stored instead of a pass over the period's reads."""
     frame = store.con.execute(SEGMENT_LINES_SQL).pl()
-    days = store.con.execute(SEGMENT_DAYS_SQL).pl()
-    counts = days.select(
-        "seg",
-        "minutes",
-        *[
-            (pl.col(f"{name}_minutes") // pl.col("minutes")).alias(f"n_{short}")
-            for name, short in (("import", "import"), ("controlled", "cl"), ("export", "export"))
-        ],
-        "estimated_intervals",
-    )
+    totals = store.con.execute(SEGMENT_DAYS_SQL).pl()
+    counts = read_counts(totals)
     chosen = pl.DataFrame({"seg": covered}, schema={"seg": pl.Int64})
     own = segs.join(chosen, on="seg")
     segments = own.select("seg", "start", "end", "cycle_days", "concession")
     daily = component_lines(ctx, pl.LazyFrame(), segments, daily_only=True)
-    lines = pl.concat([daily, *_component_rows(ctx, frame)], how="vertical_relaxed")
-    unpriced = days.filter(pl.col("unpriced_intervals") > 0).select(
-        "seg",
-        pl.format("missing spot price for {} interval(s)", "unpriced_intervals").alias("reason"),
+    accrued = pass_lines(
+        ctx, channel_pass(ctx.product.components), lambda spec: _accrued_rows(spec, frame)
     )
+    lines = pl.concat([daily, *accrued], how="vertical_relaxed")
     holds = pl.concat(
         [
             _read_holds(counts, bounds.join(chosen, on="seg"), priced_suffixes(ctx.product)),
-            unpriced,
+            price_holds(totals),
         ]
     )
     est = counts.select("seg", "estimated_intervals").filter(pl.col("estimated_intervals") > 0)

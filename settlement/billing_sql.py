@@ -12,7 +12,7 @@ path (:mod:`tariffs.calculus`, :mod:`tariffs.lines`); tests hold both paths to t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -250,44 +250,65 @@ def _lines(
     return lines
 
 
-def _price_holds(agg: pl.DataFrame, kc_map: pl.DataFrame) -> pl.DataFrame:
-    """Segments with import intervals that have no spot price (as the reference counts them)."""
-    unpriced = kc_map.filter((pl.col("sfx") == SUFFIX_CODE["E1"]) & pl.col("nospot")).select("ck")
+def channel_totals(
+    agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame, suffixes: list[str]
+) -> pl.DataFrame:
+    """Per segment, from the pass itself: kWh and covered minutes of each channel the pass read
+    (``suffixes``; the others NULL), the finest import read length (``import_interval``), the
+    import intervals without a spot price and the estimated intervals. The bill's holds come
+    from these (:func:`read_counts`, :func:`price_holds`), and the nightly stores them per
+    accrued day (``accrual_days``), so a bill from accruals is held exactly as this pass holds
+    it."""
+    keyed = agg.join(kc_map.select("ck", "sfx", "nospot").unique("ck"), on="ck")
+    keyed = keyed.sort("seg", "ckm")  # a fixed order of addition: the same bits on every run
+    cols = []
+    for sfx, name in (("E1", "import"), ("E2", "controlled"), ("B1", "export")):
+        on = pl.col("sfx") == SUFFIX_CODE[sfx]
+        if sfx not in suffixes:
+            cols += [
+                pl.lit(None, pl.Float64).alias(f"{name}_kwh"),
+                pl.lit(None, pl.Int64).alias(f"{name}_minutes"),
+            ]
+            continue
+        cols += [
+            pl.col("quantity").filter(on).sum().alias(f"{name}_kwh"),
+            (pl.col("minutes") * pl.col("n_intervals")).filter(on).sum().alias(f"{name}_minutes"),
+        ]
+    import_ = pl.col("sfx") == SUFFIX_CODE["E1"]
+    cols += [
+        pl.col("minutes").filter(import_).min().alias("import_interval"),
+        pl.col("n_intervals").filter(import_ & pl.col("nospot")).sum().alias("unpriced_intervals"),
+    ]
     return (
-        agg.join(unpriced, on="ck")
-        .group_by("seg")
-        .agg(pl.col("n_intervals").sum().alias("n"))
-        .select(
-            "seg", pl.format("missing spot price for {} interval(s)", pl.col("n")).alias("reason")
-        )
+        keyed.group_by("seg", maintain_order=True).agg(cols).join(estimated, on="seg", how="left")
     )
 
 
-def _counts(agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame) -> pl.DataFrame:
-    """Reads per segment and channel (for the missing-read holds), from the pass itself.
+def read_counts(totals: pl.DataFrame) -> pl.DataFrame:
+    """Reads per segment and channel (for the missing-read holds, ``_read_holds``), from
+    :func:`channel_totals` (or their sums over accrued days).
 
     Counted in intervals of the segment's finest import length: covered minutes divided by it,
     so a month of 30-minute reads with a 5-minute day (a meter exchange) is complete.
     """
-    per = (
-        agg.join(kc_map.select("ck", "sfx").unique("ck"), on="ck")
-        .group_by("seg", "sfx")
-        .agg(pl.min("minutes"), (pl.col("minutes") * pl.col("n_intervals")).sum().alias("covered"))
-    )
-    wide = (
-        per.group_by("seg")
-        .agg(
-            pl.col("minutes").filter(pl.col("sfx") == SUFFIX_CODE["E1"]).min().alias("minutes"),
-            *[
-                pl.col("covered").filter(pl.col("sfx") == SUFFIX_CODE[sfx]).sum().alias(name)
-                for sfx, name in (("E1", "n_import"), ("E2", "n_cl"), ("B1", "n_export"))
-            ],
-        )
-        .join(estimated, on="seg", how="left")
-    )
-    return wide.with_columns(
-        (pl.col(c) // pl.col("minutes")).alias(c) for c in ("n_import", "n_cl", "n_export")
+    return totals.select(
+        "seg",
+        pl.col("import_interval").alias("minutes"),
+        *[
+            (pl.col(f"{name}_minutes") // pl.col("import_interval")).alias(f"n_{short}")
+            for name, short in (("import", "import"), ("controlled", "cl"), ("export", "export"))
+        ],
+        "estimated_intervals",
     ).with_columns(pl.col("n_cl", "n_export", "estimated_intervals").fill_null(0))
+
+
+def price_holds(totals: pl.DataFrame) -> pl.DataFrame:
+    """Segments with import intervals that have no spot price (as the reference counts them),
+    from :func:`channel_totals` (or their sums over accrued days)."""
+    return totals.filter(pl.col("unpriced_intervals") > 0).select(
+        "seg",
+        pl.format("missing spot price for {} interval(s)", "unpriced_intervals").alias("reason"),
+    )
 
 
 def _create(store: Store, name: str, frame: pl.DataFrame) -> None:
@@ -405,32 +426,44 @@ def channel_pass_sums(
     return PassResult(cp, agg, kc_map, estimated)
 
 
+def pass_lines(
+    ctx: Context,
+    cp: ChannelPass,
+    rows_of: Callable[[PassComponent], pl.DataFrame],
+    extra: Sequence[str] = (),
+) -> list[pl.DataFrame]:
+    """Each energy and feed-in component's bill lines before rounding (:func:`_lines`:
+    unrounded ``amount``, plus the ``extra`` columns) from its aggregate rows ``rows_of(spec)``
+    (per segment, period and rate in force: from a pass, or summed from accruals)."""
+    by_index = dict(enumerate(ctx.product.components))
+    parts = []
+    for spec in cp.components:
+        comp = by_index[spec.index]
+        assert isinstance(comp, Energy | FeedIn)
+        parts.append(_lines(comp, spec, rows_of(spec), extra))
+    return parts
+
+
 def component_frames(
     ctx: Context, res: PassResult, bounds: pl.DataFrame, extra: Sequence[str] = ()
 ) -> list[pl.DataFrame]:
-    """Each energy and feed-in component's rows (per segment, period and rate in force) from
-    the pass, as bill lines before rounding (:func:`_lines`: unrounded ``amount``), with the
-    ``extra`` columns of the aggregate rows (``rate_from``)."""
-    by_index = dict(enumerate(ctx.product.components))
-    parts = []
-    for spec in res.cp.components:
-        comp = by_index[spec.index]
-        assert isinstance(comp, Energy | FeedIn)
-        parts.append(_lines(comp, spec, _component_rows(res.agg, res.kc_map, bounds, spec), extra))
-    return parts
+    """:func:`pass_lines` of a pass's own aggregate rows."""
+    return pass_lines(
+        ctx, res.cp, lambda spec: _component_rows(res.agg, res.kc_map, bounds, spec), extra
+    )
 
 
 def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:
     """Price ``segs`` (one product, one clock) with the SQL fast path: one pass over the reads."""
     bounds = _utc_bounds(store, segs)
     res = channel_pass_sums(store, ctx, bounds, segs)
-    agg, kc_map = res.agg, res.kc_map
-    counts = _counts(agg, kc_map, res.estimated)
+    totals = channel_totals(res.agg, res.kc_map, res.estimated, res.cp.suffixes)
+    counts = read_counts(totals)
     segments = segs.select("seg", "start", "end", "cycle_days", "concession")
     daily = component_lines(ctx, pl.LazyFrame(), segments, daily_only=True)
     lines = pl.concat([daily, *component_frames(ctx, res, bounds)], how="vertical_relaxed")
     holds = pl.concat(
-        [_read_holds(counts, bounds, priced_suffixes(ctx.product)), _price_holds(agg, kc_map)]
+        [_read_holds(counts, bounds, priced_suffixes(ctx.product)), price_holds(totals)]
     )
     est = counts.select("seg", pl.col("estimated_intervals").cast(pl.Int64)).filter(
         pl.col("estimated_intervals") > 0
