@@ -45,7 +45,7 @@ from tariffs.calculus import Context, component_lines, priced_suffixes
 from tariffs.calendar import holiday_dates
 from tariffs.lines import SegmentBills, finish_lines
 from tariffs.product import Product
-from tariffs.sql import PassComponent, channel_pass
+from tariffs.sql import PassComponent, channel_pass, exact_sum
 
 # Each account's local days that meet the market day [$start, $end) (``_zone_days``: see
 # ZONE_DAYS_SQL), clipped to it, with the product enrolled on that local day. Local dates D-1,
@@ -224,17 +224,20 @@ ORDER BY s.seg
 """
 # The accrued lines of each segment, added up per component, period and rate in force (a
 # spot-linked line's rate is its own mean, so it is not a key: ``rate_from`` is NULL there).
+# A day's kWh and amount are exact sums of 1e-13 units (tariffs.sql.exact_sum) stored as
+# DOUBLE, which turn back into the same integers, so their exact sum is the integer the pass
+# adds over the same reads: the accrual close gives the pass's bits, whatever the thread order.
 SEGMENT_LINES_SQL = """
 SELECT s.seg, l.line_order, l.detail, l.rate_from,
        CASE WHEN l.rate_from IS NULL THEN NULL ELSE l.rate END AS rate,
-       sum(l.quantity_kwh)::DOUBLE AS quantity, sum(l.n_intervals)::BIGINT AS n_intervals,
-       sum(l.amount)::DOUBLE AS amount, min(l.local_date) AS date_from,
+       {quantity} AS quantity, sum(l.n_intervals)::BIGINT AS n_intervals,
+       {amount} AS amount, min(l.local_date) AS date_from,
        max(l.local_date) AS date_to
 FROM _acc_segs s JOIN _acc_cov USING (seg)
 JOIN accrual_lines l ON l.account = s.account AND l.local_date >= s.start
  AND l.local_date < s."end"
 GROUP BY ALL
-"""
+""".format(quantity=exact_sum("l.quantity_kwh"), amount=exact_sum("l.amount"))
 # Per segment, what the holds need (billing_sql.channel_totals summed over the accrued days):
 # the finest import read length, the covered minutes of each channel, and the estimated and
 # unpriced intervals.

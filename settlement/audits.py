@@ -138,12 +138,19 @@ AUDITS: list[Audit] = [
         "price per region and interval",
         """
         WITH doubled AS (
-            -- channels with a repeated interval, found per channel (100,000 groups for a
-            -- 100,000-account day) rather than per read: grouping 28.8 M (channel, interval)
-            -- keys took 6 s, this 2 s
+            -- channel days that may repeat an interval, found per channel and day (100,000
+            -- groups for a 100,000-account day) rather than per read: one bit per minute of
+            -- the market day (UTC+10) set by each read's start; fewer bits set than reads,
+            -- or a start off the minute, sends the channel to the exact count below.
+            -- Grouping 28.8 M (channel, interval) keys took 6 s, a list of starts per
+            -- channel 1.2 s, the bits 0.8 s
             SELECT channel_id FROM wholesale_values
             WHERE settlement_date BETWEEN $date_from AND $date_to
-            GROUP BY channel_id HAVING count(*) <> list_unique(list(epoch_us(interval_start)))
+            GROUP BY channel_id, settlement_date
+            HAVING count(*) <> bit_count(bitstring_agg(
+                       (((epoch_us(interval_start) + 36000000000) % 86400000000 + 86400000000)
+                        % 86400000000 // 60000000)::SMALLINT, 0::SMALLINT, 1439::SMALLINT))
+                OR bool_or(epoch_us(interval_start) % 60000000 <> 0)
         )
         SELECT channel_id::VARCHAR AS channel_or_region, interval_start, count(*) AS n
         FROM wholesale_values

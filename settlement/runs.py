@@ -127,7 +127,8 @@ def publish_snapshot(
     texts: dict[str, str] | None = None,
 ) -> Path:
     """Write each query's result as read-only Parquet plus ``manifest.json`` and the ``texts``
-    (file name -> content, e.g. SQL that opens the snapshot), atomically.
+    (file name -> content, e.g. SQL that opens the snapshot), atomically. A table name with a
+    slash (``"wholesale_values/2024-08-31"``) is a part file in a sub-folder.
 
     Files go to ``runs_dir/.staging-<run_id>`` and the folder is renamed to ``runs_dir/<run_id>``
     only when complete, so a reader never sees a half-written snapshot. An existing snapshot of
@@ -139,7 +140,8 @@ def publish_snapshot(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     for name, (sql, params) in tables.items():
-        target = staging / f"{name}.parquet"
+        target = staging / f"{name}.parquet"  # a name "folder/part" writes folder/part.parquet
+        target.parent.mkdir(exist_ok=True)
         literal = str(target).replace("'", "''")  # COPY's file name cannot be a parameter
         store.con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)", params)
         target.chmod(0o444)
@@ -157,7 +159,10 @@ def publish_snapshot(
 
 def _make_writable(folder: Path) -> None:
     for p in folder.iterdir():
-        p.chmod(0o644)
+        if p.is_dir():
+            _make_writable(p)
+        else:
+            p.chmod(0o644)
 
 
 def clean_staging(runs_dir: Path) -> list[Path]:

@@ -30,6 +30,13 @@ BILLS_SQL = (
     "GROUP BY ALL ORDER BY 1, 2, 3"
 )
 
+# every line's quantity and unrounded amount, as their exact bits
+QUANTITIES_SQL = (
+    "SELECT b.account, b.product, b.period_start, l.component, l.detail, l.date_from, "
+    "l.quantity, l.rate FROM bills b JOIN bill_lines l USING (bill_id) WHERE b.run_id = ? "
+    "ORDER BY ALL"
+)
+
 
 def _both_paths(
     store: Store, chosen: dict[str, Product], shadow: bool, from_accruals: bool = True
@@ -61,6 +68,11 @@ def _both_paths(
     else:
         assert not covered
     assert a == store.con.execute(BILLS_SQL, [accrued.run_id]).fetchall()
+    # the accrued days add up to the pass's own sums to the last bit (exact sums, not floats)
+    quantities = [
+        store.con.execute(QUANTITIES_SQL, [run]).fetchall() for run in (fast.run_id, accrued.run_id)
+    ]
+    assert quantities[0] == quantities[1]
     return a
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from settlement.audits import AUDITS, BILL_AUDITS, Audit
 from settlement.config import load_config
-from settlement.nightly import run_nightly
+from settlement.nightly import days_between, run_nightly
 from settlement.store import Store
 from tariffs.errors import ExitCode
 from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame
@@ -108,8 +108,9 @@ def test_run_settles_archives_and_publishes(
     assert not any((tmp_path / "inbox" / "meter").iterdir())
     assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202407.csv").exists()
     snap = Path(result.snapshot or "")
-    assert (snap / "manifest.json").exists() and (snap / "wholesale_values.parquet").exists()
-    assert not os.access(snap / "wholesale_values.parquet", os.W_OK) or os.geteuid() == 0
+    day_file = snap / "wholesale_values" / f"{START.isoformat()}.parquet"
+    assert (snap / "manifest.json").exists() and day_file.exists()
+    assert not os.access(day_file, os.W_OK) or os.geteuid() == 0
     monkeypatch.chdir(snap)
     with duckdb.connect() as con:
         con.execute((snap / "views.sql").read_text())
@@ -146,9 +147,14 @@ def test_output_is_deterministic_across_stores(
         assert tables(root / "store.duckdb") == reference
         (run,) = [p for p in (root / "runs").iterdir() if not p.name.startswith(".")]
         snapshots.append(
-            {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.name != "manifest.json"}
+            {
+                str(p.relative_to(run)): p.read_bytes()
+                for p in sorted(run.rglob("*"))
+                if p.is_file() and p.name != "manifest.json"
+            }
         )
-    assert "wholesale_values.parquet" in snapshots[0] and "views.sql" in snapshots[0]
+    day_files = [f"wholesale_values/{d}.parquet" for d in days_between(START, END)]
+    assert set(day_files) <= set(snapshots[0]) and "views.sql" in snapshots[0]
     assert snapshots[0] == snapshots[1]
 
 
@@ -495,3 +501,43 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
     assert energy.sample[0]["settled_kwh"] == pytest.approx(energy.sample[0]["metered_kwh"] + 0.5)
     billed = found["billed_energy_equals_metered"]
     assert billed.failing_rows == 1 and billed.sample[0]["bill_id"] == bill
+
+
+def test_duplicate_interval_audit_finds_a_repeated_read_and_only_that(tmp_path: Path) -> None:
+    """``wholesale_no_duplicate_interval`` marks one bit per minute of a channel's market day:
+    a read repeated on the run's last day is named with its count, while a read half a minute
+    off the grid (its bit shared with the read it overlaps, so the exact count runs) is not a
+    repeat, and neither is the same minute of another day."""
+    from settlement.audits import run_audits
+
+    cfg = load_config(build_inbox(tmp_path))
+    store = Store.open(tmp_path / "store.duckdb")
+    try:
+        assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+        audit = "wholesale_no_duplicate_interval"
+        assert {a.name: a.failing_rows for a in run_audits(store, START, END)}[audit] == 0
+        channel = store.query(
+            "SELECT channel_id FROM customers JOIN meter_channels USING (nmi) "
+            "WHERE account = 'A2' AND suffix = 'E1'"
+        ).fetchall()[0][0]
+        copy = (
+            "INSERT INTO wholesale_values SELECT terms_id, channel_id, interval_start + {shift},"
+            " interval_minutes, settlement_date, kwh, flag_id FROM wholesale_values"
+            " WHERE channel_id = ? AND settlement_date = ? ORDER BY interval_start LIMIT 1"
+        )
+        store.con.execute(copy.format(shift="INTERVAL 30 SECOND"), [channel, START])
+        off_grid = {a.name: a for a in run_audits(store, START, END)}[audit]
+        assert off_grid.passed, off_grid.sample
+        store.con.execute(copy.format(shift="INTERVAL 0 SECOND"), [channel, END])
+        found = {a.name: a for a in run_audits(store, START, END)}[audit]
+        first = store.query(
+            "SELECT min(interval_start) FROM wholesale_values WHERE channel_id = ? "
+            "AND settlement_date = ?",
+            [channel, END],
+        ).fetchall()[0][0]
+    finally:
+        store.close()
+    assert found.failing_rows == 1
+    assert found.sample[0]["channel_or_region"] == str(channel)
+    assert found.sample[0]["n"] == 2
+    assert dt.datetime.fromisoformat(found.sample[0]["interval_start"]) == first
