@@ -245,7 +245,11 @@ def main() -> None:
         f"accounts {args.accounts:,}; night's readings {readings:,}; prep {prep_s:.1f} s (untimed)"
     )
     for name, s in stages.items():
-        print(f"  {name:<8} {s['seconds']:>8.2f} s   peak RSS so far {s['peak_rss_mb']:>8.1f} MiB")
+        cpu = s.get("cpu_seconds", 0.0)
+        print(
+            f"  {name:<8} {s['seconds']:>8.2f} s   CPU {cpu:>6.2f} s ({cpu / s['seconds']:.2f} cores)"
+            f"   peak RSS so far {s['peak_rss_mb']:>8.1f} MiB"
+        )
     print(
         f"  nightly stages total {total_s:.2f} s; process wall {wall:.2f} s; peak RSS {child_peak_mb:.0f} MiB"
     )

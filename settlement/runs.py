@@ -89,6 +89,7 @@ def stage(store: Store, log: StageLog, name: str) -> Iterator[dict[str, Any]]:
     """Time a stage; the yielded dict collects its details; recorded in ``run_stages``."""
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     details: dict[str, Any] = {}
     status = "failed"
     try:
@@ -99,6 +100,9 @@ def stage(store: Store, log: StageLog, name: str) -> Iterator[dict[str, Any]]:
         rss = peak_rss_mb()
         log.stages[name] = {
             "seconds": round(seconds, 3),
+            # CPU of every thread of the process (DuckDB's, the parser's): over ``seconds``,
+            # how many cores the stage kept busy
+            "cpu_seconds": round(time.process_time() - cpu0, 3),
             "peak_rss_mb": round(rss, 1),
             "status": status,
             **details,

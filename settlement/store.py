@@ -109,9 +109,6 @@ class Store:
             raise StoreError(f"cannot open store {target}: {exc}") from exc
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")  # progress is the CLI's job
-        # DuckDB's default, stated because the snapshot relies on it: a table scans back in
-        # the order its rows were inserted (settlement.nightly._snapshot_tables)
-        con.execute("SET preserve_insertion_order = true")
         store = cls(con, None if in_memory else target)
         if not read_only:
             store.migrate()
