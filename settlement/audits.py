@@ -121,10 +121,20 @@ AUDITS: list[Audit] = [
         "no NaN or infinite kWh, loss factor or price in the settlement (a NULL price is a "
         "missing price, stated as such)",
         """
+        -- a read's kWh and a loss factor tested apart: the reads' test is a filter on the
+        -- scan, the terms' a join to the (normally no) failing terms; one test of both per
+        -- joined read took 0.5-1.6 s for a 28.8 M-read day, these 0.24 s
         SELECT t.account, v.channel_id, v.interval_start, v.kwh, NULL AS price_per_mwh
         FROM wholesale_values v JOIN wholesale_terms t USING (terms_id)
         WHERE v.settlement_date BETWEEN $date_from AND $date_to
-          AND (isnan(v.kwh) OR isinf(v.kwh) OR isnan(t.dlf * t.mlf) OR isinf(t.dlf * t.mlf))
+          AND (isnan(v.kwh) OR isinf(v.kwh))
+        UNION ALL
+        SELECT t.account, v.channel_id, v.interval_start, v.kwh, NULL
+        FROM wholesale_values v
+        JOIN (SELECT * FROM wholesale_terms
+              WHERE isnan(dlf * mlf) OR isinf(dlf * mlf)) t USING (terms_id)
+        WHERE v.settlement_date BETWEEN $date_from AND $date_to
+          AND NOT (isnan(v.kwh) OR isinf(v.kwh))
         UNION ALL
         SELECT region, NULL, interval_start, NULL, price_per_mwh FROM wholesale_prices
         WHERE settlement_date BETWEEN $date_from AND $date_to

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import shutil
 import signal
@@ -503,11 +504,12 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
     assert billed.failing_rows == 1 and billed.sample[0]["bill_id"] == bill
 
 
-def test_duplicate_interval_audit_finds_a_repeated_read_and_only_that(tmp_path: Path) -> None:
+def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
     """``wholesale_no_duplicate_interval`` marks one bit per minute of a channel's market day:
     a read repeated on the run's last day is named with its count, while a read half a minute
     off the grid (its bit shared with the read it overlaps, so the exact count runs) is not a
-    repeat, and neither is the same minute of another day."""
+    repeat, and neither is the same minute of another day. ``wholesale_no_nan`` names a NaN
+    read, every read of a NaN loss factor once (a NaN read among them too) and a NaN price."""
     from settlement.audits import run_audits
 
     cfg = load_config(build_inbox(tmp_path))
@@ -535,8 +537,39 @@ def test_duplicate_interval_audit_finds_a_repeated_read_and_only_that(tmp_path: 
             "AND settlement_date = ?",
             [channel, END],
         ).fetchall()[0][0]
+        # NaN: one read of A2, the loss factor of A3 (one of its reads NaN as well), a price
+        store.con.execute(
+            "UPDATE wholesale_values SET kwh = 'NaN'::DOUBLE WHERE channel_id = ? "
+            "AND interval_start = ?",
+            [channel, first],
+        )
+        store.con.execute("UPDATE wholesale_terms SET dlf = 'NaN'::DOUBLE WHERE account = 'A3'")
+        a3 = "(SELECT terms_id FROM wholesale_terms WHERE account = 'A3')"
+        store.con.execute(
+            f"UPDATE wholesale_values SET kwh = 'Infinity'::DOUBLE WHERE terms_id IN {a3} "
+            f"AND interval_start = (SELECT min(interval_start) FROM wholesale_values "
+            f"WHERE terms_id IN {a3})"
+        )
+        a3_reads = store.query(
+            f"SELECT count(*) FROM wholesale_values WHERE terms_id IN {a3} "
+            "AND settlement_date BETWEEN ? AND ?",
+            [START, END],
+        ).fetchall()[0][0]
+        store.con.execute(
+            "UPDATE wholesale_prices SET price_per_mwh = 'NaN'::DOUBLE WHERE interval_start = "
+            "(SELECT min(interval_start) FROM wholesale_prices)"
+        )
+        nan = {a.name: a for a in run_audits(store, START, END, sample_rows=10**6)}[
+            "wholesale_no_nan"
+        ]
     finally:
         store.close()
+    accounts = [r["account"] for r in nan.sample]
+    # the repeated copy of A2's first read on END is NaN too (both rows match the update)
+    assert accounts.count("A2") == 2 and accounts.count("A3") == a3_reads > 0
+    (price,) = [r["price_per_mwh"] for r in nan.sample if r["channel_id"] is None]
+    assert math.isnan(price)
+    assert nan.failing_rows == 2 + a3_reads + 1
     assert found.failing_rows == 1
     assert found.sample[0]["channel_or_region"] == str(channel)
     assert found.sample[0]["n"] == 2
