@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -343,6 +344,22 @@ def _exists(store: Store, table: str) -> bool:
     return bool(rows[0][0])
 
 
+def _finite(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``rows`` with NaN and infinite floats as the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"``: the samples go to ``audit_results`` and the snapshot as strict JSON, which
+    has no such numbers (Python would write bare ``NaN``, which strict parsers refuse)."""
+    names = {math.inf: "Infinity", -math.inf: "-Infinity"}
+    return [
+        {
+            k: ("NaN" if math.isnan(v) else names[v])
+            if isinstance(v, float) and not math.isfinite(v)
+            else v
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
+
+
 def register(audit: Audit) -> None:
     """Add an audit (other modules register theirs at import time)."""
     if all(a.name != audit.name for a in AUDITS):
@@ -382,6 +399,6 @@ def run_audits(
         cols = [d[0] for d in rel.description or []]
         rows = rel.fetchall()
         sample = [dict(zip(cols, r, strict=True)) for r in rows[:sample_rows]]
-        sample = json.loads(json.dumps(sample, default=str))
+        sample = json.loads(json.dumps(_finite(sample), default=str, allow_nan=False))
         results.append(AuditResult(audit.name, audit.description, len(rows), sample))
     return results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
+import json
 import os
 import shutil
 import signal
@@ -567,8 +567,11 @@ def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
     accounts = [r["account"] for r in nan.sample]
     # the repeated copy of A2's first read on END is NaN too (both rows match the update)
     assert accounts.count("A2") == 2 and accounts.count("A3") == a3_reads > 0
-    (price,) = [r["price_per_mwh"] for r in nan.sample if r["channel_id"] is None]
-    assert math.isnan(price)
+    # as strict JSON: the non-finite numbers are strings
+    assert [r["price_per_mwh"] for r in nan.sample if r["channel_id"] is None] == ["NaN"]
+    assert [r["kwh"] for r in nan.sample if r["account"] == "A2"] == ["NaN", "NaN"]
+    assert [r["kwh"] for r in nan.sample if r["kwh"] == "Infinity"] == ["Infinity"]
+    assert json.loads(json.dumps(nan.sample, allow_nan=False)) == nan.sample
     assert nan.failing_rows == 2 + a3_reads + 1
     assert found.failing_rows == 1
     assert found.sample[0]["channel_or_region"] == str(channel)
