@@ -163,7 +163,10 @@ def run_nightly(
         d |= closed.to_dict()
     with stage(store, slog, "audit") as d:
         # the bill audits cover the drafts about to be issued as well as the bills issued
-        audits = run_audits(store, date_from, date_to, draft_runs=closed.draft_runs)
+        # the day audits also cover the revised days re-settled outside the range
+        audits = run_audits(
+            store, date_from, date_to, draft_runs=closed.draft_runs, extra_days=resettle
+        )
         failpoint("audit.after_queries")
         _record_audits(store, run_id, attempt, audits)
         d |= {"failed": [a.name for a in audits if not a.passed], "count": len(audits)}

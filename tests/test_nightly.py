@@ -347,12 +347,29 @@ def test_revised_meter_file_resettles_its_day(tmp_path: Path) -> None:
         )
         write_nem12(revised, tmp_path / "inbox" / "meter" / "NEM12_revised.csv")
         later = END + dt.timedelta(days=1)
-        result = run_nightly(store, cfg, later, later)
+        # a day audit that names the days it was run over (each range is one failing row)
+        probe = Audit(
+            "probe_ranges", "test: the ranges", "SELECT $date_from AS d1, $date_to AS d2", ()
+        )
+        with _added(AUDITS, probe):
+            result = run_nightly(store, cfg, later, later)
         after = store.query(
             "SELECT sum(import_kwh) FROM wholesale_settlement WHERE settlement_date = ?", [START]
         ).fetchall()[0][0]
+        energy = store.query(
+            "SELECT failing_rows FROM audit_results WHERE audit = 'wholesale_energy_conserved' "
+            "AND run_id = ?",
+            [result.run_id],
+        ).fetchall()
     assert START.isoformat() in result.manifest["stages"]["settle"]["resettled_days"]
     assert after == pytest.approx(before + 0.1 * 48 * 3)
+    # the run's day audits covered its own day and the revised day it re-settled
+    (ranges,) = [a for a in result.audits if a.name == "probe_ranges"]
+    assert [(r["d1"], r["d2"]) for r in ranges.sample] == [
+        (later.isoformat(), later.isoformat()),
+        (START.isoformat(), START.isoformat()),
+    ]
+    assert energy == [(0,)]
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
