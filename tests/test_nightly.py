@@ -96,8 +96,10 @@ def test_run_settles_archives_and_publishes(
     ``views.sql`` reads the settlement back exactly as the store's ``wholesale_reads``,
     ``wholesale_settlement`` and ``daily_charges``."""
     cfg = load_config(build_inbox(tmp_path))
+    monkeypatch.setattr("settlement.nightly.PART_ROWS", 100)
     with Store.open(tmp_path / "store.duckdb") as store:
         result = run_nightly(store, cfg, START, END)
+        values = store.query("SELECT count(*) FROM wholesale_values").fetchall()[0][0]
         assert result.exit_code == ExitCode.OK, result.message
         n = store.query("SELECT count(*) FROM wholesale_settlement").fetchall()[0][0]
         stored = store.query("SELECT * FROM wholesale_reads ORDER BY ALL").fetchall()
@@ -109,9 +111,22 @@ def test_run_settles_archives_and_publishes(
     assert not any((tmp_path / "inbox" / "meter").iterdir())
     assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202407.csv").exists()
     snap = Path(result.snapshot or "")
-    day_file = snap / "wholesale_values" / f"{START.isoformat()}.parquet"
-    assert (snap / "manifest.json").exists() and day_file.exists()
-    assert not os.access(day_file, os.W_OK) or os.geteuid() == 0
+    # a day's reads in parts of at most PART_ROWS (set to 100 above), each sorted, cut at
+    # channels: read in file order, the parts hold every read in (day, channel, start) order
+    parts = sorted((snap / "wholesale_values").glob("*.parquet"))
+    assert len([f for f in parts if f.name.startswith(START.isoformat())]) >= 2
+    assert (snap / "manifest.json").exists()
+    assert all(not os.access(f, os.W_OK) for f in parts) or os.geteuid() == 0
+    with duckdb.connect() as con:
+        keys = [
+            con.execute(
+                "SELECT settlement_date, channel_id, interval_start FROM read_parquet(?)", [str(f)]
+            ).fetchall()
+            for f in parts
+        ]
+    assert max(len(k) for k in keys) <= 100
+    flat = [row for k in keys for row in k]
+    assert len(flat) == values and flat == sorted(flat)
     monkeypatch.chdir(snap)
     with duckdb.connect() as con:
         con.execute((snap / "views.sql").read_text())
@@ -154,7 +169,7 @@ def test_output_is_deterministic_across_stores(
                 if p.is_file() and p.name != "manifest.json"
             }
         )
-    day_files = [f"wholesale_values/{d}.parquet" for d in days_between(START, END)]
+    day_files = [f"wholesale_values/{d}-000.parquet" for d in days_between(START, END)]
     assert set(day_files) <= set(snapshots[0]) and "views.sql" in snapshots[0]
     assert snapshots[0] == snapshots[1]
 
