@@ -321,24 +321,29 @@ PART_ROWS = 8_000_000
 
 def _day_parts(store: Store, days: list[dt.date]) -> list[tuple[dt.date, int, int, int]]:
     """(day, part number, first channel id, channel id past the last) of each part file of
-    the snapshot's ``wholesale_values``: a day of n settled reads in ceil(n / PART_ROWS) parts,
-    cut at channel ids by exact quantiles of the day's reads (the same inputs, the same cuts;
-    a channel is never split). Sorting a 28.8 M-read day at once added 1.45 GB to the run's
-    peak memory, growing with the book."""
+    the snapshot's ``wholesale_values``: a day of n settled reads is cut into parts of at most
+    ceil(n / k) reads, k = ceil(n / PART_ROWS), filled with whole channels in channel order (k
+    parts, one or two more where channel boundaries fall short; a channel larger than that is a
+    part of its own). The same inputs give the same cuts. Sorting a 28.8 M-read day at once added
+    1.45 GB to the run's peak memory, growing with the book. The reads per channel are one
+    grouping (0.1-0.2 s for 28.8 M reads); exact quantiles of the channel ids, a sort of every
+    read, took 0.6 s."""
     parts: list[tuple[dt.date, int, int, int]] = []
     for day in days:
-        n = store.con.execute(
-            "SELECT count(*) FROM wholesale_values WHERE settlement_date = ?", [day]
-        ).fetchall()[0][0]
-        k = max(1, -(-int(n) // PART_ROWS))
-        cuts: list[int] = []
-        if k > 1:
-            found = store.con.execute(
-                "SELECT quantile_disc(channel_id, ?::DOUBLE[]) FROM wholesale_values "
-                "WHERE settlement_date = ?",
-                [[i / k for i in range(1, k)], day],
-            ).fetchall()[0][0]
-            cuts = sorted({int(c) for c in found})
+        ids, counts = store.con.execute(
+            "SELECT coalesce(list(channel_id ORDER BY channel_id), []),"
+            " coalesce(list(n ORDER BY channel_id), []) FROM ("
+            "SELECT channel_id, count(*) AS n FROM wholesale_values WHERE settlement_date = ?"
+            " GROUP BY channel_id)",
+            [day],
+        ).fetchall()[0]
+        cap = -(-sum(counts) // max(1, -(-sum(counts) // PART_ROWS)))
+        cuts, filled = [], 0
+        for channel, n in zip(ids, counts, strict=True):
+            if filled and filled + n > cap:
+                cuts.append(int(channel))
+                filled = 0
+            filled += n
         edges = [-(2**31), *cuts, 2**31]
         parts += [(day, i, lo, hi) for i, (lo, hi) in enumerate(itertools.pairwise(edges))]
     return parts
