@@ -9,7 +9,10 @@ processes (so each peak RSS is its own):
    duplicate / supersede path, which every record of a revision takes);
 2. parses a leading sample of it with nemreader 0.9.2 (``NEMFile.nem_data``), extrapolated
    linearly to the whole file (nemreader builds one Python object per reading, so a full run
-   needs several GB and minutes; the sample size is printed).
+   needs several GB and minutes; the sample size is printed). The extrapolation was checked
+   once against the whole file (2026-11-24): 0.269 M readings/s over all 10.1 M readings in
+   37.5 s with a 2.7 GB peak, against 0.283 M/s on the sample, so nemreader's rate does not
+   fall with the file's size and the sample flatters it by about 5%.
 
 Prints one JSON line (machine-readable) and a readable summary. Usage::
 
