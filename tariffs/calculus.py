@@ -406,7 +406,12 @@ def _daily_lines(comp: DailySupply | Concession, days: pl.LazyFrame, order: int)
 
 
 def _demand_lines(comp: Demand, iv: pl.LazyFrame, days: pl.LazyFrame, order: int) -> pl.LazyFrame:
-    key = ["seg", "month_key", "rate_from"]
+    # the kW is the month's (over the segment's days in it); a rate change splits the days, each
+    # piece charged at its rate for its share of them. Per piece, the peak of 16-31 July would be
+    # charged for those days even when the month's peak came earlier, and merely re-publishing a
+    # rate would lower the bill (tests/reference/14-demand-rate-change.toml)
+    month = ["seg", "month_key"]
+    key = [*month, "rate_from"]
     pieces = (
         days.with_columns(
             dated_expr(comp.rate).alias("rate"), dated_from_expr(comp.rate).alias("rate_from")
@@ -427,10 +432,9 @@ def _demand_lines(comp: Demand, iv: pl.LazyFrame, days: pl.LazyFrame, order: int
             (pl.col("local_date").dt.year() * 100 + pl.col("local_date").dt.month()).alias(
                 "month_key"
             ),
-            dated_from_expr(comp.rate).alias("rate_from"),
             (pl.col("import_kwh") * 60.0 / pl.col("interval_minutes")).alias("_kw"),
         )
-        .group_by(key)
+        .group_by(month)
         .agg(
             pl.col("_kw").top_k(comp.peaks).mean().alias("quantity"), pl.len().alias("n_intervals")
         )
@@ -441,7 +445,7 @@ def _demand_lines(comp: Demand, iv: pl.LazyFrame, days: pl.LazyFrame, order: int
         else pl.col("piece_days").cast(pl.Float64)
     )
     return (
-        pieces.join(kw, on=key, how="left")
+        pieces.join(kw, on=month, how="left")
         .with_columns(pl.col("quantity").fill_null(0.0), pl.col("n_intervals").fill_null(0))
         .with_columns(
             (pl.col("rate") * pl.col("quantity") * scale).alias("amount"),
