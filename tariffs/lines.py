@@ -91,15 +91,26 @@ def _discount_lines(comp: Discount, lines: pl.DataFrame, order: int) -> pl.DataF
 def _minimum_lines(
     comp: MinimumCharge, lines: pl.DataFrame, segments: pl.DataFrame, order: int
 ) -> pl.DataFrame:
-    taxable = lines.filter(pl.col("taxable")).group_by("seg").agg(pl.sum("amount").alias("_billed"))
+    # in cents, as the bill adds them: the taxable lines each rounded (finish_lines), the minimum
+    # rounded once; the top-up is the difference, so the rounded bill meets the minimum exactly
+    # (a top-up of the unrounded sum carried the lines' rounding: 15.009 billed as 15.00 + 0.00
+    # topped up by 14.99, a bill of 29.99 under a 30.00 minimum)
+    taxable = (
+        lines.filter(pl.col("taxable"))
+        .group_by("seg")
+        .agg(cents_expr(pl.col("amount")).sum().alias("_billed_cents"))
+    )
     days = (pl.col("end") - pl.col("start")).dt.total_days()
     return (
         segments.join(taxable, on="seg", how="left")
         .with_columns(
-            pl.col("_billed").fill_null(0.0),
+            pl.col("_billed_cents").fill_null(0),
             (dated_expr(comp.rate, "start") * days / pl.col("cycle_days")).alias("_minimum"),
         )
-        .filter(pl.col("_minimum") > pl.col("_billed"))
+        .with_columns(
+            (cents_expr(pl.col("_minimum")) - pl.col("_billed_cents")).alias("_top_up_cents")
+        )
+        .filter(pl.col("_top_up_cents") > 0)
         .select(
             "seg",
             pl.lit(order, pl.Int32).alias("order"),
@@ -110,7 +121,7 @@ def _minimum_lines(
             days.cast(pl.Float64).alias("quantity"),
             pl.lit("day").alias("unit"),
             (dated_expr(comp.rate, "start") / pl.col("cycle_days")).alias("rate"),
-            (pl.col("_minimum") - pl.col("_billed")).alias("amount"),
+            (pl.col("_top_up_cents") / 100).alias("amount"),
             pl.lit(True).alias("taxable"),
             pl.col("start").alias("date_from"),
             (pl.col("end") - pl.duration(days=1)).alias("date_to"),
