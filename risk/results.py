@@ -50,7 +50,8 @@ class SimulationResult:
     month's first day (LSM states). Per path: ``spike_intervals``,
     ``negative_intervals``, ``spike_events`` and their conditional expectation
     ``spike_events_expected`` (their difference has mean zero: a control variate). ``groups``
-    labels independent replicates (antithetic pairs or Sobol blocks) for standard errors.
+    labels independent replicates (antithetic pairs or 64-path Sobol point sets) for standard
+    errors.
     ``kept_price_per_mwh`` / ``kept_load_kwh`` hold the first ``keep_paths`` full paths.
     """
 

@@ -82,6 +82,9 @@ def solve_safe_harbour_rate(
     settings : risk settings (margin, cost stack, risk aversion, TOU structure).
     reentry_cost_aud : re-entry cost per safe-harbour customer over the horizon as a function of
         the flat-equivalent rate [$/kWh], or None.
+
+    The rate's standard error comes from re-solving on batches of whole replicates
+    (:func:`rate_batches`); it is NaN when the paths hold fewer than two replicates.
     """
     sh, hs = settings.safe_harbour, settings.hedging
     energy = sim.energy_kwh.sum(axis=0)
@@ -107,17 +110,31 @@ def solve_safe_harbour_rate(
         **{k: Estimate(v, 0.0) for k, v in sh.other_costs_per_kwh.items()},
         "margin": Estimate(sh.target_margin * float(revenue.mean()) / mean_e, 0.0),
     }
-    # standard error of the rate: re-solve on independent batches of paths (re-entry cost held
-    # at its full-sample value)
-    batch = np.unique(sim.groups, return_inverse=True)[1] * N_BATCHES // (sim.groups.max() + 1)
     fixed = (lambda _r: reentry_aud) if reentry_cost_aud else None
+    batch, n_batches = rate_batches(sim.groups)
     rates = [
         _solve(wholesale[m], hedge[m], other[m], units[m], fixed, flat_equiv, settings, lo, hi)
-        for m in (batch == b for b in range(N_BATCHES))
+        for m in (batch == b for b in range(n_batches))
     ]
-    rate_se = float(np.std(rates, ddof=1) / np.sqrt(N_BATCHES))
+    rate_se = float(np.std(rates, ddof=1) / np.sqrt(n_batches)) if n_batches > 1 else float("nan")
     peak_rate = rate * sh.peak_to_offpeak_ratio if sh.structure == "tou" else None
     return SafeHarbourPrice(sh.structure, rate, peak_rate, stack, mean_e, rate_se)
+
+
+def rate_batches(groups: NDArray[np.int64]) -> tuple[NDArray[np.int64], int]:
+    """Batch index per path for the rate's standard error, and the number of batches.
+
+    The rate is re-solved on independent batches of paths (re-entry cost held at its
+    full-sample value); its standard error is the spread of the batch rates / sqrt(batches).
+    A batch holds whole replicates (``groups``: antithetic pairs, Sobol point sets, single
+    paths): the ``G`` distinct labels, in sorted order, are split evenly into
+    ``min(N_BATCHES, G)`` batches (sizes differ by at most one replicate), whatever the labels'
+    values. With ``G < 2`` there is one batch and the standard error is NaN.
+    """
+    _, rank = np.unique(groups, return_inverse=True)
+    n_groups = int(rank.max()) + 1 if rank.size else 0
+    n_batches = max(1, min(N_BATCHES, n_groups))
+    return np.asarray(rank.reshape(-1) * n_batches // max(n_groups, 1), dtype=np.int64), n_batches
 
 
 def _solve(

@@ -9,7 +9,6 @@ one day are held, with per-path monthly sums accumulated (see :class:`Simulation
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,11 +36,22 @@ from risk.spikes import SpikeState, advance_day, draw_new_events
 FloatArray = NDArray[np.float64]
 Sampler = Literal["pseudo", "sobol"]
 BLOCK_PATHS = 1024
+# A Sobol replicate: one independently scrambled point set of this many paths (a power of two,
+# so each is a balanced randomised-QMC estimate). A block holds BLOCK_PATHS // 64 = 16 of them,
+# so grouped standard errors have 15 degrees of freedom per 1024 paths (one 1024-path point set
+# per block gave none at 1024 paths and one at 2048).
+SOBOL_REPLICATE_PATHS = 64
 # One market day of paths is held in float32 (half the memory traffic of every pass; 7 digits
 # are ample for 30-minute prices); every sum across intervals accumulates in float64.
 DAY_DTYPE = np.float32
 DayArray = NDArray[np.float32]
-__all__ = ["BLOCK_PATHS", "MarketModel", "SimulationResult", "simulate_market"]
+__all__ = [
+    "BLOCK_PATHS",
+    "SOBOL_REPLICATE_PATHS",
+    "MarketModel",
+    "SimulationResult",
+    "simulate_market",
+]
 
 
 @dataclass
@@ -65,13 +75,39 @@ def _blocks(
         fast_rng = np.random.Generator(np.random.PCG64(ss.spawn(1)[0]))
         sob = None
         if sampler == "sobol":
-            engine = qmc.Sobol(3 * n_days, scramble=True, seed=rng)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                u = engine.random(n)
-            sob = stats.norm.ppf(np.clip(u, 1e-12, 1 - 1e-12))
+            sob = _sobol_normals(n, 3 * n_days, rng)
         out.append(_Block(rng, fast_rng, n, sob))
     return out
+
+
+def _sobol_normals(n: int, dims: int, rng: np.random.Generator) -> FloatArray:
+    """``(n, dims)`` normals: consecutive replicates of ``SOBOL_REPLICATE_PATHS`` paths, each the
+    64-point Sobol net under its own random linear matrix scramble and digital shift (LMS+shift,
+    the randomisation ``scipy.stats.qmc.Sobol(scramble=True)`` applies; drawn from ``rng`` in
+    order). A short last replicate takes the first points of its scrambled net.
+
+    The first ``2^m`` Sobol points have ``m`` significant bits per coordinate, so the scramble
+    reduces to ``m`` random columns of the lower-triangular matrix (per replicate and dimension):
+    the same distribution as scipy's 30-bit scramble at a fraction of its cost (scipy scrambles
+    all 30 direction numbers of every dimension: 55 ms per replicate for a year's 1095 dims).
+
+    References
+    ----------
+    Matousek, J. (1998). On the L2-discrepancy for anchored boxes. J. Complexity 14, 527-556.
+    Owen, A.B. (2003). Variance with alternative scramblings of digital nets. ACM TOMACS 13(4).
+    """
+    bits, m = 30, SOBOL_REPLICATE_PATHS.bit_length() - 1
+    base = qmc.Sobol(dims, scramble=False).random(SOBOL_REPLICATE_PATHS)
+    digits = (base * 2**bits).astype(np.int64) >> (bits - m)  # (64, dims): m-bit integers
+    n_rep = -(-n // SOBOL_REPLICATE_PATHS)
+    out = rng.integers(0, 2**bits, size=(n_rep, 1, dims))  # digital shift
+    cols = rng.integers(0, 2**bits, size=(m, n_rep, 1, dims))
+    for i in range(m):  # input digit i (from the top) -> output digit i and random lower digits
+        low = 1 << (bits - 1 - i)
+        col = (cols[i] & (low - 1)) | low
+        out = out ^ np.where((digits >> (m - 1 - i)) & 1 == 1, col, 0)
+    u = (out.reshape(-1, dims)[:n] + 0.5) / 2**bits  # (n_rep * 64, dims), interval midpoints
+    return np.asarray(stats.norm.ppf(u))
 
 
 def _normals(block: _Block, shape: tuple[int, ...], antithetic: bool) -> FloatArray:
@@ -84,7 +120,7 @@ def _normals(block: _Block, shape: tuple[int, ...], antithetic: bool) -> FloatAr
 def _groups(n_paths: int, antithetic: bool, sampler: Sampler) -> NDArray[np.int64]:
     idx = np.arange(n_paths)
     if sampler == "sobol":
-        return idx // BLOCK_PATHS
+        return idx // SOBOL_REPLICATE_PATHS  # blocks are whole replicates
     if antithetic:
         block, pos = idx // BLOCK_PATHS, idx % BLOCK_PATHS
         size = np.minimum(BLOCK_PATHS, n_paths - block * BLOCK_PATHS)
@@ -118,8 +154,9 @@ def simulate_market(
         ``[floor_per_mwh, cap]`` of the interval's financial year.
     cap_strikes : strikes [$/MWh] whose per-month excess sums are accumulated (cap payoffs).
     antithetic : negate the Gaussian draws in the second half of each block.
-    sampler : ``"sobol"`` draws the daily factor innovations from a scrambled Sobol sequence
-        (an independent scramble per block; blocks are then the replicates for errors).
+    sampler : ``"sobol"`` draws the daily factor innovations from scrambled Sobol sequences
+        (an independent scramble per ``SOBOL_REPLICATE_PATHS`` paths; these replicates are the
+        groups for standard errors).
     paths_per_chunk : paths processed together (rounded to whole blocks); results do not depend
         on it.
     keep_paths : number of full paths kept (float32) for validation statistics.
