@@ -22,6 +22,7 @@ Format rules, the version_at fallback and the quarantine reasons: ``data/formats
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -189,15 +190,20 @@ def _load(
         for name, stream, member_size in _streams(path, stack):
             state = StreamState()
             encode = loader.encoder.encode
-            for enc, n_bytes in _parsed(pool, _chunks(stream, chunk_bytes), state, encode):
-                result.rows_quarantined += quarantine_rows(
-                    store, result.file_id, name, enc.chunk.bad
-                )
-                loaded, dup = loader.load(enc)
-                result.rows_loaded += loaded
-                result.rows_duplicate += dup
-                if progress is not None:
-                    progress(path.name, n_bytes if name == str(path) else 0, size)
+            try:
+                for enc, n_bytes in _parsed(pool, _chunks(stream, chunk_bytes), state, encode):
+                    result.rows_quarantined += quarantine_rows(
+                        store, result.file_id, name, enc.chunk.bad
+                    )
+                    loaded, dup = loader.load(enc)
+                    result.rows_loaded += loaded
+                    result.rows_duplicate += dup
+                    if progress is not None:
+                        progress(path.name, n_bytes if name == str(path) else 0, size)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                # a zip member's data fails its CRC or does not inflate: the whole file is
+                # refused (its transaction rolls back) and the caller's other files still load
+                raise FileRejected(f"{name}: unreadable zip member data: {exc}") from exc
             if progress is not None and name != str(path):
                 progress(path.name, member_size, size)
             n_300 += state.n_300

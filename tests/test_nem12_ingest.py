@@ -227,6 +227,25 @@ def test_zip_reads_every_member(store: Store, tmp_path: Path) -> None:
     assert reads(store)["nmi"].unique().sort().to_list() == ["NMI0000001", "NMI0000002"]
 
 
+def test_corrupt_zip_member_rejects_its_file_and_the_next_file_loads(
+    store: Store, tmp_path: Path
+) -> None:
+    """A zip member whose data fails its CRC is a rejected file (named, with the member and the
+    zip error), not a crash: the other files of the same call still load."""
+    z = tmp_path / "crc.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.csv", "\n".join([H100, B200, r300(), "900"]))
+    raw = bytearray(z.read_bytes())
+    raw[raw.find(b"300,20240101") + 20] ^= 0x01  # one flipped bit of the member's data
+    z.write_bytes(bytes(raw))
+    other = nem(tmp_path, [H100, B200.replace("NMI0000001", "NMI0000009"), r300(), "900"])
+    files = ingest_meter_files(store, [z, other]).files
+    assert [(f.status, f.rows_loaded) for f in files] == [("rejected", 0), ("loaded", 48)]
+    assert "a.csv" in files[0].errors[0] and "CRC" in files[0].errors[0]
+    assert reads(store)["nmi"].unique().to_list() == ["NMI0000009"]
+    assert quarantine(store)["reason"].str.contains("CRC").to_list() == [True]
+
+
 def test_small_chunks_give_identical_results(tmp_path: Path) -> None:
     lines = [H100]
     for n in range(3):
