@@ -278,7 +278,12 @@ def parse_chunk(text: str, first_line: int, state: StreamState) -> tuple[ChunkRe
             )
         )
         .otherwise(pl.col("err_reason"))
-        .alias("err_reason")
+        .alias("err_reason"),
+        # the field of that reason, as parse_400 names it for a 400 without its 300
+        pl.when(pl.col("err_reason").is_null() & pl.col("own_err").is_not_null())
+        .then(pl.lit("RecordIndicator"))
+        .otherwise(pl.col("err_field"))
+        .alias("err_field"),
     )
     _count_skipped(r300, state)
     records, values = build_values(r300, r400)

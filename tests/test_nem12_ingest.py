@@ -392,6 +392,8 @@ def test_v_day_needs_400_cover(
     assert (res.status, res.rows_loaded, res.rows_quarantined) == ("partial", 48, 1 + len(events))
     q = quarantine(store)
     assert reason in q.filter(pl.col("record_type") == "300")["reason"][0]
+    # every quarantined line names its field, the 400s of the refused 300 record too
+    assert q["field"].is_not_null().all(), q
 
 
 # --- whole-file refusals and the shared invalid examples ----------------------------------------
