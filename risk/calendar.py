@@ -37,6 +37,12 @@ class Grid:
         return 1440 // self.interval_minutes
 
     @property
+    def years(self) -> float:
+        """Length of the grid in years of 365 days [year]: ``n_intervals x interval_minutes /
+        (1440 x 365)`` (a 366-day leap year counts 366/365; partial months count as such)."""
+        return self.n_intervals * self.interval_minutes / (1440.0 * 365.0)
+
+    @property
     def hours_per_interval(self) -> float:
         """Interval length [h]."""
         return self.interval_minutes / 60.0

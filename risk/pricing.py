@@ -22,7 +22,7 @@ def reentry_cost_function(
     """
     inputs = ReentryInputs.from_simulation(sim, settings.reentry)
     r = settings.reentry
-    years = sim.cost_aud.shape[0] / 12.0
+    years = sim.grid.years  # the charge is per year: horizon days / 365 of it
 
     def cost(rate_per_kwh: float) -> float:
         value = value_reentry(inputs, rate_per_kwh, r).rational_in_sample.value

@@ -36,6 +36,7 @@ class ReentryInputs:
     states: list[FloatArray]  # per month: (n_paths, n_vars) known at the month's start
     bill_per_kwh_last: FloatArray  # dynamic bill per kWh of the previous month
     discount: FloatArray  # (n_months,) to time 0, mid-month
+    years: float  # horizon length [years of 365 days] (``Grid.years``)
 
     @classmethod
     def from_simulation(cls, sim: SimulationResult, settings: ReentrySettings) -> ReentryInputs:
@@ -58,7 +59,7 @@ class ReentryInputs:
         ]
         months = np.arange(n_months)
         discount = np.exp(-settings.discount_rate_annual * (months + 0.5) / 12.0)
-        return cls(sim.cost_aud, sim.energy_kwh, states, bill_prev, discount)
+        return cls(sim.cost_aud, sim.energy_kwh, states, bill_prev, discount, sim.grid.years)
 
     def subset(self, paths: slice) -> ReentryInputs:
         """The same inputs for a subset of paths."""
@@ -68,6 +69,7 @@ class ReentryInputs:
             [s[paths] for s in self.states],
             self.bill_per_kwh_last[:, paths],
             self.discount,
+            self.years,
         )
 
 
@@ -102,7 +104,12 @@ def exercise_values(
 
 @dataclass(frozen=True)
 class ReentryValue:
-    """Option values per dynamic customer over the horizon [$], and exercise frequencies."""
+    """Option values per dynamic customer over the horizon [$], and exercise frequencies.
+
+    ``horizon_kwh`` is the mean energy over the whole horizon [kWh] and ``years`` the horizon's
+    length [years of 365 days], so per year = value / years and per kWh = value / horizon_kwh
+    (the same as per year / kWh per year) whatever the horizon's length or start day.
+    """
 
     rational_in_sample: Estimate
     rational_out_of_sample: Estimate
@@ -111,7 +118,7 @@ class ReentryValue:
     hazard_rule: Estimate
     exercise_share: dict[str, float]
     upfront_charge_aud: float
-    annual_kwh: float
+    horizon_kwh: float
     years: float
 
     def to_dict(self) -> dict[str, object]:
@@ -128,7 +135,7 @@ class ReentryValue:
             per_year = est.scale(1.0 / self.years)
             out[name] = {
                 "aud_per_customer_year": per_year.to_dict(),
-                "aud_per_kwh": per_year.scale(1.0 / self.annual_kwh).to_dict(),
+                "aud_per_kwh": est.scale(1.0 / self.horizon_kwh).to_dict(),
                 "net_of_upfront_charge_aud_per_year": per_year.value - self.upfront_charge_aud,
             }
         out["exercise_share"] = self.exercise_share
@@ -169,12 +176,12 @@ def value_reentry(
     """
     dates, values = exercise_values(inputs, rate_per_kwh, settings)
     n_paths = values.shape[1]
-    annual_kwh = float(inputs.energy_kwh.sum(axis=0).mean())
-    years = inputs.cost_aud.shape[0] / 12.0
+    horizon_kwh = float(inputs.energy_kwh.sum(axis=0).mean())
+    years = inputs.years
     if dates.size == 0:
         zero = Estimate(0.0, 0.0)
         return ReentryValue(
-            zero, zero, zero, zero, zero, {}, settings.upfront_charge_aud, annual_kwh, years
+            zero, zero, zero, zero, zero, {}, settings.upfront_charge_aud, horizon_kwh, years
         )
     disc = inputs.discount[dates]
     cash = values / disc[:, None]  # valued at each decision date
@@ -201,7 +208,7 @@ def value_reentry(
             "hazard": share_haz,
         },
         upfront_charge_aud=settings.upfront_charge_aud,
-        annual_kwh=annual_kwh,
+        horizon_kwh=horizon_kwh,
         years=years,
     )
 
