@@ -17,12 +17,17 @@ from pathlib import Path
 from settlement.customers import ingest_customer_files
 from settlement.failpoints import failpoint
 from settlement.ingest_common import FileResult, IngestReport, expand_paths, sha256_file
+from settlement.nem12 import PATTERNS as METER_FILE_PATTERNS
+from settlement.nem12 import ingest_meter_files
+from settlement.prices import PRICE_FILE_PATTERNS, ingest_price_files
 from settlement.store import Store
 
+# the names each ingest command accepts from a folder, in any case (a narrower list here left
+# files such as ``..._SA1.gz`` or ``CUSTOMERS.CSV`` in the inbox for good, unreported)
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("customers", ("*.csv",)),
-    ("prices", ("*.csv", "*.csv.gz", "*.CSV", "*.zip", "*.ZIP")),
-    ("meter", ("*.csv", "*.CSV", "*.zip", "*.ZIP")),
+    ("customers", ("*.[cC][sS][vV]",)),
+    ("prices", PRICE_FILE_PATTERNS),
+    ("meter", METER_FILE_PATTERNS),
 )
 
 
@@ -38,11 +43,7 @@ def _ingest(kind: str, store: Store, path: Path) -> FileResult:
     if kind == "customers":
         return ingest_customer_files(store, [path]).files[0]
     if kind == "prices":
-        from settlement.prices import ingest_price_files
-
         return ingest_price_files(store, [path]).files[0]
-    from settlement.nem12 import ingest_meter_files
-
     return ingest_meter_files(store, [path]).files[0]
 
 

@@ -52,7 +52,8 @@ __all__ = [
     "market_thresholds",
 ]
 
-PRICE_FILE_PATTERNS = ("*.csv", "*.CSV", "*.csv.gz", "*.CSV.gz", "*.gz", "*.zip", "*.ZIP")
+# any case: a .csv, a gzip (.gz, .csv.gz) or a zip
+PRICE_FILE_PATTERNS = ("*.[cC][sS][vV]", "*.[gG][zZ]", "*.[zZ][iI][pP]")
 MAX_ERRORS_REPORTED = 20
 PARSE_THREADS = 2
 PARSE_AHEAD = 2  # chunks parsed ahead of the store
