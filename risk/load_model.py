@@ -58,6 +58,11 @@ def calibrate_load_model(
 ) -> tuple[LoadModelParams, FloatArray]:
     """Fit the load model to an average-customer load series on ``grid`` (NaN = missing).
 
+    Two passes, as the price model's shape: the shape as the cell mean of load; ``x[d]`` the
+    centred log ratio of the day's mean load to the shape's mean; the shape refitted as the cell
+    mean of ``load / exp(x)``. The simulated load ``shape x exp(X)`` then has the history's mean
+    (``E[exp(X)]`` is held once, by the driver, not also by the shape).
+
     Returns the parameters and the daily driver ``x`` (one value per market day of the grid,
     NaN where the day has no data), to be shared with the price model.
     """
@@ -69,9 +74,14 @@ def calibrate_load_model(
     fallback = float(np.nanmean(load_kwh))
     shape = _cell_mean(load_kwh, idx, 24 * slots)
     shape = np.where(np.isfinite(shape), shape, fallback)
-    ratio = _cell_mean(load_kwh, day_idx, n_days) / _cell_mean(shape[idx], day_idx, n_days)
-    x = np.log(np.where(ratio > 0, ratio, np.nan))
-    x = x - np.nanmean(x)
+    for _ in range(2):
+        ratio = _cell_mean(load_kwh, day_idx, n_days) / _cell_mean(shape[idx], day_idx, n_days)
+        x = np.log(np.where(ratio > 0, ratio, np.nan))
+        x = x - np.nanmean(x)
+        # the shape is the cell mean of load / exp(x): the simulation multiplies it by exp(x),
+        # so a shape holding the cell mean of load itself would count E[exp(x)] twice
+        shape = _cell_mean(load_kwh / np.exp(np.nan_to_num(x))[day_idx], idx, 24 * slots)
+        shape = np.where(np.isfinite(shape), shape, fallback)
     ok = np.isfinite(x[:-1]) & np.isfinite(x[1:])
     driver = calibrate_ou(np.nan_to_num(x), 1.0, ok) if ok.sum() > 5 else OUParams(0.2, 0.0, 0.05)
     expected = shape[idx] * np.exp(np.nan_to_num(x))[day_idx]
