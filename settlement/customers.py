@@ -208,7 +208,25 @@ def validate_customers(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     bad_lines = problems.get_column("source_line").unique()
     typed = _typed(raw.filter(~pl.col("source_line").is_in(bad_lines.implode())))
-    acct_problems = _account_problems(typed)
+    # an account loads whole or not at all: the newest file defines it, so its other rows
+    # alone would redefine it from part of its rows (an enrolment silently dropped)
+    partial = (
+        problems.filter(pl.col("account").is_not_null())
+        .group_by(pl.col("account").str.strip_chars())
+        .agg(pl.min("source_line").alias("_line"))
+        .select(
+            "account",
+            pl.lit("account").alias("field"),
+            pl.format(
+                "another row of account {} (line {}) was quarantined; an account loads whole "
+                "or not at all",
+                "account",
+                "_line",
+            ).alias("reason"),
+        )
+    )
+    others = _account_problems(typed).join(partial.select("account"), on="account", how="anti")
+    acct_problems = pl.concat([partial, others])
     bad_accounts = acct_problems.get_column("account").unique()
     good = typed.filter(~pl.col("account").is_in(bad_accounts.implode()))
     acct_rows = typed.filter(pl.col("account").is_in(bad_accounts.implode())).join(

@@ -78,6 +78,32 @@ def test_inconsistent_or_overlapping_account_is_quarantined_whole(
     assert store.query("SELECT account FROM customers").fetchall() == [("A2",)]
 
 
+def test_an_account_with_a_bad_row_is_quarantined_whole_and_keeps_its_definition(
+    store: Store, tmp_path: Path
+) -> None:
+    """One bad row of an account quarantines every row of it: loading the rest would redefine
+    the account (the newest file defines it) from part of its rows, here dropping its second
+    enrolment."""
+    ingest_customer_file(store, write(tmp_path, GOOD, "v1.csv"))
+    bad_second = GOOD[1].replace(",1.04,0.99,", ",9.99x,0.99,")
+    report = ingest_customer_file(store, write(tmp_path, [GOOD[0], bad_second, GOOD[2]], "v2.csv"))
+    assert report.files[0].rows_quarantined == 2  # both A1 rows, the good one with a reason
+    q = store.query("SELECT source_line, field, reason FROM quarantine ORDER BY 1").fetchall()
+    assert q == [
+        (2, "account", "another row of account A1 (line 3) was quarantined; an account loads "
+         "whole or not at all"),
+        (3, "dlf", "9.99x is not a number"),
+    ]  # fmt: skip
+    enr = store.query(
+        "SELECT account, product, effective_from::VARCHAR FROM enrolments ORDER BY 1, 3"
+    ).fetchall()
+    assert enr == [
+        ("A1", "sh-flat", "2024-01-01"),
+        ("A1", "dyn-passthrough", "2024-03-15"),
+        ("A2", "sh-tou", "2024-02-10"),
+    ]
+
+
 def test_later_file_redefines_account(store: Store, tmp_path: Path) -> None:
     ingest_customer_file(store, write(tmp_path, GOOD, "v1.csv"))
     moved = GOOD[2].replace("2024-09-01", "2024-07-01")
