@@ -330,7 +330,8 @@ def _apply_spikes(
     price: DayArray,
     slots: int,
 ) -> tuple[FloatArray, FloatArray, tuple[NDArray[np.int64], ...]]:
-    """Write the day's spike cells into ``price``; return event counts and the cells."""
+    """Write the day's spike cells into ``price``; return event counts and the distinct cells
+    ``(block, slot, path)`` hit by an event."""
     p = model.price
     mult = np.exp(
         p.gamma_slow * state.slow
@@ -361,7 +362,9 @@ def _apply_spikes(
             order = np.argsort(ev.values, kind="stable")
             cell = tuple(w[order] for w in where)
             price[cell] = np.maximum(price[cell], ev.values[order].astype(DAY_DTYPE))
-    return starts, expected, where
+    # overlapping events hit a cell more than once; the load uplift applies once per cell
+    flat = np.unique(np.ravel_multi_index(where, price.shape))
+    return starts, expected, np.unravel_index(flat, price.shape)
 
 
 def _ar1_in_place(z: DayArray, a: float, z0: FloatArray) -> None:
