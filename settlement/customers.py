@@ -84,7 +84,20 @@ def _problem(cond: pl.Expr, field: str, reason: pl.Expr) -> pl.Expr:
 def _checks(raw: pl.DataFrame) -> list[pl.Expr]:
     """One expression per rule, each a struct(field, reason) or null, over the raw strings."""
     c = pl.col
-    checks = [
+    checks: list[pl.Expr] = []
+    if "_extra_fields" in raw.columns:  # read_customer_csv counted fields past the header's
+        n = c("_header_fields") + c("_extra_fields")
+        checks.append(
+            pl.when(c("_extra_fields") > 0).then(
+                pl.struct(
+                    pl.format("field {}", c("_header_fields") + 1).alias("field"),
+                    pl.format("the line has {} fields, the header {}", n, "_header_fields").alias(
+                        "reason"
+                    ),
+                )
+            )
+        )
+    checks += [
         _problem(c(f).is_null() | (c(f).str.strip_chars() == ""), f, pl.lit("is required"))
         for f in REQUIRED
     ]
@@ -174,16 +187,26 @@ def read_customer_csv(path: Path) -> pl.DataFrame:
     from tariffs.errors import CustomerFileError
 
     try:
+        header = pl.read_csv(path, n_rows=0, infer_schema=False, truncate_ragged_lines=True).columns
+        # a line with more fields than the header fills spare columns (up to EXTRA_FIELDS;
+        # any beyond are cut), so it is one bad line with its number, not an unreadable file
+        spare = [f"_spare_{i}" for i in range(EXTRA_FIELDS)]
         raw = pl.read_csv(
             path,
-            infer_schema=False,
+            has_header=False,
+            skip_rows=1,
+            schema=dict.fromkeys([*header, *spare], pl.Utf8),
             row_index_name="source_line",
             row_index_offset=2,
-            truncate_ragged_lines=False,
+            truncate_ragged_lines=True,
         )
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
         raise CustomerFileError(path, f"cannot be read as CSV: {exc}") from exc
-    raw = raw.rename({c: c.strip().lower() for c in raw.columns if c != "source_line"})
+    raw = raw.with_columns(
+        pl.sum_horizontal(pl.col(spare).is_not_null()).alias("_extra_fields"),
+        pl.lit(len(header), pl.Int32).alias("_header_fields"),
+    ).drop(spare)
+    raw = raw.rename({c: c.strip().lower() for c in header})
     missing = [c for c in COLUMNS if c not in raw.columns and c in REQUIRED]
     if missing:
         raise CustomerFileError(path, f"missing column(s) {missing}", line=1, field=missing[0])
@@ -191,6 +214,10 @@ def read_customer_csv(path: Path) -> pl.DataFrame:
         if col not in raw.columns:
             raw = raw.with_columns(pl.lit(None, pl.Utf8).alias(col))
     return raw.with_columns(pl.col("source_line").cast(pl.Int32))
+
+
+# spare columns read past the header's (see read_customer_csv)
+EXTRA_FIELDS = 8
 
 
 def validate_customers(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -244,7 +271,7 @@ def validate_customers(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _raw_text(raw: pl.DataFrame) -> pl.Expr:
-    cols = [pl.col(c).fill_null("") for c in raw.columns if c != "source_line"]
+    cols = [pl.col(c).fill_null("") for c in raw.columns if c in COLUMNS]
     return pl.concat_str(cols, separator=",").alias("raw")
 
 

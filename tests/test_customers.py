@@ -104,6 +104,18 @@ def test_an_account_with_a_bad_row_is_quarantined_whole_and_keeps_its_definition
     ]
 
 
+def test_a_line_with_extra_fields_is_quarantined_with_its_line(
+    store: Store, tmp_path: Path
+) -> None:
+    """A line with more fields than the header is one bad line (quarantined with its line
+    number), not an unreadable file: the other accounts load."""
+    report = ingest_customer_file(store, write(tmp_path, [GOOD[0], GOOD[1], GOOD[2] + ",extra"]))
+    assert (report.files[0].status, report.files[0].rows_loaded) == ("partial", 2)
+    q = store.query("SELECT source_line, field, reason FROM quarantine").fetchall()
+    assert q == [(4, "field 21", "the line has 21 fields, the header 20")]
+    assert store.query("SELECT account FROM customers").fetchall() == [("A1",)]
+
+
 def test_later_file_redefines_account(store: Store, tmp_path: Path) -> None:
     ingest_customer_file(store, write(tmp_path, GOOD, "v1.csv"))
     moved = GOOD[2].replace("2024-09-01", "2024-07-01")
