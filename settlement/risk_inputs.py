@@ -184,11 +184,18 @@ def calibrate_from_arrays(
     settings: RiskSettings,
     label: str = "",
 ) -> MarketModel:
-    """Calibrate the joint model from arrays (price and load grids may differ)."""
+    """Calibrate the joint model from arrays (price and load grids may differ).
+
+    The load's spike uplift is fitted where the two series overlap: the price is placed on the
+    load grid and load intervals without a price count as non-spike. Grids of different interval
+    lengths leave the uplift at 0, recorded in the model notes.
+    """
     m = settings.model
     spike_on_load = None
-    if load_grid == price_grid:
-        spike_on_load = price > m.spike_threshold_per_mwh
+    same_step = load_grid.interval_minutes == price_grid.interval_minutes
+    if same_step:
+        with np.errstate(invalid="ignore"):
+            spike_on_load = _on_grid(price_grid, price, load_grid) > m.spike_threshold_per_mwh
     load, driver = calibrate_load_model(load_kwh, load_grid, spike_on_load, label=label)
     driver_on_price = _align_daily(load_grid, driver, price_grid)
     params, level = calibrate_price_model(
@@ -200,6 +207,11 @@ def calibrate_from_arrays(
         spike_sigmas=m.spike_sigmas,
         label=label,
     )
+    if not same_step:
+        params.notes.append(
+            f"load spike uplift not fitted: {load_grid.interval_minutes}-minute load, "
+            f"{price_grid.interval_minutes}-minute prices"
+        )
     return MarketModel(params, load, innovation_correlation(level, driver_on_price))
 
 
@@ -254,9 +266,11 @@ def calibrate_from_store(
         floor_per_mwh=settings.floor_per_mwh,
         keep_paths=max(settings.simulation.keep_paths, 8),
     )
-    tail_load = None
-    if load_grid == price_grid:
-        tail_load = _history_tail(load_grid, load, 365)[1]
+    tail_load = None  # the history's load on the validation year's price intervals
+    if load_grid.interval_minutes == tail_grid.interval_minutes:
+        tail_load = _on_grid(load_grid, load, tail_grid)
+        if not np.isfinite(tail_load).any():
+            tail_load = None
     report = {
         "region": settings.region,
         "cohort": settings.cohort,

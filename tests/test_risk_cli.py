@@ -214,3 +214,16 @@ def test_bootstrap_source_via_cli(risk_env: tuple[Path, Path], tmp_path: Path) -
     assert res.exit_code == 0, res.output
     figures = json.loads(res.stdout)["simulation"]
     assert figures["paths"] == 256 and figures["energy_kwh_per_customer"]["value"] > 0
+
+
+def test_calibrate_from_store_fits_uplift_on_partial_meter_data(
+    risk_env: tuple[Path, Path],
+) -> None:
+    """Meter reads cover the last 120 of 426 price days: the spike uplift and the validation's
+    load-weighted premium use the overlap (both were skipped when the grids differed)."""
+    db, settings = risk_env
+    with Store.open(db, read_only=True) as store:
+        model, report = calibrate_from_store(store, load_settings(settings))
+    assert model.load.spike_uplift != 0.0
+    row = report["validation"]["load_weighted_premium"]
+    assert np.isfinite(row["historical"])

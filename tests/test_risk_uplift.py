@@ -31,3 +31,27 @@ def test_accumulated_cost_equals_kept_paths_with_overlapping_spikes(spike_model:
     np.testing.assert_allclose(
         sim.cost_aud.sum(axis=0), (load * price).sum(axis=0) / 1000, rtol=1e-5
     )
+
+
+def test_uplift_fitted_when_meter_data_spans_part_of_the_price_history() -> None:
+    """Load on the last 300 days of a 426-day price history: the uplift is fitted from the
+    prices of those 300 days, the same as when both series cover just those days. It was 0 (not
+    fitted) whenever the grids differed; the true uplift is 0.3 (0.22 fitted on the full span,
+    diluted by base prices above the threshold)."""
+    from risk.calendar import Grid
+    from risk.settings import RiskSettings
+    from settlement.risk_inputs import calibrate_from_arrays
+
+    grid = grid_for_period("2023-05-01", 426)
+    hist = simulate_market(
+        synthetic_model(spike_scale=3.0), grid, 2, 3, caps_by_fy=CAPS, keep_paths=1
+    )
+    price = hist.kept_price_per_mwh[:, 0].astype(float)
+    load = hist.kept_load_kwh[:, 0].astype(float)
+    n = 300 * 48
+    tail = Grid(grid.start_utc + np.timedelta64((grid.n_intervals - n) * 30, "m"), 30, n, 600)
+    settings = RiskSettings()
+    partial = calibrate_from_arrays(grid, price, tail, load[-n:], settings)
+    same = calibrate_from_arrays(tail, price[-n:], tail, load[-n:], settings)
+    assert same.load.spike_uplift > 0.1
+    assert partial.load.spike_uplift == pytest.approx(same.load.spike_uplift, rel=1e-12)
