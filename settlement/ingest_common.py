@@ -1,8 +1,10 @@
 """What every ingestion shares: the content-hash file registry, quarantine and the report.
 
 Idempotency rule: a file is identified by ``(kind, sha256 of its bytes)``. Ingesting the same bytes
-again (under any name) is a no-op reported as ``duplicate``. A file is registered, its good rows
-loaded and its bad rows quarantined in ONE transaction, so a crash leaves either all or nothing.
+again (under any name) is a no-op reported as ``duplicate``; so is a price file whose content,
+decompressed and with CRLF line ends as LF, is that of an ingested one (``content_sha256``). A
+file is registered, its good rows loaded and its bad rows quarantined in ONE transaction, so a
+crash leaves either all or nothing.
 """
 
 from __future__ import annotations
@@ -100,24 +102,44 @@ class IngestReport:
         }
 
 
-def already_ingested(store: Store, kind: FileKind, sha256: str) -> int | None:
-    """The file_id of an identical file already ingested, else ``None``."""
+def content_sha256(content: bytes) -> str:
+    """Hex SHA-256 of a file's decompressed content with CRLF line ends read as LF: the key under
+    which the same data delivered in another container or with other line ends is the same file
+    (schema v9, ``ingested_files.content_sha256``)."""
+    return hashlib.sha256(content.replace(b"\r\n", b"\n")).hexdigest()
+
+
+def already_ingested(
+    store: Store, kind: FileKind, sha256: str, content: str | None = None
+) -> int | None:
+    """The file_id of a file of ``kind`` already ingested with the same bytes (``sha256``) or,
+    when given, the same content key (``content``, see :func:`content_sha256`), else ``None``."""
     rows = store.con.execute(
-        "SELECT file_id FROM ingested_files WHERE kind = ? AND sha256 = ?", [kind, sha256]
+        "SELECT min(file_id) FROM ingested_files WHERE kind = ? "
+        "AND (sha256 = ? OR content_sha256 = ?)",
+        [kind, sha256, content],
     ).fetchall()
-    return int(rows[0][0]) if rows else None
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
-def register_file(store: Store, path: Path, kind: FileKind, sha256: str, fmt: str | None) -> int:
+def register_file(
+    store: Store,
+    path: Path,
+    kind: FileKind,
+    sha256: str,
+    fmt: str | None,
+    content: str | None = None,
+) -> int:
     """Insert the registry row (status ``loaded``, counts 0) and return the new file_id.
 
+    ``content`` is the file's content key (:func:`content_sha256`) where its kind has one.
     Call inside the ingestion transaction; finish with :func:`finish_file`.
     """
     row = store.con.execute(
         "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at, status,"
-        " format) VALUES (nextval('file_id_seq'), ?, ?, ?, ?, now(), 'loaded', ?) "
-        "RETURNING file_id",
-        [kind, str(path), sha256, path.stat().st_size, fmt],
+        " format, content_sha256) VALUES (nextval('file_id_seq'), ?, ?, ?, ?, now(), 'loaded', ?,"
+        " ?) RETURNING file_id",
+        [kind, str(path), sha256, path.stat().st_size, fmt, content],
     ).fetchall()
     return int(row[0][0])
 

@@ -25,6 +25,7 @@ from settlement.ingest_common import (
     FileResult,
     IngestReport,
     already_ingested,
+    content_sha256,
     expand_paths,
     finish_file,
     quarantine_rows,
@@ -32,7 +33,7 @@ from settlement.ingest_common import (
     sha256_file,
 )
 from settlement.prices_prepare import Item, Prepared, check, chunks, prepare, prepare_chunk
-from settlement.prices_read import Sniffed, sniff
+from settlement.prices_read import Sniffed, read_bytes, sniff
 from settlement.prices_rules import NEM_REGIONS, NEM_TZ, financial_year
 from settlement.prices_store import (
     market_thresholds,
@@ -82,10 +83,12 @@ def _error_lines(path: Path, bad: pl.DataFrame) -> list[str]:
     return out
 
 
-def _reject(store: Store, path: Path, result: FileResult, error: PriceFileError) -> FileResult:
+def _reject(
+    store: Store, path: Path, result: FileResult, error: PriceFileError, content: str | None
+) -> FileResult:
     """Register a refused file and quarantine it as a whole (with line and field when known)."""
     with store.transaction():
-        result.file_id = register_file(store, path, "prices", result.sha256, None)
+        result.file_id = register_file(store, path, "prices", result.sha256, None, content)
         bad = pl.DataFrame(
             {
                 "source_line": [error.line],
@@ -104,12 +107,12 @@ def _reject(store: Store, path: Path, result: FileResult, error: PriceFileError)
     return result
 
 
-def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
+def _load(store: Store, prep: Prepared, result: FileResult, content: str | None) -> FileResult:
     """Register, load thresholds and prices, quarantine, finish: one transaction."""
     parsed, checked, batch, path = prep.parsed, prep.checked, prep.batch, prep.path
     assert parsed is not None and checked is not None and batch is not None
     with store.transaction():
-        result.file_id = register_file(store, path, "prices", result.sha256, parsed.fmt)
+        result.file_id = register_file(store, path, "prices", result.sha256, parsed.fmt, content)
         result.warnings = list(parsed.warnings)
         if parsed.thresholds is not None:
             added, present, notes = store_mms_thresholds(store, parsed.thresholds, path.name)
@@ -131,20 +134,39 @@ def _load(store: Store, prep: Prepared, result: FileResult) -> FileResult:
     return result
 
 
-def _commit(store: Store, prep: Prepared, recheck: bool = True) -> FileResult:
-    """Load a prepared file, unless its bytes are already in the store (``duplicate``).
+def _commit(store: Store, prep: Prepared, content: str | None, recheck: bool = True) -> FileResult:
+    """Load a prepared file, unless its bytes or its content (``content``, the content key)
+    are already in the store (``duplicate``).
 
-    ``recheck=False`` skips the registry look-up when the caller knows the hash is new.
+    ``recheck=False`` skips the registry look-up when the caller knows both keys are new.
     """
     result = FileResult(path=str(prep.path), kind="prices", status="loaded", sha256=prep.sha256)
-    previous = already_ingested(store, "prices", prep.sha256) if recheck else None
+    previous = already_ingested(store, "prices", prep.sha256, content) if recheck else None
     if previous is not None:
-        result.status = "duplicate"
-        result.file_id = previous
-        return result
+        return _duplicate(result, previous)
     if prep.error is not None:
-        return _reject(store, prep.path, result, prep.error)
-    return _load(store, prep, result)
+        return _reject(store, prep.path, result, prep.error, content)
+    return _load(store, prep, result, content)
+
+
+def _duplicate(result: FileResult, previous: int) -> FileResult:
+    """``result`` as a duplicate of file ``previous`` (same bytes, or the same content)."""
+    result.status = "duplicate"
+    result.file_id = previous
+    result.warnings.append(
+        f"the same prices as file_id {previous} (its bytes, or its content in another container"
+        " or with other line ends): nothing to load"
+    )
+    return result
+
+
+def _content_key(path: Path) -> str | None:
+    """The file's content key (:func:`content_sha256` of its decompressed content), or ``None``
+    when it cannot be read (the file is then refused with the reason when it is parsed)."""
+    try:
+        return content_sha256(read_bytes(path))
+    except PriceFileError:
+        return None
 
 
 def _sniff_all(files: list[Path]) -> list[tuple[Path, Sniffed | PriceFileError]]:
@@ -163,12 +185,16 @@ def _sniff_all(files: list[Path]) -> list[tuple[Path, Sniffed | PriceFileError]]
 def _pipeline(
     store: Store,
     todo: list[Item],
+    contents: dict[Path, str | None],
     timezone: str,
     regions: tuple[str, ...],
 ) -> Iterator[FileResult]:
     """Parse chunks ahead in worker threads while the store loads one file per transaction."""
     thresholds = market_thresholds(store)
-    repeated = Counter(sha for _, _, sha in todo)  # same bytes twice in one call
+    # the same bytes, or the same content, twice in one call: the later copy is looked up
+    repeated = Counter(sha for _, _, sha in todo) + Counter(
+        contents[path] for path, _, _ in todo if contents[path] is not None
+    )
     with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:
         pending: deque[Future[list[Prepared]]] = deque()
         work = iter(chunks(todo))
@@ -178,7 +204,9 @@ def _pipeline(
             if not pending:
                 return
             for prep in pending.popleft().result():
-                yield _commit(store, prep, recheck=repeated[prep.sha256] > 1)
+                content = contents[prep.path]
+                again = repeated[prep.sha256] > 1 or (content is not None and repeated[content] > 1)
+                yield _commit(store, prep, content, recheck=again)
 
 
 @contextmanager
@@ -230,6 +258,7 @@ def ingest_price_files(
             progress(f"prices {Path(result.path).name}", 1, len(files))
 
     todo: list[Item] = []
+    contents: dict[Path, str | None] = {}
     for path, sniffed in _sniff_all(files):
         try:
             sha = sha256_file(path)
@@ -237,15 +266,17 @@ def ingest_price_files(
             error = str(PriceFileError(path, f"cannot read the file: {exc}"))
             done(FileResult(str(path), "prices", "rejected", rows_quarantined=1, errors=[error]))
             continue
-        previous = already_ingested(store, "prices", sha)
+        contents[path] = content = _content_key(path)
+        previous = already_ingested(store, "prices", sha, content)
         if previous is not None:
-            done(FileResult(str(path), "prices", "duplicate", sha, previous))
+            done(_duplicate(FileResult(str(path), "prices", "duplicate", sha), previous))
         elif isinstance(sniffed, Sniffed) and sniffed.is_thresholds_only:
             thresholds = market_thresholds(store)
-            done(_commit(store, prepare(path, sniffed, sha, thresholds, generic_timezone, regions)))
+            prep = prepare(path, sniffed, sha, thresholds, generic_timezone, regions)
+            done(_commit(store, prep, content))
         else:
             todo.append((path, sniffed, sha))
     with _small_statements(store):
-        for result in _pipeline(store, todo, generic_timezone, regions):
+        for result in _pipeline(store, todo, contents, generic_timezone, regions):
             done(result)
     return report

@@ -336,6 +336,14 @@ CREATE TABLE archived_files (
 );
 """
 
+# A file's content key (v9): the SHA-256 of its content as text, decompressed (gzip, zip) with
+# CRLF line ends as LF. The same prices delivered again in another container or with other line
+# ends are the same file: before v9 a gzip or CRLF copy of an old price file, having new bytes,
+# was loaded as the newest version of its prices and undid the revision in between.
+CONTENT_V9_SQL = """
+ALTER TABLE ingested_files ADD COLUMN content_sha256 VARCHAR;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "store: files, quarantine, meter reads, prices, thresholds, customers", _V1),
     Migration(2, "billing: runs, product versions, bills, bill lines, audits", _V2),
@@ -359,6 +367,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         8,
         "nightly accruals of product charges: accrual_days, accrual_lines, view daily_charges",
         ACCRUALS_V8_SQL,
+    ),
+    Migration(
+        9,
+        "ingested_files.content_sha256: price files known by their content, whatever container",
+        CONTENT_V9_SQL,
     ),
 )
 

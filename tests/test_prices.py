@@ -168,6 +168,26 @@ def test_same_bytes_again_is_a_no_op(store: Store, tmp_path: Path) -> None:
     assert store.query("SELECT count(*) FROM price_reads_raw").fetchone() == (1,)
 
 
+def test_old_prices_delivered_again_in_another_container_do_not_undo_a_revision(
+    store: Store, tmp_path: Path
+) -> None:
+    """A price file has no version of its own (the newest file wins), so the same content
+    delivered again, gzipped or with CRLF line ends, must be a duplicate: loaded, it became the
+    newest version and put the revised price (55) back to the old one (50)."""
+    rows = ["NSW1,2024/01/01 00:05:00,7000,{},TRADE", "NSW1,2024/01/01 00:10:00,7000,51,TRADE"]
+    orig = write(tmp_path / "pd_orig.csv", PD_HEADER + "\n".join(rows).format(50) + "\n")
+    revised = write(tmp_path / "pd_rev.csv", PD_HEADER + "\n".join(rows).format(55) + "\n")
+    gz = tmp_path / "pd_orig_again.csv.gz"
+    gz.write_bytes(gzip.compress(orig.read_bytes()))
+    crlf = tmp_path / "pd_orig_crlf.csv"
+    crlf.write_bytes(orig.read_bytes().replace(b"\n", b"\r\n"))
+    first = ingest_price_files(store, [orig, revised]).files
+    again = ingest_price_files(store, [gz, crlf]).files
+    assert [f.status for f in again] == ["duplicate", "duplicate"]
+    assert {f.file_id for f in again} == {first[0].file_id}
+    assert prices(store)["price_per_mwh"].to_list() == [55.0, 51.0]
+
+
 def test_revised_generic_csv_creates_one_new_current_version(store: Store, tmp_path: Path) -> None:
     header = "region,interval_end,price_per_mwh,interval_minutes\n"
     rows = [f"SA1,2024-02-01 00:{m:02d},{m},5\n" for m in range(5, 60, 5)]
