@@ -164,6 +164,16 @@ def _chunks(stream: IO[bytes], chunk_bytes: int) -> Iterator[tuple[str, int, int
         line += head.count(b"\n")
 
 
+def _shifted(
+    chunks: Iterator[tuple[str, int, int]], offset: int, last_line: list[int]
+) -> Iterator[tuple[str, int, int]]:
+    """``chunks`` with their line numbers moved on by ``offset`` (the lines of the archive's
+    earlier members); ``last_line[0]`` follows the last line number given out."""
+    for text, first, n_bytes in chunks:
+        last_line[0] = offset + first + text.count("\n")
+        yield text, offset + first, n_bytes
+
+
 def _decode(raw: bytes) -> str:
     text = raw.decode("utf-8", errors="replace")
     return text[:-1] if text.endswith("\n") else text
@@ -187,14 +197,19 @@ def _load(
     with ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         stack.enter_context(_duckdb_threads(store, 1))
+        # a zip's lines are numbered through its members in archive order (the order they are
+        # loaded in, so the later line wins in both meter_reads and meter_reads_as_of); its
+        # quarantine rows name the member and the line within it
+        last_line = [0]
         for name, stream, member_size in _streams(path, stack):
             state = StreamState()
             encode = loader.encoder.encode
+            offset = last_line[0]
+            chunks = _shifted(_chunks(stream, chunk_bytes), offset, last_line)
             try:
-                for enc, n_bytes in _parsed(pool, _chunks(stream, chunk_bytes), state, encode):
-                    result.rows_quarantined += quarantine_rows(
-                        store, result.file_id, name, enc.chunk.bad
-                    )
+                for enc, n_bytes in _parsed(pool, chunks, state, encode):
+                    bad = enc.chunk.bad.with_columns(pl.col("source_line") - offset)
+                    result.rows_quarantined += quarantine_rows(store, result.file_id, name, bad)
                     loaded, dup = loader.load(enc)
                     result.rows_loaded += loaded
                     result.rows_duplicate += dup

@@ -227,6 +227,27 @@ def test_zip_reads_every_member(store: Store, tmp_path: Path) -> None:
     assert reads(store)["nmi"].unique().sort().to_list() == ["NMI0000001", "NMI0000002"]
 
 
+def test_zip_lines_count_through_its_members(store: Store, tmp_path: Path) -> None:
+    """A zip's lines are numbered through its members in archive order, so the later member's
+    reading of a day sent twice with one UpdateDateTime is the current one (the later line wins)
+    and also the one ``meter_reads_as_of`` picks by line. Numbered per member, the second
+    member's line 3 lost the as-of tie to the first member's line 10: the two views disagreed."""
+    first = [H100, B200, *[r300(f"202312{d:02d}") for d in range(1, 8)]]
+    first += [r300(vals=["1.0"] * 48), "900"]  # the day at line 10
+    second = [H100, B200, r300(vals=["2.0"] * 48), "900"]  # the same day at line 3 of member b
+    z = tmp_path / "two.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("a.csv", "\n".join(first) + "\n")
+        zf.writestr("b.csv", "\n".join(second) + "\n")
+    ingest_meter_files(store, [z])
+    day = "interval_start >= TIMESTAMPTZ '2023-12-31 14:00:00+00'"
+    now = store.query(f"SELECT DISTINCT kwh, source_line FROM meter_reads WHERE {day}").fetchall()
+    as_of = store.query(
+        f"SELECT DISTINCT kwh, source_line FROM meter_reads_as_of(now()) WHERE {day}"
+    ).fetchall()
+    assert now == as_of == [(2.0, 11 + 3)]  # member a has 11 lines; b's line 3 is line 14
+
+
 def test_corrupt_zip_member_rejects_its_file_and_the_next_file_loads(
     store: Store, tmp_path: Path
 ) -> None:
