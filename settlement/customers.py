@@ -144,7 +144,7 @@ def _checks(raw: pl.DataFrame) -> list[pl.Expr]:
             pl.format("{} is not a NEM region (NSW1 QLD1 VIC1 SA1 TAS1)", c("region")),
         ),
         _problem(
-            ~c("timezone").is_in(_valid_timezones(raw)),
+            ~c("timezone").str.strip_chars().is_in(_valid_timezones(raw)),
             "timezone",
             pl.format("{} is not an IANA time zone", c("timezone")),
         ),
@@ -168,7 +168,7 @@ def _date(name: str) -> pl.Expr:
 
 def _valid_timezones(raw: pl.DataFrame) -> list[str]:
     """The distinct time-zone names in the file that zoneinfo knows (a loop over few names)."""
-    names = raw.get_column("timezone").drop_nulls().unique().to_list()
+    names = raw.get_column("timezone").drop_nulls().str.strip_chars().unique().to_list()
     valid = []
     for name in names:
         try:

@@ -116,6 +116,15 @@ def test_a_line_with_extra_fields_is_quarantined_with_its_line(
     assert store.query("SELECT account FROM customers").fetchall() == [("A1",)]
 
 
+def test_blanks_around_a_time_zone_are_ignored_as_around_any_field(
+    store: Store, tmp_path: Path
+) -> None:
+    padded = GOOD[2].replace(",Australia/Sydney,", ", Australia/Sydney ,")
+    report = ingest_customer_file(store, write(tmp_path, [padded]))
+    assert report.files[0].rows_quarantined == 0
+    assert store.query("SELECT timezone FROM customers").fetchall() == [("Australia/Sydney",)]
+
+
 def test_later_file_redefines_account(store: Store, tmp_path: Path) -> None:
     ingest_customer_file(store, write(tmp_path, GOOD, "v1.csv"))
     moved = GOOD[2].replace("2024-09-01", "2024-07-01")
