@@ -492,7 +492,58 @@ def write_bills(
         result.total_inc_gst[product.currency] = (
             result.total_inc_gst.get(product.currency, 0.0) + (cents or 0) / 100
         )
+    if status == "draft" and not shadow:
+        _hold_whole_cycles(store, run_id, result)
     _supersede(store, run_id, shadow)
+
+
+# The drafts of a run that share their (account, cycle start) with a held bill of the run (a
+# cycle cut by a product switch or a rate hold), with the reason: the held bills of the cycle.
+_SIBLINGS_SQL = """
+WITH held AS (
+    SELECT account, cycle_start,
+           string_agg(bill_id || ': ' || hold_reason, '; ' ORDER BY bill_id) AS why
+    FROM bills WHERE run_id = ? AND status = 'held' GROUP BY ALL
+)
+SELECT b.bill_id, b.account, b.currency, b.total_inc_gst,
+       'another segment of this billing cycle is held (' || h.why
+         || '); a cycle is issued whole' AS reason
+FROM bills b JOIN held h USING (account, cycle_start)
+WHERE b.run_id = ? AND b.status = 'draft'
+ORDER BY b.bill_id
+"""
+
+
+def _hold_whole_cycles(store: Store, run_id: int, result: BillRunResult) -> None:
+    """Hold every draft of the run whose billing cycle has a held segment (inside the
+    caller's transaction): held like it, lines and totals dropped, the reason naming it.
+
+    Holds are decided per product segment, but the close issues an (account, cycle) once: a
+    cycle issued in part would leave its held segment out of every later close (its cycle
+    counts as issued) and never be billed. Held whole, the cycle is drafted again by the next
+    run and issued whole once every segment can be."""
+    rows = store.con.execute(_SIBLINGS_SQL, [run_id, run_id]).fetchall()
+    if not rows:
+        return
+    ids = [r[0] for r in rows]
+    store.con.execute("DELETE FROM bill_lines WHERE list_contains(?::VARCHAR[], bill_id)", [ids])
+    store.con.register(
+        "_sib", pl.DataFrame({"bill_id": ids, "reason": [r[4] for r in rows]}).to_arrow()
+    )
+    try:
+        store.con.execute(
+            "UPDATE bills SET status = 'held', hold_reason = s.reason, total_ex_gst = NULL, "
+            "gst = NULL, total_inc_gst = NULL FROM _sib s WHERE bills.bill_id = s.bill_id"
+        )
+    finally:
+        store.con.unregister("_sib")
+    result.held += len(rows)
+    result.bills -= len(rows)
+    for bill_id, account, currency, total, reason in rows:
+        left = result.total_inc_gst.get(currency, 0.0) - float(total)
+        result.total_inc_gst[currency] = round(left, 2)
+        if len(result.holds) < 200:
+            result.holds.append((bill_id, account, reason))
 
 
 def _insert(store: Store, bills: pl.DataFrame, lines: pl.DataFrame, run_id: int) -> None:
