@@ -27,8 +27,10 @@
    a bill wholly before the limit this is the rule as it was: N = min(C, T), so with every
    revision past the limit C = min(I, T1, ..., Tn); for one wholly after it N = T. Hence N <= T,
    a refund is only ever of money charged, an amount written off is never recovered later
-   (the same truth detected again changes nothing), and nothing is stored when T = C and
-   N = C (with the limit part-way, T = C can still owe a refund on the recent days). The
+   (the same truth detected again changes nothing), and nothing is stored when N = C and
+   either T = C or T is the truth B's latest adjustment stored (nothing new: after a write-off
+   T stays above C, and a re-sent file must not add a zero-net triple each time; with the
+   limit part-way, T = C can still owe a refund on the recent days, N < C, stored). The
    ``bill_adjustments`` row is the audit trail: credit = -C, rebill = T, write-off = N - T,
    and ``limit_date``. This run's own rows are left out of C, so a rerun after a crash computes
    the same rows (and inserts nothing new).
@@ -322,14 +324,25 @@ WITH charged AS (
     WHERE a.status IN {CHARGED} AND a.detected_run_id <> $run
       AND a.original_bill_id IN (SELECT bill_id FROM _revised)
     GROUP BY ALL
+), latest AS (
+    -- the true amount the latest of them stored (detection order): the same truth detected
+    -- again, with the charge unmoved, is nothing new
+    SELECT original_bill_id, rebill_ex_gst AS last_rebill_ex_gst, rebill_gst AS last_rebill_gst
+    FROM bill_adjustments
+    WHERE status IN {CHARGED} AND detected_run_id <> $run
+      AND original_bill_id IN (SELECT bill_id FROM _revised)
+    QUALIFY row_number() OVER (PARTITION BY original_bill_id
+                               ORDER BY detected_file_id DESC, detected_run_id DESC) = 1
 ), orig AS (
     -- the amount in force: the issued bill plus what its adjustments charged (module docstring)
     SELECT r.bill_id AS original_bill_id, b.account, b.cycle_start, b.product, b.period_start,
            b.period_end, b.total_ex_gst + coalesce(a.ex, 0) AS total_ex_gst,
            b.gst + coalesce(a.tax, 0) AS gst, b.total_ex_gst AS issued_ex_gst,
-           b.gst AS issued_gst, coalesce(a.part_limited, false) AS part_limited, a.last_limit
+           b.gst AS issued_gst, coalesce(a.part_limited, false) AS part_limited, a.last_limit,
+           l.last_rebill_ex_gst, l.last_rebill_gst
     FROM _revised r JOIN bills b USING (bill_id)
     LEFT JOIN charged a ON a.original_bill_id = r.bill_id
+    LEFT JOIN latest l ON l.original_bill_id = r.bill_id
 ), new AS (
     SELECT bill_id AS rebill_bill_id, account, cycle_start, product, period_start, status,
            hold_reason, total_ex_gst, gst
@@ -339,7 +352,8 @@ SELECT o.original_bill_id, o.account, n.rebill_bill_id,
        -o.total_ex_gst AS credit_ex_gst, -o.gst AS credit_gst,
        n.total_ex_gst AS rebill_ex_gst, n.gst AS rebill_gst,
        o.period_start, o.period_end, n.status AS rebill_status, n.hold_reason,
-       o.issued_ex_gst, o.issued_gst, o.part_limited, o.last_limit
+       o.issued_ex_gst, o.issued_gst, o.part_limited, o.last_limit, o.last_rebill_ex_gst,
+       o.last_rebill_gst
 FROM orig o LEFT JOIN new n USING (account, cycle_start, product, period_start)
 ORDER BY o.account, o.period_start, o.product
 """
@@ -451,15 +465,22 @@ def _record_adjustments(
         .alias("status"),
         pl.lit(nightly_run_id).alias("detected_run_id"),
     )
-    # nothing to store when neither the truth nor the charge moved (T = C and N = C): a bill
-    # priced day by day can owe a refund with T = C (its recent days were charged above T)
-    adj = adj.filter(
-        (pl.col("status") == "held")
-        | (pl.col("rebill_ex_gst") != -pl.col("credit_ex_gst"))
-        | (pl.col("rebill_gst") != -pl.col("credit_gst"))
-        | (pl.col("charge_ex_gst") != -pl.col("credit_ex_gst"))
-        | (pl.col("charge_gst") != -pl.col("credit_gst"))
+    # nothing to store when the charge does not move (N = C) and neither does the truth: T = C,
+    # or T is the truth the bill's latest adjustment stored (after a write-off T stays above C
+    # for good, and the same truth detected again, by a re-sent file or another channel's
+    # re-read, would add a zero-net credit / rebill / write-off each time). A bill priced day
+    # by day can owe a refund with T = C (its recent days were charged above T): N <> C, kept.
+    same = (pl.col("charge_ex_gst") == -pl.col("credit_ex_gst")) & (
+        pl.col("charge_gst") == -pl.col("credit_gst")
     )
+    known = (
+        (pl.col("rebill_ex_gst") == -pl.col("credit_ex_gst"))
+        & (pl.col("rebill_gst") == -pl.col("credit_gst"))
+    ) | (
+        (pl.col("rebill_ex_gst") == pl.col("last_rebill_ex_gst"))
+        & (pl.col("rebill_gst") == pl.col("last_rebill_gst"))
+    ).fill_null(False)
+    adj = adj.filter((pl.col("status") == "held") | ~(same & known))
     store.con.register("_adj", adj.to_arrow())
     try:
         store.con.execute(

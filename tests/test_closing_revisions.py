@@ -271,6 +271,8 @@ REVISION = st.tuples(st.integers(-50, 400), st.booleans(), st.booleans())
 @example(issued=23403, revisions=[(23549, False, True), (23330, False, True)])
 # two pending revisions of one bill (no next bill on their nights) attached together
 @example(issued=100, revisions=[(150, False, False), (120, False, False), (90, True, True)])
+# the same truth detected again after a write-off: stored once
+@example(issued=100, revisions=[(150, False, True), (150, False, True), (150, False, False)])
 def test_charge_follows_the_rule_for_any_sequence_of_revisions(
     issued: int, revisions: list[tuple[int, bool, bool]]
 ) -> None:
@@ -286,6 +288,7 @@ def test_charge_follows_the_rule_for_any_sequence_of_revisions(
         lowest = _inc(charged)
         month = dt.date(2024, 2, 1)
         past_seen = last_recoverable = False
+        last_true: tuple[Decimal, Decimal] | None = None
         for night, (true_cents, recoverable, ready) in enumerate(revisions, 1):
             # the limit of a bill never moves back: once a revision is past it, so are the
             # later ones, whatever day their run ends on
@@ -299,10 +302,13 @@ def test_charge_follows_the_rule_for_any_sequence_of_revisions(
                 store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], as_of, 9,
                 CloseResult(),
             )  # fmt: skip
-            if true != charged:
-                written_off = _inc(true) > _inc(charged) and not recoverable
+            written_off = _inc(true) > _inc(charged) and not recoverable
+            # nothing stored when nothing is new: the charge stays and the truth is the one
+            # charged or the one the latest stored row already wrote off
+            if true != charged and not (written_off and true == last_true):
                 status = "pending_written_off" if written_off else "pending"
                 expected_rows.append((run, -charged[0], -charged[1], true[0], true[1], status))
+                last_true = true
                 if not written_off:
                     charged = true
             all_past_limit &= not recoverable
@@ -557,5 +563,50 @@ def test_the_bill_audits_check_every_draft_to_issue_whenever_it_ended() -> None:
             for a in run_audits(store, dt.date(2024, 9, 1), dt.date(2024, 9, 30))
         }
         assert none["issued_bill_ids_and_lines_unique"] == 0  # not to be issued: not checked
+    finally:
+        store.close()
+
+
+def test_the_same_truth_detected_again_on_a_written_off_bill_stores_nothing() -> None:
+    """Review finding: January issued at 100.00 + 10.00, the truth 131.00 + 13.10 wholly past
+    the limit (written off: the charge stays 110.00). Detected again on two later nights (a
+    re-sent file, another channel's re-read), the old code stored a credit / rebill / write-off
+    triple each night (-110.00, +144.10, -34.10 inc GST, netting to zero) and counted a
+    write-off each time: three triples, three write-offs. Nothing new since the last
+    adjustment (its rebill is the truth and the charge does not move): nothing is stored."""
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], (D("100.00"), D("10.00")), "issued")
+        past = dt.date(2024, 2, 11)
+        written_off = []
+        for night in (1, 2, 3):
+            run = f"night{night:02d}"
+            _rebill_night(store, night, (D("131.00"), D("13.10")))
+            result = CloseResult()
+            _record_adjustments(
+                store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], past, 0, result
+            )
+            written_off.append((result.adjustments, result.written_off))
+            month = dt.date(2024, 2 + night, 1)
+            _insert_bill(store, f"A1/p/{month}/d", 2000 + night, month, _money(1000), "draft")
+            _attach(store, [2000 + night])
+            _issue(store, run, [2000 + night], CloseResult())
+        assert written_off == [(1, 1), (0, 0), (0, 0)]
+        assert store.query(
+            "SELECT detected_run_id, status, credit_ex_gst, rebill_ex_gst, writeoff_ex_gst"
+            " FROM bill_adjustments"
+        ).fetchall() == [("night01", "applied_written_off", D("-100.00"), D("131.00"), D("-31.00"))]
+        lines = store.query(
+            "SELECT bill_id, component, amount_inc_gst FROM bill_lines"
+            " WHERE component LIKE 'Adjustment%' ORDER BY bill_id, line_no"
+        ).fetchall()
+        assert lines == [
+            ("A1/p/2024-03-01/d", "Adjustment: credit", D("-110.00")),
+            ("A1/p/2024-03-01/d", "Adjustment: rebill", D("144.10")),
+            ("A1/p/2024-03-01/d", "Adjustment: back-billing limit", D("-34.10")),
+        ]
+        # a new truth is still a new adjustment: lower, it is refunded down to it
+        assert _revise(store, 4, (D("90.00"), D("9.00")), past) == (D("90.00"), D("9.00"))
+        assert store.query("SELECT count(*) FROM bill_adjustments").fetchall() == [(2,)]
     finally:
         store.close()
