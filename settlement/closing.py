@@ -278,21 +278,65 @@ def close_cycles(
         _record_adjustments(store, nightly_run_id, revised, rebill_runs, date_to,
                             back_billing_months, result)  # fmt: skip
     _attach(store, draft_runs)
-    result.draft_runs = draft_runs
-    _count(store, draft_runs, result)
-    held = store.con.execute(
-        "SELECT bill_id, account, hold_reason FROM bills WHERE list_contains(?::BIGINT[], "
-        "run_id) AND status = 'held' ORDER BY bill_id LIMIT 50",
-        [draft_runs],
-    ).fetchall()
-    result.holds = [(str(a), str(b), str(c)) for a, b, c in held]
+    _stored_summary(store, nightly_run_id, result)
     return result
 
 
-def _count(store: Store, runs: list[int], result: CloseResult) -> None:
-    """The drafts, issued and held bills of ``runs`` into ``result``."""
+def _stored_summary(store: Store, nightly_run_id: str, result: CloseResult) -> None:
+    """``result``'s billing runs, counts and holds read from what the nightly run stored, not
+    from what this attempt did: a rerun after a crash past the issue step finds the cycles
+    issued (nothing due) and the revisions checked (nothing detected), and must report what
+    the run billed all the same (its manifest equals an uninterrupted run's).
+
+    The run's billing runs are found by their deterministic ids (:func:`billing_run_id`, one per
+    purpose, cycle start and batch) among the stored ones; its adjustments by
+    ``detected_run_id``."""
+    starts = [
+        r[0]
+        for r in store.con.execute(
+            "SELECT DISTINCT cycle_start FROM bills WHERE NOT shadow ORDER BY 1"
+        ).fetchall()
+    ]
+    n_accounts = store.con.execute("SELECT count(DISTINCT account) FROM customers").fetchall()
+    batches = range(max(1, -(-int(n_accounts[0][0]) // ACCOUNT_BATCH)))
+    ids = {
+        purpose: [billing_run_id(nightly_run_id, purpose, c, b) for c in starts for b in batches]
+        for purpose in ("close", "rebill")
+    }
+    stored = {
+        purpose: [
+            int(r[0])
+            for r in store.con.execute(
+                "SELECT run_id FROM billing_runs WHERE list_contains(?::BIGINT[], run_id) "
+                "ORDER BY run_id",
+                [candidates],
+            ).fetchall()
+        ]
+        for purpose, candidates in ids.items()
+    }
+    result.draft_runs = stored["close"]
+    result.billing_runs = sorted(stored["close"] + stored["rebill"])
+    _count(store, result.draft_runs, result)
+    held = store.con.execute(
+        "SELECT bill_id, account, hold_reason FROM bills WHERE list_contains(?::BIGINT[], "
+        "run_id) AND status = 'held' ORDER BY bill_id LIMIT 50",
+        [result.draft_runs],
+    ).fetchall()
+    result.holds = [(str(a), str(b), str(c)) for a, b, c in held]
     row = store.con.execute(
-        "SELECT count(*) FILTER (status = 'draft'), count(*) FILTER (status = 'issued'), "
+        "SELECT count(*) FILTER (status <> 'held'), count(*) FILTER (status LIKE "
+        "'%written_off'), count(*) FILTER (status = 'held') FROM bill_adjustments "
+        "WHERE detected_run_id = ?",
+        [nightly_run_id],
+    ).fetchall()[0]
+    result.adjustments, result.written_off, result.rebill_held = (int(n) for n in row)
+
+
+def _count(store: Store, runs: list[int], result: CloseResult) -> None:
+    """The drafts (issued since or not), issued and held bills of ``runs`` into ``result``."""
+    row = store.con.execute(
+        "SELECT count(*) FILTER (status IN ('draft', 'issued')), "
+        "count(*) FILTER (status = 'issued'), "
         "count(*) FILTER (status = 'held') FROM bills WHERE list_contains(?::BIGINT[], run_id)",
         [runs],
     ).fetchall()[0]

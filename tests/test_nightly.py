@@ -237,6 +237,55 @@ def test_killed_after_issue_with_a_held_bill_the_rerun_keeps_the_issued_bills(
     assert again.returncode == ExitCode.HELD and "nothing to do" in again.stdout
 
 
+# Manifest fields of an attempt that may differ between a rerun after a crash and an
+# uninterrupted run: each stage's timings and memory, and the attempt's own ingestion (a rerun
+# finds the files already ingested: ``ingest`` and ``stages.ingest`` count nothing; the
+# inputs of the run are ``inputs``, the same). Everything else must agree.
+ATTEMPT_FIELDS = ("seconds", "cpu_seconds", "peak_rss_mb")
+
+
+def _manifest(root: Path) -> dict[str, object]:
+    (path,) = (root / "runs").glob("*/manifest.json")
+    m = json.loads(path.read_text().replace(str(root), "<root>"))  # two roots, one layout
+    m.pop("ingest")
+    stages = m.pop("stages")
+    stages.pop("ingest")
+    m["stages"] = {
+        name: {k: v for k, v in stage.items() if k not in ATTEMPT_FIELDS}
+        for name, stage in stages.items()
+    }
+    return m
+
+
+@pytest.mark.parametrize("point", ["bill.before_issue_commit", "publish.before_rename"])
+def test_killed_after_issue_the_rerun_manifest_reports_what_the_run_billed(
+    tmp_path: Path, point: str
+) -> None:
+    """Review finding: killed after the issue step, the rerun found nothing due and its
+    manifest reported 0 drafts, 0 bills issued, no billing runs and no product versions (the
+    uninterrupted run: 3, 3, one billing run, three products). The counts, billing runs and
+    product versions are read from what the run stored, so the manifests agree (but for the
+    fields of ``ATTEMPT_FIELDS`` and the attempt's ingestion)."""
+    ref, killed_root = tmp_path / "ref", tmp_path / "killed"
+    for root in (ref, killed_root):
+        build_inbox(root)
+    assert cli(ref).returncode == 0
+    killed = cli(killed_root, env={"FAIRSHARE_FAILPOINT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert cli(killed_root).returncode == 0
+    want, got = _manifest(ref), _manifest(killed_root)
+    stages = want["stages"]
+    assert isinstance(stages, dict)
+    assert stages["bill"]["drafts"] == 3 and stages["issue"]["bills_issued"] == 3
+    assert len(stages["bill"]["billing_runs"]) == 1
+    assert [v["product"] for v in want["product_versions"]] == [  # type: ignore[attr-defined]
+        "dyn-passthrough",
+        "sh-flat",
+        "sh-tou",
+    ]
+    assert got == want
+
+
 def test_concurrent_second_run_is_refused_with_exit_5(tmp_path: Path) -> None:
     build_inbox(tmp_path)
     holder = subprocess.Popen(
