@@ -81,6 +81,29 @@ WITH months AS (
            c.move_in, c.move_out, c.timezone
     FROM customers c, months
     WHERE c.billing_cycle = 'monthly' OR (month(m) - 1) % 3 = 0
+), late_months AS (
+    -- the months before those (from the cycle holding the move-in or the store's first settled
+    -- day, whichever is later) of the accounts without an issued or held bill before them: an
+    -- account whose customer row arrived late. Billed accounts are not expanded (set-based,
+    -- one anti-join of the customers against the bills)
+    SELECT c.account, unnest(generate_series(
+             date_trunc('month', greatest(c.move_in, f.first_day)) - INTERVAL 3 MONTH,
+             date_trunc('month', $d1::DATE) - INTERVAL 5 MONTH, INTERVAL 1 MONTH))::DATE AS m
+    FROM customers c, (SELECT min(settlement_date) AS first_day FROM settled_days) f
+    WHERE greatest(c.move_in, f.first_day) < date_trunc('month', $d1::DATE) - INTERVAL 4 MONTH
+      AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = c.account AND NOT b.shadow
+                      AND b.status IN ('issued', 'held')
+                      AND b.cycle_start < date_trunc('month', $d1::DATE) - INTERVAL 4 MONTH)
+), late_cycles AS (
+    SELECT * FROM cycles
+    UNION ALL
+    SELECT c.account, make_date(year(m), month(m), c.cycle_day) AS cycle_start,
+           (make_date(year(m), month(m), c.cycle_day)
+             + CASE WHEN c.billing_cycle = 'quarterly' THEN INTERVAL 3 MONTH
+                    ELSE INTERVAL 1 MONTH END)::DATE AS cycle_end,
+           c.move_in, c.move_out, c.timezone
+    FROM customers c JOIN late_months l USING (account)
+    WHERE c.billing_cycle = 'monthly' OR (month(m) - 1) % 3 = 0
 ), ending AS (
     -- cycles whose local end date is near the range (a cheap filter on dates first)
     SELECT * FROM cycles
@@ -108,8 +131,9 @@ WITH months AS (
     UNION
     -- a cycle that ended before the range but was never billed, within the store's settled
     -- days: an account whose customer row arrived late (its supply days re-settled, see
-    -- settlement.wholesale.revised_days) is billed by the next close, not forgotten
-    SELECT c.account, c.cycle_start FROM cycles c
+    -- settlement.wholesale.revised_days) is billed by the next close, not forgotten, however
+    -- long before the range its cycles ended (late_months)
+    SELECT c.account, c.cycle_start FROM late_cycles c
     WHERE c.cycle_end - 1 < $d1 AND c.cycle_end > c.move_in
       AND (c.move_out IS NULL OR c.cycle_start < c.move_out)
       AND c.cycle_start >= (SELECT min(settlement_date) FROM settled_days)

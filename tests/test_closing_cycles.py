@@ -91,3 +91,44 @@ def test_a_cycle_with_one_product_segment_held_is_held_whole_and_issued_whole_la
         assert issued[0][4] == Decimal("114.35")
         assert all(isinstance(r[4], Decimal) and r[4] > 0 for r in issued)
         assert store.query("SELECT count(*) FROM bills WHERE status = 'held'").fetchall() == [(0,)]
+
+
+def test_a_cycle_never_billed_long_before_the_range_is_billed_by_the_next_close(
+    tmp_path: Path,
+) -> None:
+    """A1 moved in on 1 July; its reads from then on were settled by a run of July to November
+    that had no customer row for it (A2's only), so none of its cycles was billed. Its row
+    arrives with December's run: that run bills every cycle since the move-in, July to
+    December, each once. The old code looked back only four months (August to December), so
+    July was never billed (and the run exited 0)."""
+    cfg_path = build_inbox(tmp_path)
+    dec, jan = dt.date(2024, 12, 1), dt.date(2025, 1, 1)
+    a2 = (
+        f"A2,{NMIS['A2']},NSW1,Australia/Sydney,1.04,0.99,monthly,1,2024-07-01,,5,0,0,0,false,"
+        "false,,sh-flat,2024-07-01,"
+    )
+    _customers(tmp_path, [a2])
+    inbox = tmp_path / "inbox"
+    frame = meter_frame(days=(jan - JUL).days, start=JUL)
+    write_nem12(
+        frame.filter(pl.col("nmi").is_in([NMIS["A1"], NMIS["A2"]])),
+        inbox / "meter" / "NEM12_retailer_202407.csv",
+    )
+    price_csv(inbox / "prices" / "PRICE_AND_DEMAND_2024H2_NSW1.csv", (jan - AUG).days, AUG)
+    cfg = load_config(cfg_path)
+    late = _a1("", "sh-flat", "2024-07-01", "").replace(",2024-06-01,,5,", ",2024-07-01,,5,")
+    with Store.open(tmp_path / "store.duckdb") as store:
+        first = run_nightly(store, cfg, JUL, dec - dt.timedelta(days=1))
+        assert first.exit_code == ExitCode.OK, first.message
+        assert store.query("SELECT count(*) FROM bills WHERE account = 'A1'").fetchall() == [(0,)]
+        (inbox / "customers" / "customers_late.csv").write_text(
+            ",".join(COLUMNS) + "\n" + late + "\n"
+        )
+        december = run_nightly(store, cfg, dec, jan - dt.timedelta(days=1))
+        assert december.exit_code == ExitCode.OK, december.message
+        issued = store.query(
+            "SELECT period_start, count(*) FROM bills WHERE account = 'A1' AND status = 'issued'"
+            " GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+        assert issued == [(dt.date(2024, m, 1), 1) for m in range(7, 13)]
+
