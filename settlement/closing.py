@@ -223,6 +223,8 @@ class CloseResult:
     billing_runs: list[int] = field(default_factory=list)
     draft_runs: list[int] = field(default_factory=list)  # the runs whose drafts are to issue
     drafts: int = 0
+    # pending adjustments no bill will take (original bill, account, status): see STRANDED_SQL
+    stranded: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary of the bill stage (drafting; issuing is :meth:`issue_dict`)."""
@@ -234,6 +236,7 @@ class CloseResult:
             "adjustments_written_off_back_billing": self.written_off,
             "rebills_held": self.rebill_held,
             "billing_runs": self.billing_runs,
+            "adjustments_without_target": [list(a) for a in self.stranded[:50]],
         }
 
     def issue_dict(self) -> dict[str, object]:
@@ -354,6 +357,24 @@ def _stored_summary(store: Store, nightly_run_id: str, result: CloseResult) -> N
         [nightly_run_id],
     ).fetchall()[0]
     result.adjustments, result.written_off, result.rebill_held = (int(n) for n in row)
+    stranded = store.con.execute(STRANDED_SQL, {"runs": result.draft_runs}).fetchall()
+    result.stranded = [(str(a), str(b), str(c)) for a, b, c in stranded]
+
+
+# Pending adjustments with no bill to go on: the account has no draft or held bill in this run
+# (no cycle of it due, none waiting) and moved out no later than the end of its last issued
+# bill (no cycle of it will come). They stay pending (a refund or charge the retailer settles
+# outside the cycle: a final adjustment bill is not made) and every run reports them.
+STRANDED_SQL = """
+SELECT a.original_bill_id, a.account, a.status
+FROM bill_adjustments a JOIN customers c USING (account)
+WHERE a.status IN ('pending', 'pending_written_off') AND c.move_out IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = a.account
+                  AND list_contains($runs::BIGINT[], b.run_id) AND b.status IN ('draft', 'held'))
+  AND c.move_out <= (SELECT max(b.period_end) FROM bills b WHERE b.account = a.account
+                     AND NOT b.shadow AND b.status = 'issued')
+ORDER BY a.account, a.original_bill_id, a.detected_file_id, a.detected_run_id
+"""
 
 
 def _count(store: Store, runs: list[int], result: CloseResult) -> None:

@@ -162,6 +162,13 @@ def run_nightly(
                               cfg.back_billing_months)  # fmt: skip
         stage_channels(store, cfg.products)
         d |= closed.to_dict()
+    if closed.stranded:
+        # no later bill of these accounts will take them (moved out): to settle by hand
+        log.warning(
+            "%d pending adjustment(s) of moved-out accounts have no bill to go on (first: %s)",
+            len(closed.stranded),
+            ", ".join("/".join(a[:2]) for a in closed.stranded[:5]),
+        )
     with stage(store, slog, "audit") as d:
         # the bill audits cover the drafts about to be issued as well as the bills issued
         # the day audits also cover the revised days re-settled outside the range

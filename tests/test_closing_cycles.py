@@ -132,3 +132,37 @@ def test_a_cycle_never_billed_long_before_the_range_is_billed_by_the_next_close(
         ).fetchall()
         assert issued == [(dt.date(2024, m, 1), 1) for m in range(7, 13)]
 
+
+def test_a_pending_adjustment_of_a_moved_out_account_is_reported(tmp_path: Path) -> None:
+    """A1 moves out on 20 July; its July bill (1-20 July) is issued; an August re-read lowers 3
+    July (true 155.83 against 157.44 charged, inc GST). The refund has no later bill of A1 to
+    go on: it stays pending, and every run reports it (bill stage and manifest:
+    ``adjustments_without_target``) with a warning, until it is settled by hand. The old code
+    kept it pending silently, both runs exit 0 with nothing said."""
+    cfg_path = build_inbox(tmp_path)
+    _customers(tmp_path, [_a1("2024-07-20", "sh-flat", "2024-06-01", "")])
+    inbox = tmp_path / "inbox"
+    write_nem12(_a1_month(JUL, 31), inbox / "meter" / "NEM12_retailer_202407.csv")
+    cfg = load_config(cfg_path)
+    with Store.open(tmp_path / "store.duckdb") as store:
+        assert run_nightly(store, cfg, JUL, dt.date(2024, 7, 31)).exit_code == ExitCode.OK
+        (july,) = store.query(
+            "SELECT bill_id FROM bills WHERE status = 'issued' AND period_end = DATE '2024-07-20'"
+        ).fetchall()[0]
+        reread = meter_frame(days=1, start=dt.date(2024, 7, 3), bump=-0.1).filter(
+            (pl.col("nmi") == NMIS["A1"]) & (pl.col("suffix") == "E1")
+        )
+        write_nem12(
+            reread.with_columns(update_datetime=dt.datetime(2024, 8, 20)),
+            inbox / "meter" / "NEM12_rev.csv",
+        )
+        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+        for start, end in ((AUG, dt.date(2024, 8, 31)), (SEP, dt.date(2024, 9, 30))):
+            result = run_nightly(store, cfg, start, end)
+            assert result.exit_code == ExitCode.OK, result.message
+            bill = result.manifest["stages"]["bill"]
+            assert bill["adjustments_without_target"] == [[july, "A1", "pending"]]
+        assert store.query(
+            "SELECT status, credit_ex_gst + credit_gst, rebill_ex_gst + rebill_gst"
+            " FROM bill_adjustments"
+        ).fetchall() == [("pending", Decimal("-157.44"), Decimal("155.83"))]
