@@ -13,7 +13,10 @@ Usage::
         [--reuse] [--no-accruals]
 
 The generated inputs and preloaded store are kept in ``<workdir>.prepared``; ``--reuse`` starts
-from them again (the nightly itself always runs on a fresh copy).
+from them again (the nightly itself always runs on a fresh copy). Prepare again (no ``--reuse``)
+after a product file in ``data/products`` changes: the preloaded accruals carry the old product
+version, so the close bills that product's accounts by the one-pass run over the month's reads
+(2-3 s more in the bill stage, as measured once after a fee correction).
 
 Prints the per-stage wall time and peak memory (the nightly runs in its own process, capped by
 ``FAIRSHARE_MEMORY_LIMIT``) and one JSON line for machines.
