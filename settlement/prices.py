@@ -266,8 +266,11 @@ def ingest_price_files(
             error = str(PriceFileError(path, f"cannot read the file: {exc}"))
             done(FileResult(str(path), "prices", "rejected", rows_quarantined=1, errors=[error]))
             continue
-        contents[path] = content = _content_key(path)
-        previous = already_ingested(store, "prices", sha, content)
+        # the same bytes first (no decompression: a re-ingest of the same files stays cheap)
+        previous = already_ingested(store, "prices", sha)
+        contents[path] = content = None if previous is not None else _content_key(path)
+        if previous is None:
+            previous = already_ingested(store, "prices", sha, content)
         if previous is not None:
             done(_duplicate(FileResult(str(path), "prices", "duplicate", sha), previous))
         elif isinstance(sniffed, Sniffed) and sniffed.is_thresholds_only:
