@@ -9,7 +9,8 @@ its order::
     version_at, file_id, source_line, is_current
 
 adds the channels and flags it has not seen to ``meter_channels`` / ``meter_flags`` and appends
-the readings to ``meter_values``. The query is run twice (dictionaries, then readings), so it must
+the readings to ``meter_values``, then rebuilds the day arrays (``meter_days``) of the days
+they touch. The query is run four times (files, dictionaries, readings), so it must
 be deterministic. It is code written by the caller, never user text: values go in ``params``.
 """
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
+
+from settlement.meter_days import refresh_days
 
 READ_COLUMNS = (
     "nmi, suffix, interval_start, interval_minutes, kwh, quality, method, reason, "
@@ -60,5 +63,9 @@ def append_reads(con: duckdb.DuckDBPyConnection, select_sql: str, params: Any = 
         append_reads(con, "SELECT '4102000001', 'E1', ts, 30, 0.5, 'A', NULL, NULL, now(), "
                           "$fid, 1, true FROM hh", {"fid": 2})
     """
+    files = con.execute(
+        f"SELECT DISTINCT file_id FROM ({select_sql}) s({READ_COLUMNS})", params
+    ).fetchall()
     for template in (_CHANNELS, _FLAGS, _VALUES):
         con.execute(template.format(select=select_sql, cols=READ_COLUMNS), params)
+    refresh_days(con, [int(f) for (f,) in files])

@@ -14,7 +14,9 @@ appends the readings to ``meter_values`` (kWh, UTC; read through the ``meter_rea
 - ``is_current`` marks the readings that no newer reading of the channel overlaps in time
   (``[interval_start, interval_start + interval_minutes)``), newer by (version_at, file_id,
   source_line): a 5-minute day revised at 30 minutes leaves only the 30-minute readings current,
-  and the reverse; the current readings of a channel never overlap.
+  and the reverse; the current readings of a channel never overlap;
+- the day arrays of every (channel, market day) the file touched are rebuilt in ``meter_days``
+  (:mod:`settlement.meter_days`) in the same transaction.
 
 Format rules, the version_at fallback and the quarantine reasons: ``data/formats/nem12.md``.
 """
@@ -32,7 +34,10 @@ from pathlib import Path
 from typing import IO
 
 import duckdb
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from settlement.ingest_common import (
     FileResult,
@@ -45,6 +50,7 @@ from settlement.ingest_common import (
     register_file,
     sha256_file,
 )
+from settlement.meter_days import refresh_day_keys
 from settlement.nem12_parse import (
     ChunkResult,
     FileRejected,
@@ -232,6 +238,7 @@ def _load(
                 else f" ({result.rows_quarantined} lines unreadable)"
             )
         )
+    loader.finish()
     conflicts = loader.conflicts()
     if conflicts:
         result.warnings.append(
@@ -314,6 +321,7 @@ class _Encoded:
     new_channels: pl.DataFrame  # dictionary rows to add before the readings
     new_flags: pl.DataFrame
     in_file: pl.Series  # source_line of records that collide within this file
+    days: pa.Table  # meter_days columns of each record, but file_id and is_current
 
 
 class _Dictionary:
@@ -393,6 +401,7 @@ class _Encoder:
                 "source_line": records["source_line"].gather(rec),
             }
         )
+        days = _day_rows(records, values["kwh"], per_reading, values["rec"])
         key = ["channel_id", "day_no"]
         keys = records.select(key)
         in_file = [records.filter(pl.len().over(key) > 1)["source_line"]]
@@ -401,7 +410,41 @@ class _Encoder:
             self.seen = pl.concat([self.seen, keys]).unique()
         else:
             self.seen = keys.unique()
-        return _Encoded(chunk, records, rows, new_channels, new_flags, pl.concat(in_file).unique())
+        return _Encoded(
+            chunk, records, rows, new_channels, new_flags, pl.concat(in_file).unique(), days
+        )
+
+
+def _day_rows(
+    records: pl.DataFrame, kwh: pl.Series, flag_id: pl.Series, rec: pl.Series
+) -> pa.Table:
+    """Each record's readings as one ``meter_days`` row (see :mod:`settlement.meter_days`):
+    the kWh as a list in interval order (a record's readings are contiguous and in order in
+    ``values``), the flag of its first reading, and a flag per slot only where they differ
+    (V days). Arrow lists over the flat values: no copy per reading."""
+    if records.height == 0:
+        return pa.table({"source_line": pa.array([], pa.int32())})
+    counts = np.bincount(rec.to_numpy(), minlength=records.height)
+    offsets = np.zeros(records.height + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    flags = flag_id.to_numpy()
+    starts = offsets[:-1]
+    mixed = np.minimum.reduceat(flags, starts) != np.maximum.reduceat(flags, starts)
+    flag_lists = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(flags, pa.int16()), mask=pa.array(~mixed)
+    )
+    return pa.table(
+        {
+            "channel_id": records["channel_id"].to_arrow(),
+            "market_day": pa.array(records["day_no"].to_numpy(), pa.int32()).cast(pa.date32()),
+            "interval_minutes": records["interval_minutes"].to_arrow(),
+            "kwh": pa.ListArray.from_arrays(pa.array(offsets), pa.array(kwh.to_numpy())),
+            "flag_id": pa.array(flags[starts], pa.int16()),
+            "flags": flag_lists,
+            "version_at": records["version_at"].to_arrow(),
+            "source_line": records["source_line"].to_arrow(),
+        }
+    )
 
 
 class _Loader:
@@ -425,6 +468,7 @@ class _Loader:
         self.con = store.con
         self.file_id = file_id
         self.n_conflicts = 0
+        self.exact_days: list[pl.DataFrame] = []  # (channel_id, day_no) of exact-path records
         self.encoder = _Encoder(
             self.con.execute("SELECT nmi, suffix, channel_id FROM meter_channels").pl(),
             self.con.execute("SELECT quality, method, reason, flag_id FROM meter_flags").pl(),
@@ -444,6 +488,7 @@ class _Loader:
         stored = self._stored_collisions(enc.records)
         if enc.in_file.len() == 0 and stored.height == 0:
             self._insert_current(rows)
+            self._insert_days(enc.days)
             return rows.height, 0
         # a record newer than every stored version of its (channel, day), and alone in this
         # file, can neither duplicate a stored reading nor lose to one: it supersedes the stored
@@ -463,13 +508,18 @@ class _Loader:
         fast = rows.filter(~line.is_in(exact.implode()) & ~line.is_in(newer.implode()))
         if fast.height:
             self._insert_current(fast)
+            self._insert_days(enc.days, exact, newer, keep=False)
         revised = rows.filter(line.is_in(newer.implode()))
         if revised.height:
             self._supersede_newer(enc.records.filter(line.is_in(newer.implode())))
             self._insert_current(revised)
+            self._insert_days(enc.days, newer, keep=True)
         staged, dup = 0, 0
         if exact.len():
             staged, dup = self._load_exact(rows.filter(line.is_in(exact.implode())))
+            self.exact_days.append(
+                enc.records.filter(line.is_in(exact.implode())).select("channel_id", "day_no")
+            )
         return fast.height + revised.height + staged, dup
 
     def _supersede_newer(self, records: pl.DataFrame) -> None:
@@ -483,6 +533,28 @@ class _Loader:
         ch_lo, ch_hi = records["channel_id"].min(), records["channel_id"].max()
         _rec = records.select("channel_id", "day_no")  # scanned by name below
         self.con.execute(_SUPERSEDE_NEWER_SQL, [lo, hi, ch_lo, ch_hi])
+        self.con.execute(_SUPERSEDE_DAYS_SQL, [lo, hi, ch_lo, ch_hi])
+
+    def _insert_days(self, days: pa.Table, *lines: pl.Series, keep: bool = True) -> None:
+        """Append the day rows of this chunk's records as current: those whose source line is
+        in ``lines`` (``keep``), or not in any of them."""
+        if lines:
+            hit = pc.is_in(days["source_line"], pa.concat_arrays([x.to_arrow() for x in lines]))
+            days = days.filter(hit if keep else pc.invert(hit))
+        if days.num_rows == 0:
+            return
+        _days = days  # scanned by name (fixed SQL)
+        self.con.execute(
+            "INSERT INTO meter_days SELECT channel_id, market_day, interval_minutes, kwh,"
+            " flag_id, flags, version_at, ?, source_line, true FROM _days",
+            [self.file_id],
+        )
+
+    def finish(self) -> None:
+        """Rebuild the day rows of the exact-path days from their readings (their duplicates and
+        per-reading versions were settled there, see :func:`settlement.meter_days.refresh_days`)."""
+        if self.exact_days:
+            refresh_day_keys(self.con, pl.concat(self.exact_days).unique())
 
     def _insert_current(self, rows: pl.DataFrame) -> None:
         # DuckDB reads the local frame by name (replacement scan); con.register() would keep
@@ -555,6 +627,15 @@ WHERE r.is_current
   AND {in_market_days("r.interval_start")}
   AND r.channel_id BETWEEN $3 AND $4 AND r.channel_id = n.channel_id
   AND {market_day_no("r.interval_start")} = n.day_no
+"""
+
+_SUPERSEDE_DAYS_SQL = """
+UPDATE meter_days d SET is_current = false
+FROM _rec n
+WHERE d.is_current
+  AND d.market_day BETWEEN DATE '1970-01-01' + $1::INTEGER AND DATE '1970-01-01' + $2::INTEGER
+  AND d.channel_id BETWEEN $3 AND $4 AND d.channel_id = n.channel_id
+  AND d.market_day = DATE '1970-01-01' + n.day_no
 """
 
 _CONFLICT_SQL = """

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from settlement.schema_accruals import ACCRUALS_V8_SQL
 from settlement.schema_bills import BILLS_V5_SQL
+from settlement.schema_days import DAYS_V10_SQL
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 from settlement.schema_wholesale import WHOLESALE_V6_SQL
@@ -372,6 +373,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         9,
         "ingested_files.content_sha256: price files known by their content, whatever container",
         CONTENT_V9_SQL,
+    ),
+    Migration(
+        10,
+        "meter_days: readings as day arrays (one row per channel, market day and version), "
+        "derived from meter_values",
+        DAYS_V10_SQL,
     ),
 )
 

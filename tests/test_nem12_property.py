@@ -13,6 +13,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from settlement.meter_days import DAYS_MATCH_VALUES_SQL
 from settlement.nem12 import ingest_meter_files
 from settlement.store import Store
 
@@ -143,6 +144,7 @@ def test_valid_files_round_trip_exactly(tmp_path: Path, f: Nem12File) -> None:
         assert res.rows_quarantined == 0
         assert res.rows_loaded == len(f.expected)
         assert _loaded(store) == {e for _, e in f.expected}
+        assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
         # re-ingestion: same bytes -> duplicate; same content re-encoded -> all duplicates
         before = _counts(store)
         again = ingest_meter_files(store, [path]).files[0]
@@ -192,6 +194,7 @@ def test_corruption_never_crashes_or_loses_untouched_records(
     with Store.open(":memory:") as store:
         res = ingest_meter_files(store, [path]).files[0]  # must not raise
         assert res.status in ("loaded", "partial", "rejected")
+        assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
         if res.status == "rejected":
             assert res.errors and res.errors[0]
             assert _counts(store)[:2] == (0, 1)

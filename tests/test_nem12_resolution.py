@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from settlement.meter_days import DAYS_MATCH_VALUES_SQL
 from settlement.nem12 import ingest_meter_files
 from settlement.store import Store
 
@@ -238,6 +239,7 @@ def test_random_mixed_length_revisions_match_the_overlap_rule(tmp_path: Path, se
     with Store.open(tmp_path / "s.duckdb") as store:
         for p in paths:  # one call per file: file order = ingestion order
             ingest_meter_files(store, [p], chunk_bytes=rng.choice([500, 3000, 1 << 20]))
+            assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
             at = store.query("SELECT max(ingested_at) FROM ingested_files").fetchall()[0][0]
             as_known.append((at, store.query(current).fetchall()))
         # the "as known at" view gives, at each file's ingestion, what was current then

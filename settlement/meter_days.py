@@ -1,0 +1,128 @@
+"""Interval readings as day arrays: ``meter_days``, one row per channel, market day and version.
+
+A NEM12 300 record is one channel's market day of readings (NEM time, UTC+10, the settlement
+day). ``meter_days`` stores them in that shape: the kWh of the day as one ``DOUBLE[]`` of
+``1440 / interval_minutes`` slots, slot ``i`` being the interval that starts ``i x
+interval_minutes`` after the market day's 00:00 (UTC+10); a NULL slot has no reading. Day rows
+make the hot queries one inner product per channel-day instead of a join per reading; the layout
+study and the migration plan are in ``docs/day-arrays.md``.
+
+Until ingestion writes day rows itself (slice 5 of that plan), ``meter_days`` is **derived** from
+``meter_values`` and kept in step with it in the same transaction: whenever readings of a
+(channel, market day) are added or change ``is_current``, the day's rows are rebuilt from its
+readings by :func:`refresh_days`:
+
+- the **current** readings of a day make one current row per interval length (NEM12 never
+  leaves two lengths current in one day: a newer day replaces the whole day), carrying the
+  newest (version_at, file_id, source_line) among them;
+- the **superseded** readings make one row per (interval length, file, line) they came from,
+  ``is_current`` false: the versions, for "as known at" queries. A superseded record whose
+  readings were partly duplicates of a stored version (not stored again, see
+  ``data/formats/nem12.md``) leaves NULL slots there.
+- ``flag_id`` is the day's flag (quality, method, reason) when all its readings share one;
+  otherwise (V days, from 400 records) ``flags`` holds a flag per slot and ``flag_id`` the flag
+  of the day's first reading.
+
+Readings whose start is not on their interval length's grid cannot have a slot; NEM12 cannot
+express them (its values are positional). They stay in ``meter_values`` only, and
+:data:`DAYS_MATCH_VALUES_SQL` names them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import polars as pl
+
+from settlement.schema_days import DAY_SQL, DERIVE_SQL, SECS_SQL
+from settlement.store import with_literals
+
+EPOCH_DAY = dt.date(1970, 1, 1)
+
+_DELETE_SQL = """
+DELETE FROM meter_days d USING _day_keys k
+WHERE d.market_day BETWEEN $lo_day AND $hi_day
+  AND d.channel_id = k.channel_id AND d.market_day = DATE '1970-01-01' + k.day_no::INTEGER
+"""
+
+
+def refresh_days(con: duckdb.DuckDBPyConnection, file_ids: list[int]) -> int:
+    """Rebuild the ``meter_days`` rows of every (channel, market day) that has a reading from
+    ``file_ids``; return the number of such days. See :func:`refresh_day_keys`."""
+    if not file_ids:
+        return 0
+    ids = sorted({int(f) for f in file_ids})
+    id_filter = "v.file_id IN (" + ", ".join(str(i) for i in ids) + ")"  # integers, not input
+    keys = con.execute(
+        f"SELECT DISTINCT channel_id, {DAY_SQL.format(c='v.interval_start')}::INTEGER AS day_no"
+        f" FROM meter_values v WHERE {id_filter}"
+    ).pl()
+    return refresh_day_keys(con, keys)
+
+
+def refresh_day_keys(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> int:
+    """Rebuild the ``meter_days`` rows of the (``channel_id``, ``day_no``) days in ``keys``
+    (``day_no``: the market day as days since 1970-01-01) from their readings in
+    ``meter_values``; return the number of days.
+
+    Call it inside the transaction that wrote the readings, after their ``is_current`` is
+    final: the rebuilt days then carry the superseded versions of other files too. The scan is
+    bounded by the days' date and channel range (literal bounds: DuckDB prunes row groups by
+    them).
+    """
+    if keys.height == 0:
+        return 0
+    lo, hi = int(keys["day_no"].min()), int(keys["day_no"].max())  # type: ignore[arg-type]
+    ch_lo = int(keys["channel_id"].min())  # type: ignore[arg-type]
+    ch_hi = int(keys["channel_id"].max())  # type: ignore[arg-type]
+    lo_day, hi_day = EPOCH_DAY + dt.timedelta(days=lo), EPOCH_DAY + dt.timedelta(days=hi)
+    t_lo = dt.datetime.combine(lo_day, dt.time(), dt.UTC) - dt.timedelta(hours=10)
+    t_hi = dt.datetime.combine(hi_day, dt.time(), dt.UTC) + dt.timedelta(hours=14)
+    _keys = keys.select(  # scanned by name in the SQL below
+        pl.col("channel_id").cast(pl.Int32), pl.col("day_no").cast(pl.Int64)
+    )
+    # a temp table, not the frame: DuckDB 1.5 crashes scanning a frame twice in one query
+    con.execute("CREATE OR REPLACE TEMP TABLE _day_keys AS SELECT * FROM _keys")
+    con.execute(with_literals(_DELETE_SQL, {"lo_day": lo_day, "hi_day": hi_day}))
+    scope = (
+        with_literals(
+            "v.interval_start >= $t_lo AND v.interval_start < $t_hi",
+            {"t_lo": t_lo, "t_hi": t_hi},
+        )
+        + f" AND v.channel_id BETWEEN {ch_lo} AND {ch_hi}"
+    )
+    con.execute(
+        DERIVE_SQL.format(
+            day=DAY_SQL.format(c="v.interval_start"),
+            secs=SECS_SQL.format(c="v.interval_start"),
+            filter=scope,
+            keys="SEMI JOIN _day_keys USING (channel_id, day_no)",
+        )
+    )
+    con.execute("DROP TABLE _day_keys")
+    return keys.height
+
+
+DAYS_MATCH_VALUES_SQL = """
+-- current readings that the current day rows do not hold, or hold differently, and the reverse:
+-- must return no rows while meter_days is derived from meter_values
+WITH d AS (
+    SELECT channel_id, interval_minutes,
+           timezone('UTC', (market_day::TIMESTAMP - INTERVAL 10 HOUR)) AS day_start,
+           unnest(kwh) AS kwh,
+           unnest(coalesce(flags, list_transform(kwh, x -> flag_id))) AS flag_id,
+           generate_subscripts(kwh, 1) - 1 AS slot
+    FROM meter_days WHERE is_current
+), days AS (
+    SELECT channel_id, day_start + to_minutes(slot * interval_minutes) AS interval_start,
+           interval_minutes, kwh, flag_id
+    FROM d WHERE kwh IS NOT NULL
+), reads AS (
+    SELECT channel_id, interval_start, interval_minutes, kwh, flag_id
+    FROM meter_values WHERE is_current
+)
+(SELECT 'missing from meter_days' AS problem, * FROM (FROM reads EXCEPT ALL FROM days))
+UNION ALL
+(SELECT 'not in meter_values' AS problem, * FROM (FROM days EXCEPT ALL FROM reads))
+"""

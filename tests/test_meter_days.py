@@ -1,0 +1,141 @@
+"""``meter_days``: readings as day arrays (schema v10), kept in step with ``meter_values``.
+
+The layout is checked by hand on small files (slot positions, market day, flags of a V day,
+versions); the derivation the migration uses is checked against what ingestion wrote; the
+random revision tests in ``test_nem12_resolution`` and the property tests in
+``test_nem12_property`` hold the two tables to the same current readings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from settlement.meter_days import DAYS_MATCH_VALUES_SQL, refresh_days
+from settlement.meter_store import append_reads
+from settlement.nem12 import ingest_meter_files
+from settlement.schema_days import FULL_DERIVE_SQL
+from settlement.store import Store
+
+H100 = "100,NEM12,202401031200,MDP,RET"
+
+
+def b200(minutes: int, nmi: str = "NMI0000001") -> str:
+    return f"200,{nmi},E1,E1,E1,N1,SER1,kWh,{minutes},"
+
+
+def r300(day: str, values: list[str], updated: str, quality: str = "A") -> str:
+    return ",".join(["300", day, *values, f"{quality},,,{updated},"])
+
+
+def write(tmp_path: Path, name: str, *lines: str) -> Path:
+    p = tmp_path / name
+    p.write_text("\n".join([H100, *lines, "900"]) + "\n")
+    return p
+
+
+def days(store: Store) -> list[tuple[object, ...]]:
+    return store.query(
+        "SELECT market_day, interval_minutes, kwh, flags IS NULL, version_at, source_line,"
+        " is_current FROM meter_days ORDER BY market_day, file_id, source_line"
+    ).fetchall()
+
+
+def test_a_300_record_is_one_row_with_its_reads_in_slot_order(store: Store, tmp_path: Path) -> None:
+    """Slot i of a 30-minute day is the read starting i x 30 minutes after 00:00 UTC+10, i.e.
+    14:00 UTC the day before: slot 0 of 1 Jan 2024 is 2023-12-31 14:00 UTC."""
+    values = [f"{i / 100:.2f}" for i in range(48)]
+    p = write(tmp_path, "a.csv", b200(30), r300("20240101", values, "20240102000000"))
+    ingest_meter_files(store, [p])
+    [(day, minutes, kwh, no_flags, version, line, current)] = days(store)
+    assert (day, minutes, no_flags, line, current) == (dt.date(2024, 1, 1), 30, True, 3, True)
+    assert kwh == [i / 100 for i in range(48)]
+    # the UpdateDateTime is NEM time (UTC+10): 2024-01-02 00:00 +10 = 2024-01-01 14:00 UTC
+    assert version == dt.datetime(2024, 1, 1, 14, tzinfo=dt.UTC)
+    first = store.query(
+        "SELECT kwh FROM meter_reads WHERE interval_start = TIMESTAMPTZ '2023-12-31 14:00:00+00'"
+    ).fetchall()
+    assert first == [(kwh[0],)]
+    assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
+
+
+def test_a_v_day_keeps_a_flag_per_slot(store: Store, tmp_path: Path) -> None:
+    """Quality V with 400 records: slots 1-10 A, 11-47 E52, 48 S53 (1-based, as in the file)."""
+    p = write(
+        tmp_path,
+        "v.csv",
+        b200(30),
+        r300("20240101", ["1"] * 48, "20240102000000", quality="V"),
+        "400,1,10,A,,",
+        "400,11,47,E52,,",
+        "400,48,48,S53,79,",
+    )
+    ingest_meter_files(store, [p])
+    [(flags, flag_id)] = store.query("SELECT flags, flag_id FROM meter_days").fetchall()
+    quality = dict(store.query("SELECT flag_id, quality FROM meter_flags").fetchall())
+    assert [quality[f] for f in flags] == ["A"] * 10 + ["E"] * 37 + ["S"]
+    assert quality[flag_id] == "A"  # the first reading's flag
+    assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
+
+
+def test_a_revision_leaves_the_old_day_superseded(store: Store, tmp_path: Path) -> None:
+    """1 Jan at 5 minutes, then revised at 30 minutes by a later UpdateDateTime: two rows, the
+    30-minute one current; re-sending the old version afterwards changes nothing current."""
+    five = write(tmp_path, "five.csv", b200(5), r300("20240101", ["0.125"] * 288, "20240105000000"))
+    thirty = write(
+        tmp_path, "thirty.csv", b200(30), r300("20240101", ["0.5"] * 48, "20240107000000")
+    )
+    late = write(tmp_path, "late.csv", b200(5), r300("20240101", ["0.25"] * 288, "20240106000000"))
+    ingest_meter_files(store, [five, thirty, late])
+    got = [(m, len(k), k[0], cur) for _, m, k, _, _, _, cur in days(store)]
+    assert sorted(got) == [(5, 288, 0.125, False), (5, 288, 0.25, False), (30, 48, 0.5, True)]
+    assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
+
+
+def test_the_migration_derives_what_ingestion_wrote(store: Store, tmp_path: Path) -> None:
+    """Deleting ``meter_days`` and deriving it again from ``meter_values`` (the v10 migration)
+    gives back the same rows, versions included, for days loaded by every ingestion path:
+    new days, a newer version of a day, and a day sent twice in one file (exact path)."""
+    a = write(
+        tmp_path,
+        "a.csv",
+        b200(30),
+        r300("20240101", ["0.5"] * 48, "20240105000000"),
+        r300("20240102", ["0.25"] * 48, "20240105000000"),
+        b200(30, "NMI0000002"),
+        r300("20240101", ["0.75"] * 48, "20240105000000", quality="E52"),
+    )
+    b = write(
+        tmp_path,
+        "b.csv",
+        b200(30),
+        r300("20240101", ["0.6"] * 48, "20240106000000"),
+        r300("20240103", ["0.1"] * 48, "20240106000000"),
+        r300("20240103", ["0.2"] * 48, "20240106000000"),
+    )
+    ingest_meter_files(store, [a, b])
+    written = store.query("SELECT * FROM meter_days ORDER BY ALL").fetchall()
+    assert len(written) == 6  # 1 Jan twice for NMI 1, 2 Jan, NMI 2's 1 Jan, 3 Jan twice
+    store.con.execute("DELETE FROM meter_days")
+    store.con.execute(FULL_DERIVE_SQL)
+    assert store.query("SELECT * FROM meter_days ORDER BY ALL").fetchall() == written
+
+
+def test_fixture_reads_get_day_rows_too(store: Store) -> None:
+    """Readings appended in SQL (benchmark and test fixtures) are derived into day rows; a day
+    with a missing half-hour has a NULL in that slot."""
+    store.con.execute(
+        "INSERT INTO ingested_files (file_id, kind, path, sha256, size_bytes, ingested_at,"
+        " status) VALUES (nextval('file_id_seq'), 'meter', 'fixture', 'x', 0, now(), 'loaded')"
+    )
+    append_reads(
+        store.con,
+        "SELECT 'NMI0000009', 'E1', TIMESTAMPTZ '2024-01-01 14:00:00+00' + to_minutes(30 * i),"
+        " 30, i / 10, 'A', NULL, NULL, now(), 1, 1, true FROM range(48) t(i) WHERE i <> 5",
+    )
+    [(day, kwh)] = store.query("SELECT market_day, kwh FROM meter_days").fetchall()
+    assert day == dt.date(2024, 1, 2)
+    assert kwh[4:7] == [0.4, None, 0.6] and len(kwh) == 48
+    assert refresh_days(store.con, [1]) == 1  # rebuilding is idempotent
+    assert store.query("SELECT count(*) FROM meter_days").fetchall() == [(1,)]
+    assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
