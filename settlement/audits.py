@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from settlement.closing import HASH_SQL
-from settlement.store import Store, market_day_no, with_literals
+from settlement.meter_days import market_day_of_sql, span_kwh_sql
+from settlement.store import Store, with_literals
 
 
 @dataclass(frozen=True)
@@ -53,31 +54,24 @@ AUDITS: list[Audit] = [
         "settled kWh per account, market day and channel equals the current metered kWh of the "
         "account's supply period",
         """
+        -- per day array (schema v10/v11): one list_sum per channel-day on both sides. Supply
+        -- periods are whole market days (move-in and move-out are market midnights)
         WITH acct AS (
-            SELECT row_number() OVER () AS acct_no, account, nmi,
-                   timezone('Etc/GMT-10', move_in::TIMESTAMP) AS supply_from,
-                   timezone('Etc/GMT-10', coalesce(move_out, DATE '9999-12-31')::TIMESTAMP)
-                     AS supply_to
+            SELECT account, nmi, move_in, coalesce(move_out, DATE '9999-12-31') AS move_out
             FROM customers
-        ), metered_by_no AS (
-            -- the stored numbers channel first (schema v4), grouped on integer keys; the market
-            -- day (UTC+10) as a day number, made a date after grouping
-            SELECT a.acct_no, m.channel_id,
-                   {day_no} AS day_no, sum(m.kwh) AS kwh
+        ), metered AS (
+            SELECT a.account, m.channel_id, m.market_day AS day,
+                   sum(coalesce(list_sum(m.kwh), 0)) AS kwh
             FROM acct a JOIN meter_channels c ON c.nmi = a.nmi
              AND (c.suffix[1] = 'E' OR c.suffix[1] = 'B')
-            JOIN meter_values m ON m.channel_id = c.channel_id AND m.is_current
-             AND m.interval_start >= a.supply_from AND m.interval_start < a.supply_to
-            WHERE m.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
-              AND m.interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
+            JOIN meter_days m ON m.channel_id = c.channel_id AND m.is_current
+             AND m.market_day >= a.move_in AND m.market_day < a.move_out
+            WHERE m.market_day BETWEEN $date_from AND $date_to
             GROUP BY ALL
-        ), metered AS (
-            SELECT a.account, m.channel_id, DATE '1970-01-01' + m.day_no::INTEGER AS day, m.kwh
-            FROM metered_by_no m JOIN acct a USING (acct_no)
         ), settled_by_terms AS (
-            -- the stored settlement (schema v6), grouped on integer keys
-            SELECT terms_id, channel_id, settlement_date AS day, sum(kwh) AS kwh
-            FROM wholesale_values WHERE settlement_date BETWEEN $date_from AND $date_to
+            SELECT terms_id, channel_id, settlement_date AS day,
+                   sum(coalesce(list_sum(kwh), 0)) AS kwh
+            FROM wholesale_days WHERE settlement_date BETWEEN $date_from AND $date_to
             GROUP BY ALL
         ), settled AS (
             SELECT t.account, s.channel_id, s.day, sum(s.kwh) AS kwh
@@ -87,8 +81,8 @@ AUDITS: list[Audit] = [
         FROM settled s FULL JOIN metered m USING (account, channel_id, day)
         JOIN meter_channels c USING (channel_id)
         WHERE abs(coalesce(s.kwh, 0) - coalesce(m.kwh, 0)) > 1e-6
-        """.replace("{day_no}", market_day_no("m.interval_start")),
-        ("wholesale_values",),
+        """,
+        ("wholesale_days",),
     ),
     Audit(
         "meter_no_overlapping_current_reads",
@@ -122,58 +116,68 @@ AUDITS: list[Audit] = [
         "no NaN or infinite kWh, loss factor or price in the settlement (a NULL price is a "
         "missing price, stated as such)",
         """
-        -- a read's kWh and a loss factor tested apart: the reads' test is a filter on the
-        -- scan, the terms' a join to the (normally no) failing terms; one test of both per
-        -- joined read took 0.5-1.6 s for a 28.8 M-read day, these 0.24 s
-        SELECT t.account, v.channel_id, v.interval_start, v.kwh, NULL AS price_per_mwh
-        FROM wholesale_values v JOIN wholesale_terms t USING (terms_id)
-        WHERE v.settlement_date BETWEEN $date_from AND $date_to
-          AND (isnan(v.kwh) OR isinf(v.kwh))
-        UNION ALL
-        SELECT t.account, v.channel_id, v.interval_start, v.kwh, NULL
-        FROM wholesale_values v
-        JOIN (SELECT * FROM wholesale_terms
-              WHERE isnan(dlf * mlf) OR isinf(dlf * mlf)) t USING (terms_id)
-        WHERE v.settlement_date BETWEEN $date_from AND $date_to
-          AND NOT (isnan(v.kwh) OR isinf(v.kwh))
+        -- a read's kWh and a loss factor tested apart. Reads: a day array whose sum is not
+        -- finite holds a NaN or an infinity (list_sum skips NULL slots), and only those arrays
+        -- are unnested; loss factors: the (normally no) failing terms, then their reads
+        WITH bad AS (
+            SELECT d.* FROM wholesale_days d
+            WHERE d.settlement_date BETWEEN $date_from AND $date_to
+              AND NOT isfinite(coalesce(list_sum(d.kwh), 0))
+            UNION ALL
+            SELECT d.* FROM wholesale_days d
+            JOIN (SELECT terms_id FROM wholesale_terms
+                  WHERE isnan(dlf * mlf) OR isinf(dlf * mlf)) t USING (terms_id)
+            WHERE d.settlement_date BETWEEN $date_from AND $date_to
+              AND isfinite(coalesce(list_sum(d.kwh), 0))
+        ), reads AS (
+            SELECT terms_id, channel_id, settlement_date, interval_minutes,
+                   unnest(kwh) AS kwh, generate_subscripts(kwh, 1) AS slot
+            FROM bad
+        )
+        SELECT t.account, r.channel_id,
+               timezone('Etc/GMT-10', r.settlement_date::TIMESTAMP)
+                 + to_minutes((r.slot - 1) * r.interval_minutes) AS interval_start,
+               r.kwh, NULL AS price_per_mwh
+        FROM reads r JOIN wholesale_terms t USING (terms_id)
+        WHERE r.kwh IS NOT NULL
+          AND (isnan(r.kwh) OR isinf(r.kwh) OR isnan(t.dlf * t.mlf) OR isinf(t.dlf * t.mlf))
         UNION ALL
         SELECT region, NULL, interval_start, NULL, price_per_mwh FROM wholesale_prices
         WHERE settlement_date BETWEEN $date_from AND $date_to
           AND (isnan(price_per_mwh) OR isinf(price_per_mwh))
         """,
-        ("wholesale_values",),
+        ("wholesale_days",),
     ),
     Audit(
         "wholesale_no_duplicate_interval",
         "one settled read per channel and interval (so none for two accounts at once), and one "
         "price per region and interval",
         """
+        -- an array holds one read per slot, so a repeat needs two rows of one channel and day
+        -- (two accounts settling one NMI, or two interval lengths): only those are unnested
         WITH doubled AS (
-            -- channel days that may repeat an interval, found per channel and day (100,000
-            -- groups for a 100,000-account day) rather than per read: one bit per minute of
-            -- the market day (UTC+10) set by each read's start; fewer bits set than reads,
-            -- or a start off the minute, sends the channel to the exact count below.
-            -- Grouping 28.8 M (channel, interval) keys took 6 s, a list of starts per
-            -- channel 1.2 s, the bits 0.8 s
-            SELECT channel_id FROM wholesale_values
-            WHERE settlement_date BETWEEN $date_from AND $date_to
-            GROUP BY channel_id, settlement_date
-            HAVING count(*) <> bit_count(bitstring_agg(
-                       (((epoch_us(interval_start) + 36000000000) % 86400000000 + 86400000000)
-                        % 86400000000 // 60000000)::SMALLINT, 0::SMALLINT, 1439::SMALLINT))
-                OR bool_or(epoch_us(interval_start) % 60000000 <> 0)
+            SELECT d.* FROM wholesale_days d
+            SEMI JOIN (SELECT channel_id, settlement_date FROM wholesale_days
+                       WHERE settlement_date BETWEEN $date_from AND $date_to
+                       GROUP BY ALL HAVING count(*) > 1) x USING (channel_id, settlement_date)
+            WHERE d.settlement_date BETWEEN $date_from AND $date_to
+        ), reads AS (
+            SELECT channel_id, settlement_date, interval_minutes,
+                   unnest(kwh) AS kwh, generate_subscripts(kwh, 1) AS slot
+            FROM doubled
         )
-        SELECT channel_id::VARCHAR AS channel_or_region, interval_start, count(*) AS n
-        FROM wholesale_values
-        WHERE settlement_date BETWEEN $date_from AND $date_to
-          AND channel_id IN (SELECT channel_id FROM doubled)
-        GROUP BY channel_id, interval_start HAVING count(*) > 1
+        SELECT channel_id::VARCHAR AS channel_or_region,
+               timezone('Etc/GMT-10', settlement_date::TIMESTAMP)
+                 + to_minutes((slot - 1) * interval_minutes) AS interval_start,
+               count(*) AS n
+        FROM reads WHERE kwh IS NOT NULL
+        GROUP BY ALL HAVING count(*) > 1
         UNION ALL
         SELECT region, interval_start, count(*) FROM wholesale_prices
         WHERE settlement_date BETWEEN $date_from AND $date_to
         GROUP BY region, interval_start, interval_minutes HAVING count(*) > 1
         """,
-        ("wholesale_values",),
+        ("wholesale_days",),
     ),
     Audit(
         "accrued_energy_equals_metered",
@@ -187,13 +191,17 @@ AUDITS: list[Audit] = [
         ), spans AS MATERIALIZED (
             SELECT p.piece_no, c.channel_id, c.suffix, p.utc_from, p.utc_to
             FROM pieces p JOIN meter_channels c ON c.nmi = p.nmi AND c.suffix IN ('E1', 'E2', 'B1')
+        ), n_flags AS (
+            SELECT coalesce(list(flag_id), []::SMALLINT[]) AS ids
+            FROM meter_flags WHERE quality = 'N'
         ), metered AS (
-            SELECT s.piece_no, s.suffix, sum(m.kwh) AS kwh
-            FROM spans s JOIN meter_values m ON m.channel_id = s.channel_id AND m.is_current
-             AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
-            WHERE m.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
-              AND m.interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
-              AND m.flag_id NOT IN (SELECT flag_id FROM meter_flags WHERE quality = 'N')
+            -- a piece lies in its market day: a slice of that day's current array
+            SELECT s.piece_no, s.suffix, sum({span_kwh}) AS kwh
+            FROM spans s JOIN pieces p USING (piece_no)
+            JOIN meter_days m ON m.channel_id = s.channel_id AND m.is_current
+             AND m.market_day = p.settlement_date
+            CROSS JOIN n_flags n
+            WHERE m.market_day BETWEEN $date_from AND $date_to
             GROUP BY ALL
         ), accrued AS (
             SELECT piece_no, suffix, kwh FROM pieces
@@ -205,7 +213,7 @@ AUDITS: list[Audit] = [
         FROM accrued a JOIN pieces p USING (piece_no)
         LEFT JOIN metered m USING (piece_no, suffix)
         WHERE a.kwh IS NOT NULL AND abs(a.kwh - coalesce(m.kwh, 0)) > 1e-6
-        """,
+        """.replace("{span_kwh}", span_kwh_sql("m", "s.utc_from", "s.utc_to", "n.ids")),
         ("accrual_days",),
     ),
 ]
@@ -312,17 +320,21 @@ BILL_AUDITS: list[Audit] = [
             SELECT row_number() OVER () AS span_no, *
             FROM (SELECT DISTINCT bl.bill_id, c.channel_id, bl.utc_from, bl.utc_to
                   FROM billed bl JOIN meter_channels c ON c.nmi = bl.nmi AND c.suffix = bl.suffix)
+        ), n_flags AS (
+            SELECT coalesce(list(flag_id), []::SMALLINT[]) AS ids
+            FROM meter_flags WHERE quality = 'N'
         ), metered AS (
-            -- the stored numbers channel first (schema v4), summed per span number: grouping
-            -- by the text bill id carried through the join (and converting each bill's dates
-            -- to UTC twice) made this audit 10.3 s for a month of 100,000 accounts
+            -- the current day arrays (schema v10) of each span's market days, a slice of each,
+            -- summed per span number: grouping by the text bill id carried through the join
+            -- (and converting each bill's dates to UTC twice) made this audit 10.3 s for a
+            -- month of 100,000 accounts
             SELECT s.bill_id, s.channel_id, m.metered_kwh
             FROM spans s JOIN (
-                SELECT s.span_no, sum(m.kwh) AS metered_kwh
+                SELECT s.span_no, sum({span_kwh}) AS metered_kwh
                 FROM spans s
-                JOIN meter_values m ON m.channel_id = s.channel_id AND m.is_current
-                 AND m.interval_start >= s.utc_from AND m.interval_start < s.utc_to
-                WHERE m.flag_id NOT IN (SELECT flag_id FROM meter_flags WHERE quality = 'N')
+                JOIN meter_days m ON m.channel_id = s.channel_id AND m.is_current
+                 AND m.market_day BETWEEN {first_day} AND {last_day}
+                CROSS JOIN n_flags n
                 GROUP BY s.span_no
             ) m USING (span_no)
         )
@@ -331,7 +343,9 @@ BILL_AUDITS: list[Audit] = [
         LEFT JOIN metered m ON m.bill_id = bl.bill_id AND m.channel_id = c.channel_id
         WHERE abs(bl.billed_kwh - coalesce(m.metered_kwh, 0)) > 1e-6
           AND NOT EXISTS (SELECT 1 FROM bill_adjustments a WHERE a.original_bill_id = bl.bill_id)
-        """,
+        """.replace("{span_kwh}", span_kwh_sql("m", "s.utc_from", "s.utc_to", "n.ids"))
+        .replace("{first_day}", market_day_of_sql("s.utc_from"))
+        .replace("{last_day}", market_day_of_sql("s.utc_to - INTERVAL 1 MICROSECOND")),
         ("bill_issues", "product_channels"),
     ),
 ]

@@ -126,3 +126,35 @@ WITH d AS (
 UNION ALL
 (SELECT 'not in meter_values' AS problem, * FROM (FROM days EXCEPT ALL FROM reads))
 """
+
+
+def span_kwh_sql(day: str, utc_from: str, utc_to: str, n_ids: str) -> str:
+    """SQL for the kWh of day array row ``day`` (a ``meter_days`` alias) read in ``[utc_from,
+    utc_to)`` (TIMESTAMPTZ expressions: a read counts when its interval starts in the span),
+    leaving out reads of quality N (``n_ids``: a ``SMALLINT[]`` expression of their flag ids).
+
+    The span's slots are one slice of the array (``ceil`` of the offsets from the market day's
+    00:00 UTC+10, clamped to the day), summed by ``list_sum``; only a day with a flag per slot
+    (V) is summed element by element. All names are written by this code, never input."""
+    day_us = f"(({day}.market_day - DATE '1970-01-01') * 86400000000 - 36000000000)"
+    step = f"({day}.interval_minutes * 60000000.0)"
+
+    def slot(t: str) -> str:
+        return (
+            f"least(greatest(ceil((epoch_us({t}) - {day_us}) / {step}), 0), len({day}.kwh))::BIGINT"
+        )
+
+    lo, hi = slot(utc_from), slot(utc_to)
+    return (
+        f"CASE WHEN {day}.flags IS NULL THEN"
+        f" CASE WHEN list_contains({n_ids}, {day}.flag_id) THEN 0.0"
+        f" ELSE coalesce(list_sum({day}.kwh[{lo} + 1:{hi}]), 0.0) END"
+        f" ELSE coalesce(list_sum(list_transform(range({lo} + 1, {hi} + 1),"
+        f" i -> CASE WHEN list_contains({n_ids}, {day}.flags[i]) THEN NULL"
+        f" ELSE {day}.kwh[i] END)), 0.0) END"
+    )
+
+
+def market_day_of_sql(t: str) -> str:
+    """SQL: the NEM market day (UTC+10) DATE of TIMESTAMPTZ expression ``t`` (code-written)."""
+    return f"(DATE '1970-01-01' + ((epoch_us({t}) + 36000000000) // 86400000000)::INTEGER)"

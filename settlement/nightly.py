@@ -16,7 +16,6 @@ One writer at a time: DuckDB locks the store file; a second run gets exit code 5
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import logging
 import re
@@ -202,7 +201,7 @@ def run_nightly(
                 store,
                 cfg.runs,
                 run_id,
-                _snapshot_tables(run_id, closed.billing_runs, _day_parts(store, days)),
+                _snapshot_tables(run_id, closed.billing_runs, days),
                 manifest | {"stages": slog.stages},
                 {"views.sql": snapshot_views_sql(store)},
             )
@@ -274,11 +273,39 @@ def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditRe
         )
 
 
+# The run's settled reads and wholesale cost for the manifest, per day array (schema v11): the
+# cost of an array is dlf x mlf / 1000 x its inner product with the day's price array, the sum
+# of the reads' ``amount_aud`` of ``wholesale_reads`` up to float rounding (the manifest rounds
+# it to the cent). list_dot_product refuses NULLs, so an array with a missing read or price
+# takes the slower element-wise sum, whose NULL terms (no read, no price) are left out as the
+# view's sum leaves out NULL amounts.
+MANIFEST_COUNTS_SQL = """
+WITH px AS (
+    SELECT settlement_date, region, interval_minutes,
+           list(price_per_mwh ORDER BY interval_start) AS prices,
+           count(*) FILTER (price_per_mwh IS NULL) AS n_missing
+    FROM wholesale_prices WHERE settlement_date BETWEEN $1 AND $2 GROUP BY ALL
+)
+SELECT coalesce(sum(list_count(d.kwh)), 0),
+       coalesce(sum(t.dlf * t.mlf * CASE
+           WHEN p.n_missing = 0 AND list_count(d.kwh) = len(d.kwh)
+           THEN list_dot_product(d.kwh, p.prices)
+           ELSE list_sum(list_transform(range(1, len(d.kwh) + 1), i -> d.kwh[i] * p.prices[i]))
+           END / 1000) FILTER (c.suffix[1] = 'E'), 0)
+FROM wholesale_days d
+JOIN wholesale_terms t USING (terms_id)
+JOIN meter_channels c USING (channel_id)
+LEFT JOIN px p ON p.settlement_date = d.settlement_date AND p.region = t.region
+ AND p.interval_minutes = d.interval_minutes
+WHERE d.settlement_date BETWEEN $1 AND $2
+"""
+
+
 # The store's views that the snapshot re-creates over its own Parquet files, in dependency order.
-SNAPSHOT_VIEWS = ("wholesale_reads", "wholesale_settlement", "daily_charges")
+SNAPSHOT_VIEWS = ("wholesale_values", "wholesale_reads", "wholesale_settlement", "daily_charges")
 # The published tables those views read (each also a Parquet file of the snapshot).
 _VIEW_TABLES = (
-    "wholesale_values",
+    "wholesale_days",
     "wholesale_terms",
     "wholesale_prices",
     "settled_days",
@@ -287,8 +314,8 @@ _VIEW_TABLES = (
     "accrual_days",
     "accrual_lines",
 )
-# Tables published one file per settlement day and part: ``wholesale_values/2024-08-31-000.parquet``.
-_PER_DAY = {"wholesale_values": "wholesale_values/*"}
+# Tables published one file per settlement day: ``wholesale_days/2024-08-31.parquet``.
+_PER_DAY = {"wholesale_days": "wholesale_days/*"}
 
 
 def snapshot_views_sql(store: Store) -> str:
@@ -322,54 +349,19 @@ def snapshot_views_sql(store: Store) -> str:
     return "\n".join(parts) + "\n"
 
 
-# At most about this many settled reads are sorted at once for the snapshot (one part file).
-PART_ROWS = 8_000_000
-
-
-def _day_parts(store: Store, days: list[dt.date]) -> list[tuple[dt.date, int, int, int]]:
-    """(day, part number, first channel id, channel id past the last) of each part file of
-    the snapshot's ``wholesale_values``: a day of n settled reads is cut into parts of at most
-    ceil(n / k) reads, k = ceil(n / PART_ROWS), filled with whole channels in channel order (k
-    parts, one or two more where channel boundaries fall short; a channel larger than that is a
-    part of its own). The same inputs give the same cuts. Sorting a 28.8 M-read day at once added
-    1.45 GB to the run's peak memory, growing with the book. The reads per channel are one
-    grouping (0.1-0.2 s for 28.8 M reads); exact quantiles of the channel ids, a sort of every
-    read, took 0.6 s."""
-    parts: list[tuple[dt.date, int, int, int]] = []
-    for day in days:
-        ids, counts = store.con.execute(
-            "SELECT coalesce(list(channel_id ORDER BY channel_id), []),"
-            " coalesce(list(n ORDER BY channel_id), []) FROM ("
-            "SELECT channel_id, count(*) AS n FROM wholesale_values WHERE settlement_date = ?"
-            " GROUP BY channel_id)",
-            [day],
-        ).fetchall()[0]
-        cap = -(-sum(counts) // max(1, -(-sum(counts) // PART_ROWS)))
-        cuts, filled = [], 0
-        for channel, n in zip(ids, counts, strict=True):
-            if filled and filled + n > cap:
-                cuts.append(int(channel))
-                filled = 0
-            filled += n
-        edges = [-(2**31), *cuts, 2**31]
-        parts += [(day, i, lo, hi) for i, (lo, hi) in enumerate(itertools.pairwise(edges))]
-    return parts
-
-
 def _snapshot_tables(
-    run_id: str, billing_runs: list[int], parts: list[tuple[dt.date, int, int, int]]
+    run_id: str, billing_runs: list[int], days: list[dt.date]
 ) -> dict[str, tuple[str, list[Any]]]:
     """Queries (with parameters) whose results form the run's read-only snapshot.
 
-    The settlement is published as stored (schema v6: numbers plus their dictionaries, with
-    ``views.sql`` to read it back as ``wholesale_reads``): writing 28.8 million reads with their
-    text columns took 22 s, the numbers 4 s. It is one file per day of the run and part of
-    the day (``wholesale_values/<day>-<part>.parquet``, parts by channel: :func:`_day_parts`,
-    so a run sorts at most :data:`PART_ROWS` reads at once), sorted by channel and interval: the order in which a day's settlement stores its rows is
-    not deterministic (DuckDB's parallel join emits its chunks in thread order; two settlements
-    of the bench day stored different orders), and the snapshot must be the same bytes for the
-    same inputs. Only a repeated read, which fails ``wholesale_no_duplicate_interval``, ties.
-    Two sort keys, not four: the day's file takes 2.4 s to write at 100,000 accounts, not 3.5 s.
+    The settlement is published as stored (schema v11: a day array per account, channel and
+    interval length, with the dictionaries, and ``views.sql`` to read it back as
+    ``wholesale_values`` and ``wholesale_reads``), one file per day of the run
+    (``wholesale_days/<day>.parquet``: 100,000 rows and about 34 MB for a 100,000-account day of
+    5-minute reads, where one row per read was 28.8 M rows in parts of 8 M). Sorted by the
+    table's key (terms, channel, interval length): the order in which a day's settlement
+    stores its rows is not deterministic, and the snapshot must be the same bytes for the same
+    inputs.
     The accruals of the product charges are those of the run's days (``accrual_days``,
     ``accrual_lines``). The bills are those the run issued, held, or drafted and did not issue
     (a failed audit: the auditor sees what was stopped).
@@ -384,13 +376,12 @@ def _snapshot_tables(
         "AND (SELECT date_to FROM runs WHERE run_id = ?)"
     )
     per_day = {
-        f"wholesale_values/{day.isoformat()}-{i:03d}": (
-            "SELECT * FROM wholesale_values WHERE settlement_date = ? "
-            "AND channel_id >= ?::BIGINT AND channel_id < ?::BIGINT "
-            "ORDER BY channel_id, interval_start",
-            [day, lo, hi],
+        f"wholesale_days/{day.isoformat()}": (
+            "SELECT * FROM wholesale_days WHERE settlement_date = ? "
+            "ORDER BY terms_id, channel_id, interval_minutes",
+            [day],
         )
-        for day, i, lo, hi in parts
+        for day in days
     }
     return per_day | {
         "wholesale_prices": (
@@ -454,11 +445,7 @@ def _manifest(
         "FROM ingested_files f ORDER BY f.file_id"
     ).fetchall()
     counts = store.con.execute(
-        # the view, so the cost formula lives in one place (schema v6): 1.9 s a night against
-        # 1.2 s for the same sum restated over the stored tables
-        "SELECT count(*), coalesce(sum(amount_aud) FILTER (suffix[1] = 'E'), 0) FROM wholesale_reads "
-        "WHERE settlement_date BETWEEN ? AND ?",
-        [params["date_from"], params["date_to"]],
+        MANIFEST_COUNTS_SQL, [params["date_from"], params["date_to"]]
     ).fetchall()[0]
     # the product versions this run's bills (issued or held) were priced with; the files' hashes
     # are in the parameters (and so in the run key)

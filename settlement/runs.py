@@ -132,7 +132,7 @@ def publish_snapshot(
 ) -> Path:
     """Write each query's result as read-only Parquet plus ``manifest.json`` and the ``texts``
     (file name -> content, e.g. SQL that opens the snapshot), atomically. A table name with a
-    slash (``"wholesale_values/2024-08-31"``) is a part file in a sub-folder.
+    slash (``"wholesale_days/2024-08-31"``) is a file in a sub-folder.
 
     Files go to ``runs_dir/.staging-<run_id>`` and the folder is renamed to ``runs_dir/<run_id>``
     only when complete, so a reader never sees a half-written snapshot. An existing snapshot of

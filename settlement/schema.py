@@ -16,6 +16,7 @@ from settlement.schema_days import DAYS_V10_SQL
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 from settlement.schema_wholesale import WHOLESALE_V6_SQL
+from settlement.schema_wholesale_days import WHOLESALE_DAYS_V11_SQL
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "meter_days: readings as day arrays (one row per channel, market day and version), "
         "derived from meter_values",
         DAYS_V10_SQL,
+    ),
+    Migration(
+        11,
+        "wholesale_days: the settlement as day arrays; wholesale_values becomes a view",
+        WHOLESALE_DAYS_V11_SQL,
     ),
 )
 

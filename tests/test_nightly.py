@@ -96,7 +96,6 @@ def test_run_settles_archives_and_publishes(
     ``views.sql`` reads the settlement back exactly as the store's ``wholesale_reads``,
     ``wholesale_settlement`` and ``daily_charges``."""
     cfg = load_config(build_inbox(tmp_path))
-    monkeypatch.setattr("settlement.nightly.PART_ROWS", 100)
     with Store.open(tmp_path / "store.duckdb") as store:
         result = run_nightly(store, cfg, START, END)
         values = store.query("SELECT count(*) FROM wholesale_values").fetchall()[0][0]
@@ -107,26 +106,32 @@ def test_run_settles_archives_and_publishes(
             "SELECT * FROM wholesale_settlement ORDER BY ALL"
         ).fetchall()
         stored_charges = store.query("SELECT * FROM daily_charges ORDER BY ALL").fetchall()
+        cost = store.query(
+            "SELECT sum(amount_aud) FILTER (suffix[1] = 'E') FROM wholesale_reads"
+        ).fetchall()[0][0]
     assert n == len(("A1", "A2", "A3")) * DAYS * 48
+    # the manifest's figures, from the day arrays, are the per-read view's
+    assert result.manifest["row_counts"]["wholesale_reads"] == values
+    assert result.manifest["wholesale_cost_aud"] == round(cost, 2) and cost > 0
     assert not any((tmp_path / "inbox" / "meter").iterdir())
     assert (tmp_path / "archive" / "meter" / "NEM12_retailer_202407.csv").exists()
     snap = Path(result.snapshot or "")
-    # a day's reads in parts of at most PART_ROWS (set to 100 above), each sorted, cut at
-    # channels: read in file order, the parts hold every read in (day, channel, start) order
-    parts = sorted((snap / "wholesale_values").glob("*.parquet"))
-    assert len([f for f in parts if f.name.startswith(START.isoformat())]) >= 2
+    # one file per day, the day arrays in key order (terms, channel, interval length)
+    days = sorted((snap / "wholesale_days").glob("*.parquet"))
+    assert [f.stem for f in days] == [d.isoformat() for d in days_between(START, END)]
     assert (snap / "manifest.json").exists()
-    assert all(not os.access(f, os.W_OK) for f in parts) or os.geteuid() == 0
+    assert all(not os.access(f, os.W_OK) for f in days) or os.geteuid() == 0
     with duckdb.connect() as con:
         keys = [
             con.execute(
-                "SELECT settlement_date, channel_id, interval_start FROM read_parquet(?)", [str(f)]
+                "SELECT settlement_date, terms_id, channel_id, interval_minutes, list_count(kwh)"
+                " FROM read_parquet(?)",
+                [str(f)],
             ).fetchall()
-            for f in parts
+            for f in days
         ]
-    assert max(len(k) for k in keys) <= 100
     flat = [row for k in keys for row in k]
-    assert len(flat) == values and flat == sorted(flat)
+    assert flat == sorted(flat) and sum(row[4] for row in flat) == values
     monkeypatch.chdir(snap)
     with duckdb.connect() as con:
         con.execute((snap / "views.sql").read_text())
@@ -169,7 +174,7 @@ def test_output_is_deterministic_across_stores(
                 if p.is_file() and p.name != "manifest.json"
             }
         )
-    day_files = [f"wholesale_values/{d}-000.parquet" for d in days_between(START, END)]
+    day_files = [f"wholesale_days/{d}.parquet" for d in days_between(START, END)]
     assert set(day_files) <= set(snapshots[0]) and "views.sql" in snapshots[0]
     assert snapshots[0] == snapshots[1]
 
@@ -561,9 +566,11 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
         clean |= {a.name: a.failing_rows for a in run_audits(store, START, END)}
         assert clean["wholesale_energy_conserved"] == clean["billed_energy_equals_metered"] == 0
         store.con.execute(
-            "UPDATE wholesale_values SET kwh = kwh + 0.5 WHERE channel_id = (SELECT channel_id"
-            " FROM customers JOIN meter_channels USING (nmi) WHERE account = 'A2' AND suffix ="
-            " 'E1') AND interval_start = (SELECT min(interval_start) FROM wholesale_values)"
+            # the first read (slot 1) of A2's E1 array on the first settled day
+            "UPDATE wholesale_days SET kwh = list_concat([kwh[1] + 0.5], kwh[2:])"
+            " WHERE channel_id = (SELECT channel_id FROM customers JOIN meter_channels"
+            " USING (nmi) WHERE account = 'A2' AND suffix = 'E1')"
+            " AND settlement_date = (SELECT min(settlement_date) FROM wholesale_days)"
         )
         bill = store.query(
             "SELECT b.bill_id FROM bills b JOIN bill_lines l USING (bill_id) WHERE b.status ="
@@ -586,11 +593,12 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
 
 
 def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
-    """``wholesale_no_duplicate_interval`` marks one bit per minute of a channel's market day:
-    a read repeated on the run's last day is named with its count, while a read half a minute
-    off the grid (its bit shared with the read it overlaps, so the exact count runs) is not a
-    repeat, and neither is the same minute of another day. ``wholesale_no_nan`` names a NaN
-    read, every read of a NaN loss factor once (a NaN read among them too) and a NaN price."""
+    """``wholesale_no_duplicate_interval``: a settled day array holds one read per slot, so a
+    repeat is a second row of the channel's day (here a copy of its first read on the run's last
+    day), named with its count; the same slot on another day is not a repeat. (Until schema v11
+    a read half a minute off the grid could be stored and was checked not to count as a repeat;
+    an array has no place for it.) ``wholesale_no_nan`` names a NaN read, every read of a NaN
+    loss factor once (a NaN read among them too) and a NaN price."""
     from settlement.audits import run_audits
 
     cfg = load_config(build_inbox(tmp_path))
@@ -603,15 +611,12 @@ def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
             "SELECT channel_id FROM customers JOIN meter_channels USING (nmi) "
             "WHERE account = 'A2' AND suffix = 'E1'"
         ).fetchall()[0][0]
-        copy = (
-            "INSERT INTO wholesale_values SELECT terms_id, channel_id, interval_start + {shift},"
-            " interval_minutes, settlement_date, kwh, flag_id FROM wholesale_values"
-            " WHERE channel_id = ? AND settlement_date = ? ORDER BY interval_start LIMIT 1"
+        store.con.execute(
+            "INSERT INTO wholesale_days SELECT settlement_date, terms_id, channel_id,"
+            " interval_minutes, list_concat([kwh[1]], list_transform(kwh[2:], x -> NULL::DOUBLE)),"
+            " flag_id, NULL FROM wholesale_days WHERE channel_id = ? AND settlement_date = ?",
+            [channel, END],
         )
-        store.con.execute(copy.format(shift="INTERVAL 30 SECOND"), [channel, START])
-        off_grid = {a.name: a for a in run_audits(store, START, END)}[audit]
-        assert off_grid.passed, off_grid.sample
-        store.con.execute(copy.format(shift="INTERVAL 0 SECOND"), [channel, END])
         found = {a.name: a for a in run_audits(store, START, END)}[audit]
         first = store.query(
             "SELECT min(interval_start) FROM wholesale_values WHERE channel_id = ? "
@@ -620,16 +625,16 @@ def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
         ).fetchall()[0][0]
         # NaN: one read of A2, the loss factor of A3 (one of its reads NaN as well), a price
         store.con.execute(
-            "UPDATE wholesale_values SET kwh = 'NaN'::DOUBLE WHERE channel_id = ? "
-            "AND interval_start = ?",
-            [channel, first],
+            "UPDATE wholesale_days SET kwh = list_concat(['NaN'::DOUBLE], kwh[2:]) "
+            "WHERE channel_id = ? AND settlement_date = ?",
+            [channel, END],
         )
         store.con.execute("UPDATE wholesale_terms SET dlf = 'NaN'::DOUBLE WHERE account = 'A3'")
         a3 = "(SELECT terms_id FROM wholesale_terms WHERE account = 'A3')"
         store.con.execute(
-            f"UPDATE wholesale_values SET kwh = 'Infinity'::DOUBLE WHERE terms_id IN {a3} "
-            f"AND interval_start = (SELECT min(interval_start) FROM wholesale_values "
-            f"WHERE terms_id IN {a3})"
+            f"UPDATE wholesale_days SET kwh = list_concat(['Infinity'::DOUBLE], kwh[2:]) "
+            f"WHERE terms_id IN {a3} AND settlement_date = (SELECT min(settlement_date) "
+            f"FROM wholesale_days WHERE terms_id IN {a3})"
         )
         a3_reads = store.query(
             f"SELECT count(*) FROM wholesale_values WHERE terms_id IN {a3} "
