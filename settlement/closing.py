@@ -35,7 +35,17 @@
    and ``limit_date``. This run's own rows are left out of C, so a rerun after a crash computes
    the same rows (and inserts nothing new).
 4. Attach: pending adjustments become lines of the account's next bill while it is still a
-   draft (totals updated), so the run's audits see every line that will be issued.
+   draft (totals updated), so the run's audits see every line that will be issued. What a
+   bill takes is priced against the limit of the run that attaches it: an adjustment may wait
+   months for a bill (the next one held, a long cycle), and an undercharge recoverable when
+   it was detected may be past the limit by then. So, before revisions are looked for (step
+   3 then credits what the customer will have been charged), every pending adjustment that a
+   draft of this run takes is priced again as step 3 prices a revision, against the later of
+   its ``limit_date`` and this run's limit (:func:`_reprice_pending`): when that moves the
+   limit into B's days, its write-off, status and ``limit_date`` change (its rebill, the
+   truth, does not), and so do the credit and write-off of B's later pending adjustments (the
+   credit is of what the ones before now charge). The limit only moves forward: a rerun, or a
+   later run after a failed audit, prices them the same or further on.
 5. Issue (:func:`issue_cycles`, called by the nightly only once every audit has passed): the
    drafts become ``issued``, their adjustments ``applied``, and a content hash is stored
    (audited every run: issued bills never change). A run whose audits fail issues nothing: its
@@ -51,7 +61,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from itertools import groupby
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -297,6 +309,9 @@ def close_cycles(
     draft_runs = _bill_groups(
         store, due, nightly_run_id, "close", products, product_dir, "draft", result
     )
+    # pending adjustments these drafts take are priced at this run's limit before revisions are
+    # looked for: a revision's credit is then of what the customer will have been charged
+    _reprice_pending(store, draft_runs, _limit_day(date_to, back_billing_months))
     if revised.height:
         rebill_runs = _bill_groups(
             store, revised.select("account", "cycle_start").unique(maintain_order=True),
@@ -447,17 +462,30 @@ FROM orig o LEFT JOIN new n USING (account, cycle_start, product, period_start)
 ORDER BY o.account, o.period_start, o.product
 """
 
+# The limit a stored adjustment ``a`` of bill ``b`` was priced against; a row without one
+# (written before schema v7 kept it): as its status decided it.
+ROW_LIMIT = (
+    "coalesce(a.limit_date, CASE WHEN a.status LIKE '%written_off' THEN b.period_end "
+    "ELSE b.period_start END)"
+)
+
 # Earlier charged adjustments of the bills priced day by day, in detection order.
 HISTORY_SQL = f"""
-SELECT a.original_bill_id, a.rebill_ex_gst, a.rebill_gst,
-       -- a row without its limit (written before schema v7 kept one): as its status decided it
-       coalesce(a.limit_date, CASE WHEN a.status LIKE '%written_off' THEN b.period_end
-                                   ELSE b.period_start END)
+SELECT a.original_bill_id, a.rebill_ex_gst, a.rebill_gst, {ROW_LIMIT}
 FROM bill_adjustments a JOIN bills b ON b.bill_id = a.original_bill_id
 WHERE a.status IN {CHARGED} AND a.detected_run_id <> $run
   AND list_contains($bills::VARCHAR[], a.original_bill_id)
 ORDER BY a.original_bill_id, a.detected_file_id, a.detected_run_id
 """
+
+
+def _limit_day(as_of_day: dt.date, back_billing_months: int) -> dt.date:
+    """The back-billing limit of a run whose last day is ``as_of_day``: ``back_billing_months``
+    calendar months earlier (the same day of the month, or the month's last day when it has no
+    such day). A bill's days before it are past the limit (module docstring, step 3)."""
+    limit = pl.select(pl.lit(as_of_day).dt.offset_by(f"-{back_billing_months}mo")).item()
+    assert isinstance(limit, dt.date)
+    return limit
 
 
 def _charge_by_days(
@@ -506,7 +534,7 @@ def _record_adjustments(
         adj = store.con.execute(ADJUST_SQL, {"runs": rebill_runs, "run": nightly_run_id}).pl()
     finally:
         store.con.unregister("_revised")
-    limit = pl.select(pl.lit(as_of_day).dt.offset_by(f"-{back_billing_months}mo")).item()
+    limit = _limit_day(as_of_day, back_billing_months)
     # the limit never moves back for a bill: a run of an older range, or a longer
     # back_billing_months, must not recover an undercharge an earlier revision wrote off
     adj = adj.with_columns(
@@ -635,6 +663,93 @@ SELECT account, min(bill_id) AS bill_id FROM bills
 WHERE list_contains($runs::BIGINT[], run_id) AND status = 'draft' GROUP BY account
 """
 
+# The charged adjustments, in detection order, of every bill with a pending adjustment that a
+# draft in ``$runs`` takes (TARGET_SQL) and whose limit moves into the bill's days at ``$limit``
+# (the attaching run's): the bills _reprice_pending prices again.
+REPRICE_SQL = f"""
+WITH moved AS (
+    SELECT DISTINCT a.original_bill_id
+    FROM bill_adjustments a JOIN ({TARGET_SQL}) t USING (account)
+    JOIN bills b ON b.bill_id = a.original_bill_id
+    WHERE a.status IN ('pending', 'pending_written_off')
+      AND {ROW_LIMIT} < least($limit::DATE, b.period_end) AND $limit::DATE > b.period_start
+)
+SELECT a.original_bill_id, a.detected_run_id, a.status LIKE 'pending%' AS pending,
+       b.period_start, b.period_end, b.total_ex_gst, b.gst, a.credit_ex_gst, a.credit_gst,
+       a.rebill_ex_gst, a.rebill_gst, a.writeoff_ex_gst, a.writeoff_gst, {ROW_LIMIT}
+FROM bill_adjustments a JOIN bills b ON b.bill_id = a.original_bill_id
+WHERE a.status IN {CHARGED} AND a.original_bill_id IN (SELECT original_bill_id FROM moved)
+ORDER BY a.original_bill_id, a.detected_file_id, a.detected_run_id
+"""
+
+# Every pending adjustment a draft in ``$runs`` takes is priced against the later of its own
+# limit and the attaching run's (a row whose limit this moves into its bill's days has just been
+# priced again by _reprice_pending; for the others nothing changes but the date).
+ADVANCE_LIMIT_SQL = f"""
+UPDATE bill_adjustments SET limit_date = m.limit_date
+FROM (SELECT a.original_bill_id, a.detected_run_id,
+             greatest({ROW_LIMIT}, $limit::DATE) AS limit_date
+      FROM bill_adjustments a JOIN ({TARGET_SQL}) t USING (account)
+      JOIN bills b ON b.bill_id = a.original_bill_id
+      WHERE a.status IN ('pending', 'pending_written_off')) m
+WHERE bill_adjustments.original_bill_id = m.original_bill_id
+  AND bill_adjustments.detected_run_id = m.detected_run_id
+  AND bill_adjustments.limit_date IS DISTINCT FROM m.limit_date
+"""
+
+
+def _reprice_pending(store: Store, runs: list[int], limit: dt.date) -> None:
+    """Price every pending adjustment that a draft of ``runs`` takes against the back-billing
+    limit ``limit`` of the attaching run, when that is later than the one it was priced
+    against (module docstring, step 4): an undercharge recoverable when it was detected may be
+    past the limit by the time a bill takes it. Credit, write-off, status and ``limit_date``
+    change; the rebill (the truth) does not. One transaction; a rerun finds every limit moved
+    and changes nothing."""
+    with store.transaction() as con:
+        rows = con.execute(REPRICE_SQL, {"runs": runs, "limit": limit}).fetchall()
+        updates = []
+        for _, bill_rows in groupby(rows, key=lambda r: r[0]):
+            updates += _reprice_bill(list(bill_rows), limit)
+        if updates:
+            con.executemany(
+                "UPDATE bill_adjustments SET credit_ex_gst = ?, credit_gst = ?, "
+                "writeoff_ex_gst = ?, writeoff_gst = ?, status = ?, limit_date = ? "
+                "WHERE original_bill_id = ? AND detected_run_id = ?",
+                updates,
+            )
+        con.execute(ADVANCE_LIMIT_SQL, {"runs": runs, "limit": limit})
+
+
+def _reprice_bill(rows: list[tuple[Any, ...]], limit: dt.date) -> list[tuple[Any, ...]]:
+    """The new (credit, write-off, status, limit) of one bill's pending adjustments, from the
+    first whose days past the limit grow at ``limit`` on (REPRICE_SQL's rows, detection order).
+
+    Step by step as :func:`_record_adjustments` prices a revision: C is the issued amount plus
+    the credit + rebill + write-off of the rows before (the earlier ones as stored, the repriced
+    ones as repriced: C is then the charge N of the row before), and N comes from
+    :func:`_charge_by_days` over the bill's revisions so far, each with its days past its limit.
+    """
+    start, end, issued = rows[0][3], rows[0][4], (rows[0][5], rows[0][6])
+    days = (end - start).days
+    charged, steps, moved = issued, [], False
+    out = []
+    for bill_id, run_id, pending, *_, credit_ex, credit_gst, ex, tax, wo_ex, wo_gst, lim in rows:
+        new_lim = max(lim, limit) if pending else lim
+        old = min(max((new_lim - start).days, 0), days)
+        moved = moved or old != min(max((lim - start).days, 0), days)
+        steps.append((ex, tax, old))
+        if not (moved and pending):  # as stored: before the first moved row, or applied
+            charged = (charged[0] + credit_ex + ex + wo_ex, charged[1] + credit_gst + tax + wo_gst)
+            continue
+        n_ex, n_gst = _charge_by_days(days, issued, steps)
+        status = "pending" if (n_ex, n_gst) == (ex, tax) else "pending_written_off"
+        out.append(
+            (-charged[0], -charged[1], n_ex - ex, n_gst - tax, status, new_lim, bill_id, run_id)
+        )
+        charged = (n_ex, n_gst)
+    return out
+
+
 ATTACH_SQL = f"""
 WITH target AS ({TARGET_SQL}), pend AS (
     SELECT a.*, t.bill_id AS target_bill_id,
@@ -682,8 +797,9 @@ JOIN bills o ON o.bill_id = l.original_bill_id
 
 def _attach(store: Store, runs: list[int]) -> None:
     """Attach every pending adjustment as lines of its account's draft in ``runs`` and update
-    the draft's totals (one transaction). The adjustments stay pending until :func:`_issue`; a
-    rerun of the same billing runs rewrites the drafts and attaches them again."""
+    the draft's totals (one transaction), as stored: :func:`_reprice_pending` has priced them
+    at this run's limit. The adjustments stay pending until :func:`_issue`; a rerun of the same
+    billing runs rewrites the drafts and attaches them again."""
     with store.transaction() as con:
         lines = con.execute(ATTACH_SQL, {"runs": runs}).pl()
         if lines.height:

@@ -4,11 +4,13 @@ The rule (settlement/closing.py, step 3): for an issued bill B with issued amoun
 charged C is I plus credit + rebill + write-off of B's earlier adjustments on a bill or pending
 (a fully written-off one nets to zero). A revision with true amount T credits C and rebills T;
 if T > C (inc GST) and B is wholly past the back-billing limit, a write-off line of -(T - C)
-keeps the charge at C. So (a limit part-way through B is the last two tests'):
+keeps the charge at C. So (a limit part-way through B: the section on it below):
 
     C_0 = I;  C_k = C_{k-1} if T_k > C_{k-1} and revision k is past the limit, else T_k
 
-and in particular C_n <= T_n, C_n = T_n whenever the last revision is recoverable, and with
+where revision k is past the limit when it is so at its detection or on the night a bill takes
+it (a pending revision is priced again against the limit of the run that attaches it: the last
+section), and in particular C_n <= T_n, C_n = T_n whenever the last revision is recoverable, and with
 every revision past the limit C_n = min(I, T_1, ..., T_n). The property test checks that the
 customer's charge (I plus every adjustment line on their later bills) follows this model
 exactly after any sequence of revisions, attached on the night or left pending for later ones.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,7 +30,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from settlement.closing import CloseResult, _attach, _issue, _record_adjustments
+from settlement.closing import (
+    CloseResult,
+    _attach,
+    _issue,
+    _limit_day,
+    _record_adjustments,
+    _reprice_pending,
+)
 from settlement.config import load_config
 from settlement.nem12_writer import write_nem12
 from settlement.nightly import run_nightly
@@ -256,6 +266,31 @@ def _inc(amount: tuple[Decimal, Decimal]) -> Decimal:
     return amount[0] + amount[1]
 
 
+@dataclass
+class _Stored:
+    """A revision the model stores: its night, true amount, whether it is past the limit (at
+    its detection or at its attach, whichever is later) and whether it is still pending."""
+
+    run: str
+    true: tuple[Decimal, Decimal]
+    past: bool
+    pending: bool = True
+
+
+def _model(
+    issued: tuple[Decimal, Decimal], stored: list[_Stored]
+) -> tuple[list[tuple[object, ...]], tuple[Decimal, Decimal]]:
+    """The rows the rule stores for ``stored`` (detection order): (run, credit, rebill, status),
+    and the charge after the last."""
+    charged, rows = issued, []
+    for r in stored:
+        written_off = r.past and _inc(r.true) > _inc(charged)
+        status = "pending_written_off" if written_off else "pending"
+        rows.append((r.run, -charged[0], -charged[1], r.true[0], r.true[1], status))
+        charged = charged if written_off else r.true
+    return rows, charged
+
+
 # a revision: (true amount in cents ex GST, recoverable?, is the account's next bill ready?)
 REVISION = st.tuples(st.integers(-50, 400), st.booleans(), st.booleans())
 
@@ -273,19 +308,24 @@ REVISION = st.tuples(st.integers(-50, 400), st.booleans(), st.booleans())
 @example(issued=100, revisions=[(150, False, False), (120, False, False), (90, True, True)])
 # the same truth detected again after a write-off: stored once
 @example(issued=100, revisions=[(150, False, True), (150, False, True), (150, False, False)])
+# recoverable when detected, past the limit when a bill takes it: written off at attach
+@example(issued=100, revisions=[(150, True, False), (150, False, True)])
+@example(issued=100, revisions=[(150, True, False), (120, True, False), (130, False, True)])
 def test_charge_follows_the_rule_for_any_sequence_of_revisions(
     issued: int, revisions: list[tuple[int, bool, bool]]
 ) -> None:
     """After any sequence of revisions the customer is charged the model's C (ex GST and GST):
     never more than the latest true amount, exactly it unless a write-off kept it lower, never
-    raised past the back-billing limit, and every stored row reads credit = -C, rebill = T."""
+    raised past the back-billing limit, and every stored row reads credit = -C, rebill = T. A
+    revision is past the limit when the night that detects it or the night that attaches it
+    is (each night runs the close's steps in its order: draft, re-price the pending, detect,
+    attach, issue)."""
     store = Store.open(":memory:")
     try:
-        charged = _money(issued)
-        _insert_bill(store, BILL, 1, PERIOD[0], charged, "issued")
-        expected_rows = []
+        _insert_bill(store, BILL, 1, PERIOD[0], _money(issued), "issued")
+        stored: list[_Stored] = []
         all_past_limit = True
-        lowest = _inc(charged)
+        lowest = _inc(_money(issued))
         month = dt.date(2024, 2, 1)
         past_seen = last_recoverable = False
         last_true: tuple[Decimal, Decimal] | None = None
@@ -296,30 +336,34 @@ def test_charge_follows_the_rule_for_any_sequence_of_revisions(
             past_seen = past_seen or not recoverable
             run = f"night{night:02d}"
             true = _money(true_cents)
-            _rebill_night(store, night, true)
             as_of = RECOVERABLE_DAY if recoverable else PAST_LIMIT_DAY
-            _record_adjustments(
-                store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], as_of, 9,
-                CloseResult(),
-            )  # fmt: skip
-            written_off = _inc(true) > _inc(charged) and not recoverable
-            # nothing stored when nothing is new: the charge stays and the truth is the one
-            # charged or the one the latest stored row already wrote off
-            if true != charged and not (written_off and true == last_true):
-                status = "pending_written_off" if written_off else "pending"
-                expected_rows.append((run, -charged[0], -charged[1], true[0], true[1], status))
-                last_true = true
-                if not written_off:
-                    charged = true
-            all_past_limit &= not recoverable
-            lowest = min(lowest, _inc(true))
             runs = []
             if ready or night == len(revisions):  # the last night always issues a next bill
                 _insert_bill(store, f"A1/p/{month}/d", 2000 + night, month, _money(1000), "draft")
                 runs = [2000 + night]
                 month = (month + dt.timedelta(days=32)).replace(day=1)
+                for r in stored:  # what a bill takes is priced at that night's limit
+                    r.past = r.past or (r.pending and not recoverable)
+            _reprice_pending(store, runs, _limit_day(as_of, 9))
+            _rebill_night(store, night, true)
+            _record_adjustments(
+                store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], as_of, 9,
+                CloseResult(),
+            )  # fmt: skip
+            _, charged = _model(_money(issued), stored)
+            written_off = _inc(true) > _inc(charged) and not recoverable
+            # nothing stored when nothing is new: the charge stays and the truth is the one
+            # charged or the one the latest stored row already wrote off
+            if true != charged and not (written_off and true == last_true):
+                stored.append(_Stored(run, true, past=not recoverable))
+                last_true = true
+            all_past_limit &= not recoverable
+            lowest = min(lowest, _inc(true))
             _attach(store, runs)
             _issue(store, run, runs, CloseResult())
+            for r in stored:
+                r.pending = r.pending and not runs
+        expected_rows, charged = _model(_money(issued), stored)
 
         rows = store.query(
             "SELECT detected_run_id, credit_ex_gst, credit_gst, rebill_ex_gst, rebill_gst,"
@@ -404,13 +448,14 @@ def _revise(
     """One revision of BILL on its own night (limit given as the run's day, 0 months), its
     next bill ready; returns the customer's charge for BILL after it (issued + adjustments)."""
     run = f"night{night:02d}"
-    _rebill_night(store, night, true)
-    _record_adjustments(
-        store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], limit, 0, CloseResult()
-    )
     month = dt.date(2024, 2, 1) + dt.timedelta(days=31 * night)
     _insert_bill(
         store, f"A1/p/{month}/d", 2000 + night, month.replace(day=1), _money(1000), "draft"
+    )
+    _reprice_pending(store, [2000 + night], limit)
+    _rebill_night(store, night, true)
+    _record_adjustments(
+        store, run, pl.DataFrame({"bill_id": [BILL]}), [1000 + night], limit, 0, CloseResult()
     )
     _attach(store, [2000 + night])
     _issue(store, run, [2000 + night], CloseResult())
@@ -608,5 +653,205 @@ def test_the_same_truth_detected_again_on_a_written_off_bill_stores_nothing() ->
         # a new truth is still a new adjustment: lower, it is refunded down to it
         assert _revise(store, 4, (D("90.00"), D("9.00")), past) == (D("90.00"), D("9.00"))
         assert store.query("SELECT count(*) FROM bill_adjustments").fetchall() == [(2,)]
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The limit as of the run that attaches a pending adjustment, not the run that detected it.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_pending_undercharge_attached_after_the_limit_passed_is_written_off(
+    tmp_path: Path,
+) -> None:
+    """Hand-worked, A1 (sh-flat), back_billing_months = 1 (a short limit so the test needs three
+    months of data, not eleven; 9 months behaves the same). July issued at 234.03 ex GST
+    (supply 32.40 + energy 754.126 kWh x 0.305 = 230.01 - feed-in 28.38) + 26.24 GST (3.24 +
+    23.00; the feed-in credit carries none). The run of 1 August detects a re-read of 3 July
+    (+0.10 kWh x 48 = 4.8 kWh): energy 758.926 x 0.305 = 231.47, true 235.49 + 26.39 GST. Its
+    limit is 1 July, so all of July is recoverable: a pending adjustment of +1.46 + 0.15, no
+    write-off. No bill takes it that night, and August's bill is held (the reads of 20 August
+    are missing), so it is still pending after the run of 2-31 August. The run of 1-30
+    September releases August and attaches the adjustment to it: its limit is now 30 August,
+    every day of July is past it, so the undercharge may not be recovered: credit -234.03 -
+    26.24, rebill +235.49 + 26.39, write-off -1.46 - 0.15, net 0.00 (the charge for July stays
+    234.03 + 26.24 = 260.27). The old code kept the pricing of 1 August and back-billed the
+    customer 1.46 + 0.15 = 1.61 inc GST for 3 July, two months after the 1-month limit."""
+    cfg = load_config(build_inbox(tmp_path)).model_copy(update={"back_billing_months": 1})
+    inbox = tmp_path / "inbox"
+    missing = dt.date(2024, 8, 20)
+    august = meter_frame(days=31, start=AUG)
+    reread = meter_frame(days=1, start=dt.date(2024, 7, 3), bump=0.10).filter(
+        pl.col("suffix") == "E1"
+    )
+    with Store.open(tmp_path / "store.duckdb") as store:
+        assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+        write_nem12(
+            reread.with_columns(update_datetime=dt.datetime(2024, 8, 20)),
+            inbox / "meter" / "NEM12_rev_20240703.csv",
+        )
+        write_nem12(august.filter(pl.col("day") != missing), inbox / "meter" / "NEM12_202408.csv")
+        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+        assert run_nightly(store, cfg, AUG, AUG).exit_code == ExitCode.OK
+        held = run_nightly(store, cfg, AUG + dt.timedelta(days=1), dt.date(2024, 8, 31))
+        assert held.exit_code == ExitCode.HELD, held.message
+        pending = "SELECT status, credit_ex_gst, credit_gst, rebill_ex_gst, rebill_gst,"
+        pending += " writeoff_ex_gst, writeoff_gst, limit_date FROM bill_adjustments"
+        pending += " WHERE account = 'A1'"
+        assert store.query(pending).fetchall() == [
+            ("pending", D("-234.03"), D("-26.24"), D("235.49"), D("26.39"), D("0.00"),
+             D("0.00"), dt.date(2024, 7, 1)),
+        ]  # fmt: skip
+        write_nem12(august.filter(pl.col("day") == missing), inbox / "meter" / "NEM12_late.csv")
+        write_nem12(meter_frame(days=30, start=SEP), inbox / "meter" / "NEM12_202409.csv")
+        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202409_NSW1.csv", 30, SEP)
+        sep = run_nightly(store, cfg, SEP, dt.date(2024, 9, 30))
+        assert sep.exit_code == ExitCode.OK, sep.message
+        assert store.query(pending).fetchall() == [
+            ("applied_written_off", D("-234.03"), D("-26.24"), D("235.49"), D("26.39"),
+             D("-1.46"), D("-0.15"), dt.date(2024, 8, 30)),
+        ]  # fmt: skip
+        assert _adjustment_lines(store, "A1") == [
+            (AUG, "Adjustment: credit", D("-234.03")),
+            (AUG, "Adjustment: rebill", D("235.49")),
+            (AUG, "Adjustment: back-billing limit", D("-1.46")),
+        ]
+        # every account: the re-read adds energy, all of July is past the limit at attach
+        assert set(_net(store)) == {"A1", "A2", "A3"}
+        assert all(ex == 0 and inc == 0 for ex, inc in _net(store).values())
+        assert (
+            store.query(
+                "SELECT audit FROM audit_results WHERE failing_rows > 0 AND run_id ="
+                " (SELECT max(run_id) FROM runs WHERE date_from = DATE '2024-09-01')"
+            ).fetchall()
+            == []
+        )
+
+
+def _night(
+    store: Store, night: int, limit: dt.date, true: tuple[Decimal, Decimal] | None, ready: bool
+) -> list[int]:
+    """Night ``night`` in the close's order (limit given as the run's day, 0 months): the
+    account's next bill drafted when ``ready``, pending adjustments re-priced, a revision of
+    BILL to ``true`` detected (if any), attached; returns the draft's run (not issued yet)."""
+    runs = []
+    if ready:
+        month = dt.date(2024, 2, 1) + dt.timedelta(days=31 * night)
+        runs = [2000 + night]
+        _insert_bill(store, f"A1/p/{month:%Y-%m}/d", runs[0], month.replace(day=1),
+                     _money(1000), "draft")  # fmt: skip
+    _reprice_pending(store, runs, limit)
+    if true is not None:
+        _rebill_night(store, night, true)
+        _record_adjustments(
+            store, f"night{night:02d}", pl.DataFrame({"bill_id": [BILL]}), [1000 + night],
+            limit, 0, CloseResult(),
+        )  # fmt: skip
+    _attach(store, runs)
+    return runs
+
+
+ADJ_ROWS = (
+    "SELECT detected_run_id, status, credit_ex_gst, credit_gst, rebill_ex_gst, rebill_gst,"
+    " writeoff_ex_gst, writeoff_gst, limit_date FROM bill_adjustments ORDER BY detected_file_id"
+)
+
+
+def test_a_pending_undercharge_is_priced_at_the_limit_of_the_night_a_bill_takes_it() -> None:
+    """Hand-worked: January (31 days) issued at 100.00 + 10.00 GST. Night 1 (limit 1 January:
+    no day past it) detects a truth of 131.00 + 13.10: pending, +31.00 + 3.10, no write-off;
+    no bill takes it. Night 2 drafts the next bill with the limit at 11 January, 10 days of
+    January past it: priced as if detected then, (10 x 100 + 21 x 131) / 31 = 3751 / 31 =
+    121.00 ex GST and (10 x 10 + 21 x 13.10) / 31 = 375.1 / 31 = 12.10 GST, so the write-off
+    is 121.00 - 131.00 = -10.00 and 12.10 - 13.10 = -1.00, and the customer's charge for
+    January becomes 121.00 + 12.10. The old code attached night 1's pricing: 131.00 + 13.10,
+    recovering 10.00 + 1.00 for the 10 days before the limit. Re-pricing again at the same
+    limit (a rerun) or an earlier one (the limit never moves back) changes nothing."""
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], (D("100.00"), D("10.00")), "issued")
+        _issue(store, "night01", _night(store, 1, PERIOD[0], (D("131.00"), D("13.10")), False),
+               CloseResult())  # fmt: skip
+        assert store.query(ADJ_ROWS).fetchall() == [
+            ("night01", "pending", D("-100.00"), D("-10.00"), D("131.00"), D("13.10"),
+             D("0.00"), D("0.00"), PERIOD[0]),
+        ]  # fmt: skip
+        runs = _night(store, 2, dt.date(2024, 1, 11), None, True)
+        repriced = [
+            ("night01", "pending_written_off", D("-100.00"), D("-10.00"), D("131.00"),
+             D("13.10"), D("-10.00"), D("-1.00"), dt.date(2024, 1, 11)),
+        ]  # fmt: skip
+        assert store.query(ADJ_ROWS).fetchall() == repriced
+        for limit in (dt.date(2024, 1, 11), PERIOD[0]):
+            _reprice_pending(store, runs, limit)
+            assert store.query(ADJ_ROWS).fetchall() == repriced
+        _issue(store, "night02", runs, CloseResult())
+        lines = store.query(
+            "SELECT component, amount_ex_gst, gst FROM bill_lines"
+            " WHERE component LIKE 'Adjustment%' ORDER BY line_no"
+        ).fetchall()
+        assert lines == [
+            ("Adjustment: credit", D("-100.00"), D("-10.00")),
+            ("Adjustment: rebill", D("131.00"), D("13.10")),
+            ("Adjustment: back-billing limit", D("-10.00"), D("-1.00")),
+        ]
+        assert store.query("SELECT * FROM audit_bill_line_sums").fetchall() == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("second", "rows", "charge"),
+    [
+        # 131.00 written off to the 100.00 charged; 120.00 is above it too: written off
+        (
+            (D("120.00"), D("12.00")),
+            [("-100.00", "-10.00", "-31.00", "-3.10"), ("-100.00", "-10.00", "-20.00", "-2.00")],
+            (D("100.00"), D("10.00")),
+        ),
+        # 90.00 is below the 100.00 charged: an overcharge is refunded, past the limit or not
+        (
+            (D("90.00"), D("9.00")),
+            [("-100.00", "-10.00", "-31.00", "-3.10"), ("-100.00", "-10.00", "0.00", "0.00")],
+            (D("90.00"), D("9.00")),
+        ),
+    ],
+)
+def test_two_pending_revisions_are_priced_again_in_detection_order(
+    second: tuple[Decimal, Decimal],
+    rows: list[tuple[str, str, str, str]],
+    charge: tuple[Decimal, Decimal],
+) -> None:
+    """Hand-worked: January issued at 100.00 + 10.00. Nights 1 and 2 (limit 1 January: all of
+    January recoverable) detect 131.00 + 13.10, then ``second``; no bill takes them, so the
+    second's credit is of the 131.00 + 13.10 the first will charge. Night 3's bill takes both
+    with the limit at 11 February, all of January past it. The first becomes 100.00 + 10.00
+    (credit -100.00, rebill 131.00, write-off -31.00; GST -10.00, 13.10, -3.10); the second's
+    credit is then of those 100.00 + 10.00, not 131.00 + 13.10, and its rebill is written off
+    down to them when above, refunded when below. The old code charged ``second`` (120.00 +
+    12.00: 20.00 + 2.00 recovered for days past the limit)."""
+    store = Store.open(":memory:")
+    try:
+        _insert_bill(store, BILL, 1, PERIOD[0], (D("100.00"), D("10.00")), "issued")
+        for night, true in ((1, (D("131.00"), D("13.10"))), (2, second)):
+            _issue(store, f"night{night:02d}", _night(store, night, PERIOD[0], true, False),
+                   CloseResult())  # fmt: skip
+        assert [r[2:4] for r in store.query(ADJ_ROWS).fetchall()] == [
+            (D("-100.00"), D("-10.00")),
+            (D("-131.00"), D("-13.10")),
+        ]
+        _issue(store, "night03", _night(store, 3, dt.date(2024, 2, 11), None, True),
+               CloseResult())  # fmt: skip
+        got = store.query(ADJ_ROWS).fetchall()
+        assert [(r[2], r[3], r[6], r[7]) for r in got] == [tuple(D(x) for x in row) for row in rows]
+        assert [r[4:6] for r in got] == [(D("131.00"), D("13.10")), second]
+        assert {r[8] for r in got} == {dt.date(2024, 2, 11)}
+        paid = store.query(
+            "SELECT 100.00 + sum(amount_ex_gst), 10.00 + sum(gst) FROM bill_lines"
+            " WHERE component LIKE 'Adjustment%'"
+        ).fetchall()[0]
+        assert paid == charge
+        assert store.query("SELECT * FROM audit_bill_line_sums").fetchall() == []
     finally:
         store.close()
