@@ -37,6 +37,7 @@ from settlement.billing_sql import (
     channel_totals,
     component_frames,
     pass_lines,
+    pass_zone,
     price_holds,
     read_counts,
 )
@@ -116,7 +117,7 @@ def accrue_group(
         pl.col("local_date").dt.offset_by("1d").alias("end"),
     )
     bounds = pieces.select("seg", "nmi", "region", "loss_factor", "utc_from", "utc_to")
-    res = channel_pass_sums(store, ctx, bounds, segs)
+    res = channel_pass_sums(store, ctx, bounds, segs, pass_zone([timezone]))
     totals = channel_totals(res.agg, res.kc_map, res.estimated, res.cp.suffixes)
     key = pieces.select("seg", "account", "local_date")
     days = (

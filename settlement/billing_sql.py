@@ -1,23 +1,27 @@
 """The bill run's fast path: energy and feed-in lines aggregated inside DuckDB in one pass.
 
 For products whose per-interval components all have an SQL form (:func:`tariffs.sql.sql_capable`),
-reads never leave DuckDB. One query reads every current value of the segments' channels from
-``meter_values`` (channel first: a join on the dense channel id), joins each read to a small
-clock table on one integer key (:func:`tariffs.sql.channel_pass`: per instant, interval length,
-region and channel, the TOU keys, rates and spot price) and sums per segment and clock key; a
-few hundred thousand aggregate rows come back and polars turns them into lines. Day-based lines
+reads never leave DuckDB. A small clock table (:func:`tariffs.sql.channel_pass`: per instant,
+interval length, region and channel, the TOU keys, rates and spot price) is built once; the
+current day arrays of the segments' channels (``meter_days``) are then summed per segment and
+clock key by inner products with the clock's masks (:mod:`settlement.billing_days`), or, with
+``FAIRSHARE_PASS=reads``, every read of ``meter_values`` joins the clock on one integer key
+(the per-read pass); a few hundred thousand aggregate rows come back and polars turns them into
+lines. Day-based lines
 (supply, concession, minimum, discount) and rounding come from the same code as the reference
 path (:mod:`tariffs.calculus`, :mod:`tariffs.lines`); tests hold both paths to the same cents.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
 
+from settlement.billing_days import array_pass
 from settlement.billing_io import (
     _NO_PRICES,
     _price_table,
@@ -344,11 +348,19 @@ def _time_bounds(bounds: pl.DataFrame) -> str:
 
 
 def channel_pass_sums(
-    store: Store, ctx: Context, bounds: pl.DataFrame, segs: pl.DataFrame
+    store: Store,
+    ctx: Context,
+    bounds: pl.DataFrame,
+    segs: pl.DataFrame,
+    site_timezone: str | None = None,
 ) -> PassResult:
     """Run the product's channel pass over the current reads of ``bounds`` (``seg, nmi, region,
     loss_factor, utc_from, utc_to``: each segment's channels are read in ``[utc_from, utc_to)``);
-    ``segs`` (``seg, start, end``: local dates) bound the first/last-day lookup."""
+    ``segs`` (``seg, start, end``: local dates) bound the first/last-day lookup.
+
+    With ``site_timezone`` (the segments' sites' zone: every segment starts and ends at its
+    local midnights) the pass reads the day arrays (:mod:`settlement.billing_days`), else every
+    read of ``meter_values`` (the per-read pass, kept until ingestion stops writing it)."""
     cp = channel_pass(ctx.product.components)
     if cp.needs_spot:
         prices = _price_table(store, bounds, None)
@@ -387,11 +399,23 @@ def channel_pass_sums(
             + cp.clock_sql
             + ")"
         )
-        amounts = []
+        amounts, binding = [], []
         for j, clamp in enumerate(cp.clamped):
             binds = clamp and bool(store.con.sql(_BINDS_SQL.format(j=j)).fetchone()[0])  # type: ignore[index]
             amounts += spot_amount_sql(j, binds)
+            binding.append(binds)
         missing, estimated_ids = _flag_ids(store, "N"), _flag_ids(store, "E")
+        if site_timezone is not None:
+            agg, estimated = array_pass(
+                store, cp, binding, bounds, site_timezone, missing, estimated_ids
+            )
+            key_days = store.con.sql(_KEY_DAYS_SQL).pl()
+            agg = _with_dates(agg, key_days, segs).with_columns(
+                (pl.col("ckm") // 7).alias("ck"),
+                (pl.col("ckm") % 7 * 5).cast(pl.Int64).alias("minutes"),
+            )
+            kc_map = _kc_map(store, cp)
+            return _result(cp, agg, kc_map, estimated)
         agg = store.con.sql(
             _PASS_SQL.format(
                 **dims,
@@ -406,13 +430,7 @@ def channel_pass_sums(
             (pl.col("ckm") // 7).alias("ck"),
             (pl.col("ckm") % 7 * 5).cast(pl.Int64).alias("minutes"),
         )
-        fixed = [c for c in cp.components if not c.varying]
-        kc_map = store.con.sql(
-            "SELECT DISTINCT ck, sfx, nospot"
-            + "".join(f", d{c.index}, r{c.index}, f{c.index}" for c in fixed)
-            + "".join(f", sa{j}" for j in range(cp.slots))
-            + " FROM _kc"
-        ).pl()
+        kc_map = _kc_map(store, cp)
         estimated = (
             store.con.sql(_ESTIMATED_SQL.format(ids=_in_list(estimated_ids), time=time)).pl()
             if estimated_ids
@@ -421,6 +439,34 @@ def channel_pass_sums(
     finally:
         for name in [*frames, "_sc", "_kx", "_kc"]:
             store.con.execute(f"DROP TABLE IF EXISTS {name}")
+    return _result(cp, agg, kc_map, estimated)
+
+
+PASS_ENV = "FAIRSHARE_PASS"  # "reads": the per-read pass over meter_values (for comparisons)
+
+
+def pass_zone(zones: Sequence[str]) -> str | None:
+    """The site time zone to run the day-array pass with, or None for the per-read pass: when
+    the segments' sites share one zone and ``FAIRSHARE_PASS`` is not ``reads``."""
+    if os.environ.get(PASS_ENV, "days") == "reads" or len(set(zones)) != 1:
+        return None
+    return next(iter(zones))
+
+
+def _kc_map(store: Store, cp: ChannelPass) -> pl.DataFrame:
+    """The clock keys' channel, fixed rates and spot flags (from ``_kc``)."""
+    fixed = [c for c in cp.components if not c.varying]
+    return store.con.sql(
+        "SELECT DISTINCT ck, sfx, nospot"
+        + "".join(f", d{c.index}, r{c.index}, f{c.index}" for c in fixed)
+        + "".join(f", sa{j}" for j in range(cp.slots))
+        + " FROM _kc"
+    ).pl()
+
+
+def _result(
+    cp: ChannelPass, agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame
+) -> PassResult:
     kc_map = kc_map.with_columns(pl.col("sfx").cast(pl.UInt8))
     estimated = estimated.with_columns(pl.col("seg", "estimated_intervals").cast(pl.Int64))
     return PassResult(cp, agg, kc_map, estimated)
@@ -456,7 +502,8 @@ def component_frames(
 def bill_segments_sql(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:
     """Price ``segs`` (one product, one clock) with the SQL fast path: one pass over the reads."""
     bounds = _utc_bounds(store, segs)
-    res = channel_pass_sums(store, ctx, bounds, segs)
+    zones = segs["timezone"].unique().to_list() if "timezone" in segs.columns else []
+    res = channel_pass_sums(store, ctx, bounds, segs, pass_zone(zones))
     totals = channel_totals(res.agg, res.kc_map, res.estimated, res.cp.suffixes)
     counts = read_counts(totals)
     segments = segs.select("seg", "start", "end", "cycle_days", "concession")

@@ -8,6 +8,7 @@ from typing import Any
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 from test_billing_support import PRODUCTS, add_customer, add_prices, add_reads, half_hours
 
 from settlement import accruals
@@ -94,6 +95,21 @@ def test_fast_path_equals_reference_on_random_dst_month(store: Store) -> None:
     for shadow in (False, True):
         a = _both_paths(store, chosen, shadow)
         assert all(r[3] is None for r in a) and len(a) == (12 if shadow else 4)
+
+
+def test_the_per_read_pass_still_equals_the_reference(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass reads day arrays (``settlement.billing_days``); ``FAIRSHARE_PASS=reads`` keeps
+    the per-read pass over ``meter_values`` (until ingestion stops writing it) and it still
+    gives the reference's bills, and the accruals' bits, on the random DST month."""
+    monkeypatch.setenv("FAIRSHARE_PASS", "reads")
+
+    def no_arrays(*args: object) -> None:
+        raise AssertionError("the day-array pass ran")
+
+    monkeypatch.setattr("settlement.billing_sql.array_pass", no_arrays)
+    test_fast_path_equals_reference_on_random_dst_month(store)
 
 
 def _capped_products() -> dict[str, Product]:
