@@ -168,11 +168,17 @@ WITH horizon AS (
                      FROM bill_issues)) AS f
 ),
 new_reads AS (
-    -- grouped on the stored numbers (schema v4) first, then named: the text view
-    -- meter_reads_raw made this 4.6 s for a 28.8 M-read night
+    -- the day arrays (schema v10) of newer files, grouped on the stored numbers first, then
+    -- named: a day row carries the newest file among its reads, so every new read is in a row
+    -- of a newer file; its span is its market day's (NEM12 days are whole), a row per channel
+    -- day where meter_values has a row per read (the text view meter_reads_raw made this 4.6 s
+    -- for a 28.8 M-read night)
     SELECT c.nmi, v.file_id, min(v.lo) AS lo, max(v.hi) AS hi
-    FROM (SELECT channel_id, file_id, min(interval_start) AS lo, max(interval_start) AS hi
-          FROM meter_values WHERE file_id > (SELECT f FROM horizon) GROUP BY ALL) v
+    FROM (SELECT channel_id, file_id,
+                 timezone('Etc/GMT-10', min(market_day)::TIMESTAMP) AS lo,
+                 timezone('Etc/GMT-10', max(market_day)::TIMESTAMP)
+                   + INTERVAL 1 DAY - to_minutes(min(interval_minutes)) AS hi
+          FROM meter_days WHERE file_id > (SELECT f FROM horizon) GROUP BY ALL) v
     JOIN meter_channels c USING (channel_id)
     GROUP BY ALL
 ),

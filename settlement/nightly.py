@@ -273,31 +273,30 @@ def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditRe
         )
 
 
-# The run's settled reads and wholesale cost for the manifest, per day array (schema v11): the
-# cost of an array is dlf x mlf / 1000 x its inner product with the day's price array, the sum
-# of the reads' ``amount_aud`` of ``wholesale_reads`` up to float rounding (the manifest rounds
-# it to the cent). list_dot_product refuses NULLs, so an array with a missing read or price
-# takes the slower element-wise sum, whose NULL terms (no read, no price) are left out as the
-# view's sum leaves out NULL amounts.
+# The run's settled reads and wholesale cost for the manifest, from the day arrays (schema v11)
+# and the day's price array per region and interval length, unnested side by side: each read's
+# amount is the view's expression in the view's order (``kwh x dlf x mlf x price / 1000``), so
+# the sum is ``wholesale_reads``'s up to the order of addition (the manifest rounds it to the
+# cent); a NULL read or price adds nothing, as the view's NULL amounts add nothing.
+# (list_dot_product would be faster, but DuckDB 1.5 refuses it when any list of the same vector
+# holds a NULL, whichever rows a CASE picks: a missing price or read anywhere in the chunk.)
 MANIFEST_COUNTS_SQL = """
 WITH px AS (
     SELECT settlement_date, region, interval_minutes,
-           list(price_per_mwh ORDER BY interval_start) AS prices,
-           count(*) FILTER (price_per_mwh IS NULL) AS n_missing
+           list(price_per_mwh ORDER BY interval_start) AS prices
     FROM wholesale_prices WHERE settlement_date BETWEEN $1 AND $2 GROUP BY ALL
+), reads AS (
+    SELECT t.dlf, t.mlf, c.suffix, unnest(d.kwh) AS kwh, unnest(p.prices) AS price
+    FROM wholesale_days d
+    JOIN wholesale_terms t USING (terms_id)
+    JOIN meter_channels c USING (channel_id)
+    LEFT JOIN px p ON p.settlement_date = d.settlement_date AND p.region = t.region
+     AND p.interval_minutes = d.interval_minutes
+    WHERE d.settlement_date BETWEEN $1 AND $2
 )
-SELECT coalesce(sum(list_count(d.kwh)), 0),
-       coalesce(sum(t.dlf * t.mlf * CASE
-           WHEN p.n_missing = 0 AND list_count(d.kwh) = len(d.kwh)
-           THEN list_dot_product(d.kwh, p.prices)
-           ELSE list_sum(list_transform(range(1, len(d.kwh) + 1), i -> d.kwh[i] * p.prices[i]))
-           END / 1000) FILTER (c.suffix[1] = 'E'), 0)
-FROM wholesale_days d
-JOIN wholesale_terms t USING (terms_id)
-JOIN meter_channels c USING (channel_id)
-LEFT JOIN px p ON p.settlement_date = d.settlement_date AND p.region = t.region
- AND p.interval_minutes = d.interval_minutes
-WHERE d.settlement_date BETWEEN $1 AND $2
+SELECT count(kwh),
+       coalesce(sum(kwh * dlf * mlf * price / 1000) FILTER (suffix[1] = 'E'), 0)
+FROM reads
 """
 
 

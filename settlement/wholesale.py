@@ -191,11 +191,13 @@ def settle_day(
 
 REVISED_SQL = """
 -- per market day (UTC+10, as a day number) that a file newer than $horizon holds meter reads or
--- prices for: the newest such file. Only those files' rows are read (file_id zone maps); a date
--- per row of a 28.8 M-read night, from the text view meter_reads_raw, made this scan 7.6 s
+-- prices for: the newest such file. Only those files' rows are read (file_id zone maps). Meter
+-- reads from the day arrays (schema v10): a row carries the newest file among its reads, so a
+-- day's newest file is the same as over meter_values, from one row per channel day (a date per
+-- read of a 28.8 M-read night, from the text view meter_reads_raw, made this scan 7.6 s)
 WITH touched AS (
-    SELECT {day_no} AS day_no, max(file_id) AS file_id
-    FROM meter_values WHERE file_id > $horizon GROUP BY ALL
+    SELECT (market_day - DATE '1970-01-01')::BIGINT AS day_no, max(file_id) AS file_id
+    FROM meter_days WHERE file_id > $horizon GROUP BY ALL
     UNION ALL
     SELECT {day_no} AS day_no, max(file_id) AS file_id
     FROM price_reads_raw WHERE file_id > $horizon GROUP BY ALL

@@ -220,6 +220,37 @@ def test_solar_site_without_export_reads_is_held_not_credited_zero(store: Store)
     assert {r[0]: r[3] for r in rows} == {"N": None, "S": None}
 
 
+def test_a_day_with_missing_half_hours_is_held_alike_on_all_paths(store: Store) -> None:
+    """Three half-hours of 10 October missing for G (its day array has three NULL slots), on
+    both products of the random month's kinds, billed in the same pass as a complete account
+    H: G is held for 3 missing reads on every path, H is billed. (The day-array pass cleans
+    such arrays element by element: DuckDB's list_dot_product refuses a list vector holding a
+    NULL anywhere in it.)"""
+    hh = half_hours(OCT, 31)
+    gap = set(range(9 * 48 + 20, 9 * 48 + 23))  # 10 October, three half-hours
+    products = load_products(PRODUCTS)
+    chosen = {k: products[k] for k in ("sh-tou", "dyn-passthrough")}
+    add_prices(store, hh, [90.0] * len(hh))
+    for acct, prod in (("G", "sh-tou"), ("H", "sh-tou"), ("GD", "dyn-passthrough"),
+                       ("HD", "dyn-passthrough")):  # fmt: skip
+        add_customer(store, acct, [(prod, date(2024, 7, 1), None)])
+        keep = [k for k in range(len(hh)) if not (acct.startswith("G") and k in gap)]
+        add_reads(store, f"NMI{acct}", "E1", hh.gather(keep), [0.4] * len(keep))
+    rows = _both_paths(store, chosen, shadow=False)
+    holds = {r[0]: r[3] for r in rows}
+    assert holds == {
+        "G": "missing 3 import (E1) read(s)",
+        "GD": "missing 3 import (E1) read(s)",
+        "H": None,
+        "HD": None,
+    }
+    kwh = store.query(
+        "SELECT list_count(kwh), len(kwh) FROM meter_days d JOIN meter_channels c"
+        " USING (channel_id) WHERE c.nmi = 'NMIG' AND market_day = DATE '2024-10-10'"
+    ).fetchall()
+    assert kwh == [(45, 48)]
+
+
 def test_estimated_intervals_count_each_interval_once_on_both_paths(store: Store) -> None:
     """Estimated reads on import at intervals 100-109 and on export at 105-114: 15 intervals
     have an estimate on some channel (105-109 on both count once); both paths say 15 (the fast
