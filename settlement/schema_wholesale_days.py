@@ -62,10 +62,15 @@ WITH r AS (
     FROM r GROUP BY ALL
 )
 SELECT settlement_date, terms_id, channel_id, interval_minutes,
-       list_transform(range(1440 // interval_minutes),
-                      i -> kwhs[list_position(slots, i::INTEGER)]),
+       -- a whole day (every slot once) is its list as it is; a partial one is placed by slot
+       CASE WHEN len(list_distinct(slots)) = 1440 // interval_minutes
+                 AND len(slots) = 1440 // interval_minutes THEN kwhs
+            ELSE list_transform(range(1440 // interval_minutes),
+                                i -> kwhs[list_position(slots, i::INTEGER)]) END,
        fls[1],
        CASE WHEN f_lo = f_hi THEN NULL
+            WHEN len(list_distinct(slots)) = 1440 // interval_minutes
+                 AND len(slots) = 1440 // interval_minutes THEN fls
             ELSE list_transform(range(1440 // interval_minutes),
                                 i -> fls[list_position(slots, i::INTEGER)]) END
 FROM g

@@ -315,3 +315,33 @@ def test_v5_wholesale_reads_migrate_to_numeric_storage(tmp_path: Path) -> None:
         assert s.con.execute(
             "SELECT count(*), count(price_per_mwh) FROM wholesale_prices"
         ).fetchone() == (4, 3)
+
+
+def test_v10_settled_reads_migrate_to_day_arrays(tmp_path: Path) -> None:
+    """v11 moves ``wholesale_values`` into ``wholesale_days``: a whole 30-minute day (48 reads,
+    one of them estimated) becomes one array with a flag per slot, a day with two 5-minute reads
+    an array of 288 slots with those two filled; the ``wholesale_values`` view then gives back
+    every stored read, the same values, starts and flags."""
+    db = tmp_path / "v10.duckdb"
+    con = _store_at(db, 10)
+    con.execute("INSERT INTO meter_flags VALUES (1, 'A', NULL, NULL), (2, 'E', '52', '1')")
+    con.execute(
+        "INSERT INTO wholesale_values SELECT 7, 3, TIMESTAMPTZ '2023-12-31 14:00:00+00'"
+        " + to_minutes(30 * i), 30, DATE '2024-01-01', i / 8, CASE WHEN i = 5 THEN 2 ELSE 1 END"
+        " FROM range(48) t(i)"
+    )
+    con.execute(
+        "INSERT INTO wholesale_values VALUES"
+        " (8, 4, TIMESTAMPTZ '2024-01-01 14:05:00+00', 5, DATE '2024-01-02', 0.25, 1),"
+        " (8, 4, TIMESTAMPTZ '2024-01-01 15:00:00+00', 5, DATE '2024-01-02', 0.5, 1)"
+    )
+    before = con.execute("SELECT * FROM wholesale_values ORDER BY ALL").fetchall()
+    con.close()
+    with Store.open(db) as s:
+        assert s.con.execute("SELECT * FROM wholesale_values ORDER BY ALL").fetchall() == before
+        days = s.con.execute(
+            "SELECT terms_id, len(kwh), list_count(kwh), flag_id, flags IS NULL, kwh[2], kwh[13]"
+            " FROM wholesale_days ORDER BY terms_id"
+        ).fetchall()
+    # 14:05 UTC is 00:05 market time: slot 1 (0-based), the second element; 15:00 is slot 12
+    assert days == [(7, 48, 48, 1, False, 0.125, 1.5), (8, 288, 2, 1, True, 0.25, 0.5)]
