@@ -61,7 +61,38 @@ def refresh_days(con: duckdb.DuckDBPyConnection, file_ids: list[int]) -> int:
     return refresh_day_keys(con, keys)
 
 
+BATCH_DAYS = 50_000
+"""Channel-days derived per statement: at most 14.4 M readings of 5 minutes (the list
+aggregation holds a batch's readings in memory; 144 M at once took 18.8 GiB and failed)."""
+
+
+def refresh_all_days(con: duckdb.DuckDBPyConnection) -> int:
+    """Rebuild ``meter_days`` from every stored reading (the v10 migration); return the days."""
+    keys = con.execute(
+        f"SELECT DISTINCT channel_id, {DAY_SQL.format(c='v.interval_start')}::INTEGER AS day_no"
+        " FROM meter_values v"
+    ).pl()
+    return refresh_day_keys(con, keys)
+
+
 def refresh_day_keys(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> int:
+    """Rebuild the ``meter_days`` rows of the (``channel_id``, ``day_no``) days in ``keys``
+    (see :func:`_refresh_batch`), at most :data:`BATCH_DAYS` days per statement, cut between
+    channels; return the number of days."""
+    keys = keys.unique().sort("channel_id", "day_no")
+    start = 0
+    while start < keys.height:
+        end = min(start + BATCH_DAYS, keys.height)
+        # extend to the end of the last channel so that a batch's channel range is its own
+        last = keys["channel_id"][end - 1]
+        while end < keys.height and keys["channel_id"][end] == last:
+            end += 1
+        _refresh_batch(con, keys.slice(start, end - start))
+        start = end
+    return keys.height
+
+
+def _refresh_batch(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> int:
     """Rebuild the ``meter_days`` rows of the (``channel_id``, ``day_no``) days in ``keys``
     (``day_no``: the market day as days since 1970-01-01) from their readings in
     ``meter_values``; return the number of days.

@@ -8,24 +8,30 @@ except for the derived ``is_current`` flag); analysts query the public views.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import duckdb
 
 from settlement.schema_accruals import ACCRUALS_V8_SQL
 from settlement.schema_bills import BILLS_V5_SQL
-from settlement.schema_days import DAYS_V10_SQL
+from settlement.schema_days import DAYS_V10_SQL, fill_days
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 from settlement.schema_wholesale import WHOLESALE_V6_SQL
-from settlement.schema_wholesale_days import WHOLESALE_DAYS_V11_SQL
+from settlement.schema_wholesale_days import WHOLESALE_DAYS_V11_SQL, fill_wholesale_days
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One forward step of the schema."""
+    """One forward step of the schema: its SQL, then (optionally) ``fill``, a function of the
+    connection that moves data in batches where one statement would hold it all in memory.
+    Both run in the migration's transaction."""
 
     version: int
     description: str
     sql: str
+    fill: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
 
 _V1 = """
@@ -380,11 +386,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "meter_days: readings as day arrays (one row per channel, market day and version), "
         "derived from meter_values",
         DAYS_V10_SQL,
+        fill_days,
     ),
     Migration(
         11,
         "wholesale_days: the settlement as day arrays; wholesale_values becomes a view",
         WHOLESALE_DAYS_V11_SQL,
+        fill_wholesale_days,
     ),
 )
 

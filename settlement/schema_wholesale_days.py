@@ -18,6 +18,8 @@ interval grid, which no NEM12 file can express, cannot have a slot and fails the
 
 from __future__ import annotations
 
+import duckdb
+
 # one row per settled read of wholesale_days (the v6 columns), NULL slots left out
 WHOLESALE_VALUES_VIEW = """
 CREATE VIEW wholesale_values AS
@@ -35,8 +37,7 @@ FROM (
 WHERE kwh IS NOT NULL
 """
 
-WHOLESALE_DAYS_V11_SQL = (
-    """
+WHOLESALE_DAYS_V11_SQL = """
 CREATE TABLE wholesale_days (
     settlement_date  DATE NOT NULL,             -- NEM market day (UTC+10)
     terms_id         INTEGER NOT NULL,          -- -> wholesale_terms (account, loss factors)
@@ -47,12 +48,16 @@ CREATE TABLE wholesale_days (
     flag_id          SMALLINT NOT NULL,         -- the day's flag (its first read's if mixed)
     flags            SMALLINT[]                 -- a flag per slot when they differ, else NULL
 );
+"""
 
+# one settled day of wholesale_values into arrays (a day at a time: the list aggregation holds
+# its reads in memory)
+MOVE_DAY_SQL = """
 INSERT INTO wholesale_days
 WITH r AS (
     SELECT settlement_date, terms_id, channel_id, interval_minutes, kwh, flag_id,
            ((epoch_us(interval_start) // 1000000 + 36000) % 86400) AS secs
-    FROM wholesale_values
+    FROM wholesale_values WHERE settlement_date = $day
 ), g AS (
     SELECT settlement_date, terms_id, channel_id, interval_minutes,
            list((secs // (60 * interval_minutes))::INTEGER ORDER BY secs) AS slots,
@@ -76,10 +81,20 @@ SELECT settlement_date, terms_id, channel_id, interval_minutes,
 FROM g
 -- a read off its grid has no slot: NULL fails the NOT NULL constraint and the migration
 WHERE NOT off_grid OR error('a settled read is off its interval grid: cannot migrate') IS NULL
-ORDER BY settlement_date, terms_id, channel_id, interval_minutes;
-
-DROP TABLE wholesale_values;
+ORDER BY settlement_date, terms_id, channel_id, interval_minutes
 """
-    + WHOLESALE_VALUES_VIEW
-    + ";"
-)
+
+
+def fill_wholesale_days(con: duckdb.DuckDBPyConnection) -> None:
+    """Move every settled day of ``wholesale_values`` into ``wholesale_days``, a day per
+    statement, then replace the table by the view (the v11 migration)."""
+    days = [
+        d
+        for (d,) in con.execute(
+            "SELECT DISTINCT settlement_date FROM wholesale_values ORDER BY 1"
+        ).fetchall()
+    ]
+    for day in days:
+        con.execute(MOVE_DAY_SQL, {"day": day})
+    con.execute("DROP TABLE wholesale_values")
+    con.execute(WHOLESALE_VALUES_VIEW)

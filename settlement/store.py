@@ -151,6 +151,8 @@ class Store:
                 continue
             with self.transaction():
                 self.con.execute(m.sql)
+                if m.fill is not None:
+                    m.fill(self.con)
                 self.con.execute(
                     "INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description]
                 )

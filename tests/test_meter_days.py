@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from unittest.mock import patch
 
-from settlement.meter_days import DAYS_MATCH_VALUES_SQL, refresh_days
+from settlement.meter_days import DAYS_MATCH_VALUES_SQL, refresh_all_days, refresh_days
 from settlement.meter_store import append_reads
 from settlement.nem12 import ingest_meter_files
 from settlement.schema_days import FULL_DERIVE_SQL
@@ -118,6 +119,11 @@ def test_the_migration_derives_what_ingestion_wrote(store: Store, tmp_path: Path
     assert len(written) == 6  # 1 Jan twice for NMI 1, 2 Jan, NMI 2's 1 Jan, 3 Jan twice
     store.con.execute("DELETE FROM meter_days")
     store.con.execute(FULL_DERIVE_SQL)
+    assert store.query("SELECT * FROM meter_days ORDER BY ALL").fetchall() == written
+    # the migration's batches (here one channel-day each, cut between channels) give the same
+    store.con.execute("DELETE FROM meter_days")
+    with patch("settlement.meter_days.BATCH_DAYS", 1):
+        assert refresh_all_days(store.con) == 4  # NMI 1: 1, 2, 3 Jan; NMI 2: 1 Jan
     assert store.query("SELECT * FROM meter_days ORDER BY ALL").fetchall() == written
 
 
