@@ -119,22 +119,29 @@ WITH r AS (
            least(greatest(ceil(coalesce(d.mid_us, 0) / (minutes * 60000000.0)), 0),
                  1440 // minutes)::BIGINT AS mid
     FROM r LEFT JOIN _mid d USING (day_no)
+), c AS (
+    SELECT b.*, h.a, h.e, flags IS NULL AND list_count(kwh) = len(kwh) AS clean
+    FROM b CROSS JOIN LATERAL (VALUES (lo, least(hi, greatest(lo, mid))),
+                                      (greatest(lo, mid), hi)) h(a, e)
+    WHERE h.a < h.e
 )
+-- the slice's kWh as it is where every slot has a read and the day one flag (no element-wise
+-- work: a CASE would evaluate both branches on every row), else cleaned element by element,
+-- with 1/0 per read
+SELECT seg, sfx, region_idx, loss_factor, minutes, day_no, a, e, kwh[a + 1:e] AS x,
+       NULL::DOUBLE[] AS p
+FROM c WHERE clean
+UNION ALL
 SELECT seg, sfx, region_idx, loss_factor, minutes, day_no, a, e,
-       -- the slice's kWh and (only where some slot has no read, or flags differ) 1/0 per read
-       CASE WHEN flags IS NULL AND list_count(kwh) = len(kwh) THEN kwh[a + 1:e]
-            ELSE list_transform(range(a + 1, e + 1),
-                                i -> CASE WHEN kwh[i] IS NULL
-                                            OR list_contains($n_ids, coalesce(flags[i], flag_id))
-                                          THEN 0.0 ELSE kwh[i] END) END AS x,
-       CASE WHEN flags IS NULL AND list_count(kwh) = len(kwh) THEN NULL
-            ELSE list_transform(range(a + 1, e + 1),
-                                i -> CASE WHEN kwh[i] IS NULL
-                                            OR list_contains($n_ids, coalesce(flags[i], flag_id))
-                                          THEN 0.0 ELSE 1.0 END) END AS p
-FROM b CROSS JOIN LATERAL (VALUES (lo, least(hi, greatest(lo, mid))),
-                                  (greatest(lo, mid), hi)) h(a, e)
-WHERE a < e
+       list_transform(range(a + 1, e + 1),
+                      i -> CASE WHEN kwh[i] IS NULL
+                                  OR list_contains($n_ids, coalesce(flags[i], flag_id))
+                                THEN 0.0 ELSE kwh[i] END) AS x,
+       list_transform(range(a + 1, e + 1),
+                      i -> CASE WHEN kwh[i] IS NULL
+                                  OR list_contains($n_ids, coalesce(flags[i], flag_id))
+                                THEN 0.0 ELSE 1.0 END) AS p
+FROM c WHERE NOT clean
 """
 
 _PASS_SQL = """
@@ -242,8 +249,11 @@ def array_pass(
         for j in slots:
             if clamped[j]:
                 con.execute(_KR_SQL.format(j=j))
-        _mid_frame = mid  # scanned by name below
-        con.execute("CREATE OR REPLACE TEMP TABLE _mid AS SELECT * FROM _mid_frame")
+        con.register("_mid_frame", mid.to_arrow())
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE _mid AS SELECT * FROM _mid_frame")
+        finally:
+            con.unregister("_mid_frame")
         con.execute(with_literals(_SLICES_SQL.format(**nums), lit).replace("$n_ids", n_list))
         amounts, joins = [], []
         for j in slots:

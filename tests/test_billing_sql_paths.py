@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 from unittest.mock import patch
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from test_billing_support import PRODUCTS, add_customer, add_prices, add_reads, half_hours
 
-from settlement import accruals
+from settlement import accruals, billing_sql
 from settlement.billing import bill_accounts, load_products
 from settlement.store import Store
 from settlement.wholesale import settle_day
@@ -97,19 +98,23 @@ def test_fast_path_equals_reference_on_random_dst_month(store: Store) -> None:
         assert all(r[3] is None for r in a) and len(a) == (12 if shadow else 4)
 
 
-def test_the_per_read_pass_still_equals_the_reference(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pass reads day arrays (``settlement.billing_days``); ``FAIRSHARE_PASS=reads`` keeps
-    the per-read pass over ``meter_values`` (until ingestion stops writing it) and it still
-    gives the reference's bills, and the accruals' bits, on the random DST month."""
-    monkeypatch.setenv("FAIRSHARE_PASS", "reads")
+@pytest.fixture(autouse=True, params=["reads", "days"])
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test of this module runs on both passes: per read (``meter_values``, the default)
+    and per day array (``FAIRSHARE_PASS=days``, :mod:`settlement.billing_days`); the chosen one
+    must be the one that ran."""
+    layout = str(request.param)
+    monkeypatch.setenv("FAIRSHARE_PASS", layout)
+    calls: list[int] = []
+    original = billing_sql.array_pass
 
-    def no_arrays(*args: object) -> None:
-        raise AssertionError("the day-array pass ran")
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr("settlement.billing_sql.array_pass", no_arrays)
-    test_fast_path_equals_reference_on_random_dst_month(store)
+    monkeypatch.setattr(billing_sql, "array_pass", spy)
+    yield layout
+    assert bool(calls) == (layout == "days")
 
 
 def _capped_products() -> dict[str, Product]:
