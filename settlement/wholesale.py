@@ -60,46 +60,53 @@ FROM meter_days m
 JOIN acct a ON a.channel_id = m.channel_id
 WHERE m.is_current AND m.market_day = $settlement_date
   AND m.market_day >= a.move_in AND m.market_day < a.move_out
-ORDER BY a.terms_id, m.channel_id, m.interval_minutes
 """
 
 INTERVALS_SQL = """
 -- every interval of the day at each (region, interval length) settled: the rows that need a price
-SELECT DISTINCT t.region,
-       timezone('Etc/GMT-10', $settlement_date::TIMESTAMP) + to_minutes(s.i * d.interval_minutes)
+-- (the few pairs first, then their slots: expanding every array's slots first and then taking
+-- the distinct ones made 28.8 M rows for a 100,000-account day, 1.6 s)
+SELECT r.region,
+       timezone('Etc/GMT-10', $settlement_date::TIMESTAMP) + to_minutes(s.i * r.interval_minutes)
          AS interval_start,
-       d.interval_minutes
-FROM (SELECT DISTINCT terms_id, interval_minutes FROM wholesale_days
-      WHERE settlement_date = $settlement_date) d
-JOIN wholesale_terms t ON t.terms_id = d.terms_id
-CROSS JOIN LATERAL (SELECT unnest(range(1440 // d.interval_minutes)) AS i) s
+       r.interval_minutes
+FROM (SELECT DISTINCT t.region, d.interval_minutes
+      FROM wholesale_days d JOIN wholesale_terms t ON t.terms_id = d.terms_id
+      WHERE d.settlement_date = $settlement_date) r
+CROSS JOIN LATERAL (SELECT unnest(range(1440 // r.interval_minutes)) AS i) s
 """
 
 COUNTS_SQL = """
 -- the day's settled reads, those without a price, and those with a price on an E, S or N read:
--- per day array, against the day's price array of its region and interval length
+-- per day array, against the day's price array of its region and interval length. Arrays whose
+-- slots are all priced and share one flag need no element-wise work; the others (a missing
+-- price, a V day) are counted slot by slot. (Split by WHERE, not CASE: DuckDB evaluated the
+-- element-wise branch of a CASE on every row.)
 WITH px AS (
     SELECT region, interval_minutes, list(price_per_mwh ORDER BY interval_start) AS prices,
            count(*) FILTER (price_per_mwh IS NULL) AS n_missing
     FROM wholesale_prices WHERE settlement_date = $settlement_date GROUP BY ALL
 ), est AS (
     SELECT coalesce(list(flag_id), []) AS ids FROM meter_flags WHERE quality IN ('E', 'S', 'N')
-), rows AS (
-    SELECT list_count(d.kwh) AS n,
-           CASE WHEN p.n_missing = 0 THEN 0
-                ELSE len(list_filter(range(1, len(d.kwh) + 1),
-                                     i -> d.kwh[i] IS NOT NULL AND p.prices[i] IS NULL)) END
-             AS missing,
-           CASE WHEN d.flags IS NULL AND NOT list_contains(e.ids, d.flag_id) THEN 0
-                ELSE len(list_filter(range(1, len(d.kwh) + 1),
-                                     i -> d.kwh[i] IS NOT NULL AND p.prices[i] IS NOT NULL
-                                          AND list_contains(e.ids, coalesce(d.flags[i], d.flag_id))))
-                END AS estimated
+), base AS (
+    SELECT d.kwh, d.flags, d.flag_id, p.prices, p.n_missing, e.ids
     FROM wholesale_days d
     JOIN wholesale_terms t ON t.terms_id = d.terms_id
     JOIN px p ON p.region = t.region AND p.interval_minutes = d.interval_minutes
     CROSS JOIN est e
     WHERE d.settlement_date = $settlement_date
+), rows AS (
+    SELECT list_count(kwh) AS n, 0 AS missing,
+           list_count(kwh) * list_contains(ids, flag_id)::INTEGER AS estimated
+    FROM base WHERE n_missing = 0 AND flags IS NULL
+    UNION ALL
+    SELECT list_count(kwh),
+           len(list_filter(range(1, len(kwh) + 1),
+                           i -> kwh[i] IS NOT NULL AND prices[i] IS NULL)),
+           len(list_filter(range(1, len(kwh) + 1),
+                           i -> kwh[i] IS NOT NULL AND prices[i] IS NOT NULL
+                                AND list_contains(ids, coalesce(flags[i], flag_id))))
+    FROM base WHERE n_missing > 0 OR flags IS NOT NULL
 )
 SELECT coalesce(sum(n), 0), coalesce(sum(missing), 0), coalesce(sum(estimated), 0) FROM rows
 """
