@@ -119,11 +119,13 @@ WITH r AS (
            least(greatest(ceil(coalesce(d.mid_us, 0) / (minutes * 60000000.0)), 0),
                  1440 // minutes)::BIGINT AS mid
     FROM r LEFT JOIN _mid d USING (day_no)
+), h AS (
+    -- the day's slots before and after the local midnight (unnest, not a LATERAL join: DuckDB
+    -- planned that as a dependent join, 0.4 s a 20,000-account batch)
+    SELECT b.*, unnest([lo, greatest(lo, mid)]) AS a, unnest([least(hi, greatest(lo, mid)), hi]) AS e
+    FROM b
 ), c AS (
-    SELECT b.*, h.a, h.e, flags IS NULL AND list_count(kwh) = len(kwh) AS clean
-    FROM b CROSS JOIN LATERAL (VALUES (lo, least(hi, greatest(lo, mid))),
-                                      (greatest(lo, mid), hi)) h(a, e)
-    WHERE h.a < h.e
+    SELECT h.*, flags IS NULL AND list_count(kwh) = len(kwh) AS clean FROM h WHERE a < e
 )
 -- the slice's kWh as it is where every slot has a read and the day one flag (no element-wise
 -- work: a CASE would evaluate both branches on every row), else cleaned element by element,
