@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from settlement.closing import HASH_SQL
 from settlement.meter_days import market_day_of_sql, span_kwh_sql
+from settlement.schema_days import slot_start_sql
 from settlement.store import Store, with_literals
 
 
@@ -135,8 +136,7 @@ AUDITS: list[Audit] = [
             FROM bad
         )
         SELECT t.account, r.channel_id,
-               timezone('Etc/GMT-10', r.settlement_date::TIMESTAMP)
-                 + to_minutes((r.slot - 1) * r.interval_minutes) AS interval_start,
+               {start_r} AS interval_start,
                r.kwh, NULL AS price_per_mwh
         FROM reads r JOIN wholesale_terms t USING (terms_id)
         WHERE r.kwh IS NOT NULL
@@ -145,7 +145,9 @@ AUDITS: list[Audit] = [
         SELECT region, NULL, interval_start, NULL, price_per_mwh FROM wholesale_prices
         WHERE settlement_date BETWEEN $date_from AND $date_to
           AND (isnan(price_per_mwh) OR isinf(price_per_mwh))
-        """,
+        """.replace(
+            "{start_r}", slot_start_sql("r.settlement_date", "r.slot - 1", "r.interval_minutes")
+        ),
         ("wholesale_days",),
     ),
     Audit(
@@ -167,8 +169,7 @@ AUDITS: list[Audit] = [
             FROM doubled
         )
         SELECT channel_id::VARCHAR AS channel_or_region,
-               timezone('Etc/GMT-10', settlement_date::TIMESTAMP)
-                 + to_minutes((slot - 1) * interval_minutes) AS interval_start,
+               {start} AS interval_start,
                count(*) AS n
         FROM reads WHERE kwh IS NOT NULL
         GROUP BY ALL HAVING count(*) > 1
@@ -176,7 +177,7 @@ AUDITS: list[Audit] = [
         SELECT region, interval_start, count(*) FROM wholesale_prices
         WHERE settlement_date BETWEEN $date_from AND $date_to
         GROUP BY region, interval_start, interval_minutes HAVING count(*) > 1
-        """,
+        """.replace("{start}", slot_start_sql("settlement_date", "slot - 1", "interval_minutes")),
         ("wholesale_days",),
     ),
     Audit(

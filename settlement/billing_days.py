@@ -30,12 +30,23 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from settlement.meter_days import market_day_of_sql, slot_bound_sql
+from settlement.schema_days import slot_start_sql
 from settlement.store import Store, with_literals
 from tariffs.sql import ChannelPass, exact_sum
 
 EPOCH = dt.date(1970, 1, 1)
 DAY_US = 86_400_000_000
 MARKET_US = 36_000_000_000  # UTC+10
+
+# The current day arrays of the segments' channels over each segment's market days (``_sc sc``,
+# ``meter_days m``); $lo_day/$hi_day: the run's first and last market day (literal bounds, so
+# DuckDB prunes row groups by them).
+_DAY_ROWS = f"""FROM _sc sc
+    JOIN meter_days m ON m.channel_id = sc.channel_id AND m.is_current
+     AND m.market_day BETWEEN {market_day_of_sql("sc.utc_from")}
+                          AND {market_day_of_sql("sc.utc_to - INTERVAL 1 MICROSECOND")}
+    WHERE m.market_day BETWEEN $lo_day AND $hi_day"""
 
 # Clock instants aligned to their interval length, per market day and slot (an interval of
 # length m starts on a multiple of m minutes: market midnight is 14:00 UTC, on every grid).
@@ -104,20 +115,10 @@ WITH r AS (
     SELECT sc.seg, sc.sfx, sc.region_idx, sc.loss_factor, m.interval_minutes AS minutes,
            (m.market_day - DATE '1970-01-01')::BIGINT AS day_no, m.kwh, m.flags, m.flag_id,
            epoch_us(sc.utc_from) AS f_us, epoch_us(sc.utc_to) AS t_us
-    FROM _sc sc
-    JOIN meter_days m ON m.channel_id = sc.channel_id AND m.is_current
-     AND m.market_day >= DATE '1970-01-01' + ((epoch_us(sc.utc_from) + {market}) // {day})::INTEGER
-     AND m.market_day <= DATE '1970-01-01' + ((epoch_us(sc.utc_to) - 1 + {market}) // {day})::INTEGER
-    WHERE m.market_day BETWEEN $lo_day AND $hi_day
+    {day_rows}
       AND NOT (m.flags IS NULL AND list_contains($n_ids, m.flag_id))
 ), b AS (
-    SELECT r.*,
-           least(greatest(ceil((f_us - (day_no * {day} - {market})) / (minutes * 60000000.0)),
-                          0), 1440 // minutes)::BIGINT AS lo,
-           least(greatest(ceil((t_us - (day_no * {day} - {market})) / (minutes * 60000000.0)),
-                          0), 1440 // minutes)::BIGINT AS hi,
-           least(greatest(ceil(coalesce(d.mid_us, 0) / (minutes * 60000000.0)), 0),
-                 1440 // minutes)::BIGINT AS mid
+    SELECT r.*, {lo} AS lo, {hi} AS hi, {mid} AS mid
     FROM r LEFT JOIN _mid d USING (day_no)
 ), h AS (
     -- the day's slots before and after the local midnight (unnest, not a LATERAL join: DuckDB
@@ -154,32 +155,27 @@ FROM _sl s
 JOIN _km k ON k.day_no = s.day_no AND k.minutes = s.minutes AND k.region_idx = s.region_idx
  AND k.sfx = s.sfx{joins}
 GROUP BY ALL
-HAVING sum(CASE WHEN s.p IS NULL THEN list_sum(k.mask[s.a + 1:s.e])
-                ELSE list_dot_product(s.p, k.mask[s.a + 1:s.e]) END) > 0
+HAVING n_intervals > 0
 """
 
 # Intervals with an estimated (quality E) read on any of the segment's channels, counted once
 # per interval: only the arrays holding such a flag are unnested.
 _ESTIMATED_SQL = """
 WITH r AS (
-    SELECT sc.seg, m.market_day, m.interval_minutes AS minutes, m.kwh, m.flags, m.flag_id,
-           epoch_us(sc.utc_from) AS f_us, epoch_us(sc.utc_to) AS t_us
-    FROM _sc sc
-    JOIN meter_days m ON m.channel_id = sc.channel_id AND m.is_current
-     AND m.market_day >= DATE '1970-01-01' + ((epoch_us(sc.utc_from) + {market}) // {day})::INTEGER
-     AND m.market_day <= DATE '1970-01-01' + ((epoch_us(sc.utc_to) - 1 + {market}) // {day})::INTEGER
-    WHERE m.market_day BETWEEN $lo_day AND $hi_day
+    SELECT sc.seg, sc.utc_from, sc.utc_to, m.market_day, m.interval_minutes AS minutes, m.kwh,
+           m.flags, m.flag_id
+    {day_rows}
       AND (list_contains($e_ids, m.flag_id) OR list_has_any(coalesce(m.flags, []), $e_ids))
 ), u AS (
-    SELECT seg, f_us, t_us, kwh, flags, flag_id,
-           (market_day - DATE '1970-01-01') * {day} - {market}
-             + (generate_subscripts(kwh, 1) - 1) * minutes * 60000000 AS start_us,
+    SELECT seg, utc_from, utc_to, market_day, minutes, kwh, flags, flag_id,
            generate_subscripts(kwh, 1) AS i
     FROM r
+), s AS (
+    SELECT *, {start} AS start FROM u
 )
-SELECT seg, count(DISTINCT start_us) AS estimated_intervals
-FROM u
-WHERE start_us >= f_us AND start_us < t_us AND kwh[i] IS NOT NULL
+SELECT seg, count(DISTINCT start) AS estimated_intervals
+FROM s
+WHERE start >= utc_from AND start < utc_to AND kwh[i] IS NOT NULL
   AND list_contains($e_ids, coalesce(flags[i], flag_id))
 GROUP BY seg
 """
@@ -256,7 +252,15 @@ def array_pass(
             con.execute("CREATE OR REPLACE TEMP TABLE _mid AS SELECT * FROM _mid_frame")
         finally:
             con.unregister("_mid_frame")
-        con.execute(with_literals(_SLICES_SQL.format(**nums), lit).replace("$n_ids", n_list))
+        slices = _SLICES_SQL.format(
+            day_rows=_DAY_ROWS,
+            lo=slot_bound_sql("f_us", "day_no", "minutes"),
+            hi=slot_bound_sql("t_us", "day_no", "minutes"),
+            mid=slot_bound_sql(
+                "(day_no * 86400000000 - 36000000000) + coalesce(d.mid_us, 0)", "day_no", "minutes"
+            ),
+        )
+        con.execute(with_literals(slices, lit).replace("$n_ids", n_list))
         amounts, joins = [], []
         for j in slots:
             if clamped[j]:
@@ -279,7 +283,12 @@ def array_pass(
         ).pl()
         estimated = (
             con.sql(
-                with_literals(_ESTIMATED_SQL.format(**nums), lit).replace("$e_ids", e_list)
+                with_literals(
+                    _ESTIMATED_SQL.format(
+                        day_rows=_DAY_ROWS, start=slot_start_sql("market_day", "i - 1", "minutes")
+                    ),
+                    lit,
+                ).replace("$e_ids", e_list)
             ).pl()
             if e_ids
             else pl.DataFrame(schema={"seg": pl.Int64, "estimated_intervals": pl.Int64})

@@ -35,10 +35,68 @@ import datetime as dt
 import duckdb
 import polars as pl
 
-from settlement.schema_days import DAY_SQL, DERIVE_SQL, SECS_SQL
-from settlement.store import with_literals
+from settlement.schema_days import slot_start_sql
+from settlement.store import market_day_no, with_literals
 
 EPOCH_DAY = dt.date(1970, 1, 1)
+
+# a reading's market day number, and its seconds since that day's 00:00 (UTC+10)
+_DAY_NO = market_day_no("v.interval_start")
+_SECS = "((epoch_us(v.interval_start) // 1000000 + 36000) % 86400)"
+
+# {filter}: a WHERE clause on meter_values v (code-written, with literal bounds so DuckDB prunes
+# row groups by them); {keys}: "" or a SEMI JOIN restricting to _day_keys(channel_id, day_no)
+_DERIVE_SQL = """
+INSERT INTO meter_days
+WITH r AS NOT MATERIALIZED (
+    SELECT v.channel_id, {_day} AS day_no, v.interval_minutes, v.is_current,
+           CASE WHEN v.is_current THEN 0 ELSE v.file_id END AS g_file,
+           CASE WHEN v.is_current THEN 0 ELSE v.source_line END AS g_line,
+           ({_secs} // (60 * v.interval_minutes))::INTEGER AS slot,
+           v.kwh, v.flag_id, v.version_at, v.file_id, v.source_line
+    FROM meter_values v
+    WHERE {filter} AND {_secs} % (60 * v.interval_minutes) = 0
+), k AS NOT MATERIALIZED (
+    SELECT * FROM r {keys}
+), g AS (
+    -- a day's current readings make one row per interval length; superseded ones one row per
+    -- (length, file, line)
+    SELECT channel_id, day_no, interval_minutes, is_current, g_file, g_line,
+           list(kwh ORDER BY slot) AS kwhs, count(*) AS n,
+           min(flag_id) AS f_lo, max(flag_id) AS f_hi, arg_min(flag_id, slot) AS f_first,
+           -- the newest (version_at, file_id, source_line), packed in one HUGEINT (a max of
+           -- a STRUCT costs ~10x more in DuckDB 1.5); the offset keeps it positive
+           max(((epoch_us(version_at)::HUGEINT + 4611686018427387904) << 64)
+               + (file_id::HUGEINT << 32) + source_line) AS newest
+    FROM k
+    GROUP BY ALL
+), odd AS (
+    -- the few days with a slot missing or flags that differ: their slots and flags as lists
+    SELECT channel_id, day_no, interval_minutes, is_current, g_file, g_line,
+           list(slot ORDER BY slot) AS slots, list(flag_id ORDER BY slot) AS fls
+    FROM k
+    SEMI JOIN (SELECT * FROM g WHERE n < 1440 // interval_minutes OR f_lo <> f_hi) o
+           USING (channel_id, day_no, interval_minutes, is_current, g_file, g_line)
+    GROUP BY ALL
+)
+SELECT channel_id, DATE '1970-01-01' + day_no::INTEGER, interval_minutes,
+       CASE WHEN n = 1440 // interval_minutes THEN kwhs
+            ELSE list_transform(range(1440 // interval_minutes),
+                                i -> kwhs[list_position(slots, i::INTEGER)]) END,
+       f_first,
+       CASE WHEN f_lo = f_hi THEN NULL
+            WHEN n = 1440 // interval_minutes THEN fls
+            ELSE list_transform(range(1440 // interval_minutes),
+                                i -> fls[list_position(slots, i::INTEGER)]) END,
+       make_timestamptz(((newest >> 64) - 4611686018427387904)::BIGINT), ((newest >> 32) & 4294967295)::BIGINT,
+       (newest & 4294967295)::INTEGER, is_current
+FROM g LEFT JOIN odd USING (channel_id, day_no, interval_minutes, is_current, g_file, g_line)
+ORDER BY day_no, channel_id, newest
+""".replace("{_day}", _DAY_NO).replace("{_secs}", _SECS)
+
+FULL_DERIVE_SQL = _DERIVE_SQL.format(filter="true", keys="")
+"""Derive ``meter_days`` from every reading in one statement (small stores and tests; the
+migration goes in batches, :func:`refresh_all_days`)."""
 
 _DELETE_SQL = """
 DELETE FROM meter_days d USING _day_keys k
@@ -54,11 +112,16 @@ def refresh_days(con: duckdb.DuckDBPyConnection, file_ids: list[int]) -> int:
         return 0
     ids = sorted({int(f) for f in file_ids})
     id_filter = "v.file_id IN (" + ", ".join(str(i) for i in ids) + ")"  # integers, not input
-    keys = con.execute(
-        f"SELECT DISTINCT channel_id, {DAY_SQL.format(c='v.interval_start')}::INTEGER AS day_no"
-        f" FROM meter_values v WHERE {id_filter}"
+    return refresh_day_keys(con, _days_of(con, id_filter))
+
+
+def _days_of(con: duckdb.DuckDBPyConnection, where: str) -> pl.DataFrame:
+    """The (channel_id, day_no) days of the readings of ``meter_values v`` matching ``where``
+    (code-written SQL)."""
+    return con.execute(
+        f"SELECT DISTINCT channel_id, ({_DAY_NO})::INTEGER AS day_no FROM meter_values v"
+        f" WHERE {where}"
     ).pl()
-    return refresh_day_keys(con, keys)
 
 
 BATCH_DAYS = 50_000
@@ -68,11 +131,7 @@ aggregation holds a batch's readings in memory; 144 M at once took 18.8 GiB and 
 
 def refresh_all_days(con: duckdb.DuckDBPyConnection) -> int:
     """Rebuild ``meter_days`` from every stored reading (the v10 migration); return the days."""
-    keys = con.execute(
-        f"SELECT DISTINCT channel_id, {DAY_SQL.format(c='v.interval_start')}::INTEGER AS day_no"
-        " FROM meter_values v"
-    ).pl()
-    return refresh_day_keys(con, keys)
+    return refresh_day_keys(con, _days_of(con, "true"))
 
 
 def refresh_day_keys(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> int:
@@ -124,12 +183,7 @@ def _refresh_batch(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> int:
         + f" AND v.channel_id BETWEEN {ch_lo} AND {ch_hi}"
     )
     con.execute(
-        DERIVE_SQL.format(
-            day=DAY_SQL.format(c="v.interval_start"),
-            secs=SECS_SQL.format(c="v.interval_start"),
-            filter=scope,
-            keys="SEMI JOIN _day_keys USING (channel_id, day_no)",
-        )
+        _DERIVE_SQL.format(filter=scope, keys="SEMI JOIN _day_keys USING (channel_id, day_no)")
     )
     con.execute("DROP TABLE _day_keys")
     return keys.height
@@ -139,15 +193,13 @@ DAYS_MATCH_VALUES_SQL = """
 -- current readings that the current day rows do not hold, or hold differently, and the reverse:
 -- must return no rows while meter_days is derived from meter_values
 WITH d AS (
-    SELECT channel_id, interval_minutes,
-           timezone('UTC', (market_day::TIMESTAMP - INTERVAL 10 HOUR)) AS day_start,
+    SELECT channel_id, interval_minutes, market_day,
            unnest(kwh) AS kwh,
            unnest(coalesce(flags, list_transform(kwh, x -> flag_id))) AS flag_id,
            generate_subscripts(kwh, 1) - 1 AS slot
     FROM meter_days WHERE is_current
 ), days AS (
-    SELECT channel_id, day_start + to_minutes(slot * interval_minutes) AS interval_start,
-           interval_minutes, kwh, flag_id
+    SELECT channel_id, {start} AS interval_start, interval_minutes, kwh, flag_id
     FROM d WHERE kwh IS NOT NULL
 ), reads AS (
     SELECT channel_id, interval_start, interval_minutes, kwh, flag_id
@@ -156,7 +208,7 @@ WITH d AS (
 (SELECT 'missing from meter_days' AS problem, * FROM (FROM reads EXCEPT ALL FROM days))
 UNION ALL
 (SELECT 'not in meter_values' AS problem, * FROM (FROM days EXCEPT ALL FROM reads))
-"""
+""".replace("{start}", slot_start_sql("market_day", "slot", "interval_minutes"))
 
 
 def span_kwh_sql(day: str, utc_from: str, utc_to: str, n_ids: str) -> str:
@@ -167,15 +219,11 @@ def span_kwh_sql(day: str, utc_from: str, utc_to: str, n_ids: str) -> str:
     The span's slots are one slice of the array (``ceil`` of the offsets from the market day's
     00:00 UTC+10, clamped to the day), summed by ``list_sum``; only a day with a flag per slot
     (V) is summed element by element. All names are written by this code, never input."""
-    day_us = f"(({day}.market_day - DATE '1970-01-01') * 86400000000 - 36000000000)"
-    step = f"({day}.interval_minutes * 60000000.0)"
-
-    def slot(t: str) -> str:
-        return (
-            f"least(greatest(ceil((epoch_us({t}) - {day_us}) / {step}), 0), len({day}.kwh))::BIGINT"
-        )
-
-    lo, hi = slot(utc_from), slot(utc_to)
+    day_no = f"({day}.market_day - DATE '1970-01-01')"
+    lo, hi = (
+        slot_bound_sql(f"epoch_us({t})", day_no, f"{day}.interval_minutes")
+        for t in (utc_from, utc_to)
+    )
     return (
         f"CASE WHEN {day}.flags IS NULL THEN"
         f" CASE WHEN list_contains({n_ids}, {day}.flag_id) THEN 0.0"
@@ -186,6 +234,17 @@ def span_kwh_sql(day: str, utc_from: str, utc_to: str, n_ids: str) -> str:
     )
 
 
+def slot_bound_sql(t_us: str, day_no: str, minutes: str) -> str:
+    """SQL: the first slot of an array of market day number ``day_no`` at ``minutes`` a slot
+    whose interval starts at or after instant ``t_us`` (microseconds since 1970, UTC), clamped
+    to the day: ``[bound(from), bound(to))`` are the slots of a span ``[from, to)``, one slice.
+    Every argument is an expression written by this code, never input."""
+    return (
+        f"least(greatest(ceil(({t_us} - ({day_no} * 86400000000 - 36000000000))"
+        f" / ({minutes} * 60000000.0)), 0), 1440 // {minutes})::BIGINT"
+    )
+
+
 def market_day_of_sql(t: str) -> str:
     """SQL: the NEM market day (UTC+10) DATE of TIMESTAMPTZ expression ``t`` (code-written)."""
-    return f"(DATE '1970-01-01' + ((epoch_us({t}) + 36000000000) // 86400000000)::INTEGER)"
+    return f"(DATE '1970-01-01' + ({market_day_no(t)})::INTEGER)"

@@ -273,6 +273,13 @@ def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditRe
         )
 
 
+# The price array of each settled (day, region, interval length) of the run ($1..$2).
+_RUN_PRICES = """WITH px AS (
+    SELECT settlement_date, region, interval_minutes,
+           list(price_per_mwh ORDER BY interval_start) AS prices
+    FROM wholesale_prices WHERE settlement_date BETWEEN $1 AND $2 GROUP BY ALL
+)"""
+
 # The run's settled reads and wholesale cost for the manifest, from the day arrays (schema v11)
 # and the day's price array per region and interval length, unnested side by side: each read's
 # amount is the view's expression in the view's order (``kwh x dlf x mlf x price / 1000``), so
@@ -281,11 +288,7 @@ def _record_audits(store: Store, run_id: str, attempt: int, audits: list[AuditRe
 # (list_dot_product would be faster, but DuckDB 1.5 refuses it when any list of the same vector
 # holds a NULL, whichever rows a CASE picks: a missing price or read anywhere in the chunk.)
 MANIFEST_COUNTS_SQL = """
-WITH px AS (
-    SELECT settlement_date, region, interval_minutes,
-           list(price_per_mwh ORDER BY interval_start) AS prices
-    FROM wholesale_prices WHERE settlement_date BETWEEN $1 AND $2 GROUP BY ALL
-), reads AS (
+{prices}, reads AS (
     SELECT t.dlf, t.mlf, c.suffix, unnest(d.kwh) AS kwh, unnest(p.prices) AS price
     FROM wholesale_days d
     JOIN wholesale_terms t USING (terms_id)
@@ -297,7 +300,7 @@ WITH px AS (
 SELECT count(kwh),
        coalesce(sum(kwh * dlf * mlf * price / 1000) FILTER (suffix[1] = 'E'), 0)
 FROM reads
-"""
+""".replace("{prices}", _RUN_PRICES)
 
 
 # Whether every settled array of the run and every price of its days is there (no NULL at all):
@@ -310,11 +313,7 @@ SELECT NOT EXISTS (SELECT 1 FROM wholesale_days WHERE settlement_date BETWEEN $1
                    AND price_per_mwh IS NULL)
 """
 MANIFEST_DOT_SQL = """
-WITH px AS (
-    SELECT settlement_date, region, interval_minutes,
-           list(price_per_mwh ORDER BY interval_start) AS prices
-    FROM wholesale_prices WHERE settlement_date BETWEEN $1 AND $2 GROUP BY ALL
-)
+{prices}
 SELECT coalesce(sum(len(d.kwh)), 0),
        coalesce(sum(list_dot_product(d.kwh, p.prices) * t.dlf * t.mlf / 1000)
                 FILTER (c.suffix[1] = 'E'), 0)
@@ -324,7 +323,7 @@ JOIN meter_channels c USING (channel_id)
 JOIN px p ON p.settlement_date = d.settlement_date AND p.region = t.region
  AND p.interval_minutes = d.interval_minutes
 WHERE d.settlement_date BETWEEN $1 AND $2
-"""
+""".replace("{prices}", _RUN_PRICES)
 
 
 # The store's views that the snapshot re-creates over its own Parquet files, in dependency order.

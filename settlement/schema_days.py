@@ -9,68 +9,13 @@ from __future__ import annotations
 
 import duckdb
 
-# seconds since the market day's 00:00 (UTC+10) of TIMESTAMPTZ column c, and its day number
-SECS_SQL = "((epoch_us({c}) // 1000000 + 36000) % 86400)"
-DAY_SQL = "((epoch_us({c}) // 1000000 + 36000) // 86400)"
 
-# {filter}: a WHERE clause on meter_values v (code-written, with literal bounds so DuckDB prunes
-# row groups by them); {keys}: "" or a SEMI JOIN restricting to _day_keys(channel_id, day_no)
-DERIVE_SQL = """
-INSERT INTO meter_days
-WITH r AS NOT MATERIALIZED (
-    SELECT v.channel_id, {day} AS day_no, v.interval_minutes, v.is_current,
-           CASE WHEN v.is_current THEN 0 ELSE v.file_id END AS g_file,
-           CASE WHEN v.is_current THEN 0 ELSE v.source_line END AS g_line,
-           ({secs} // (60 * v.interval_minutes))::INTEGER AS slot,
-           v.kwh, v.flag_id, v.version_at, v.file_id, v.source_line
-    FROM meter_values v
-    WHERE {filter} AND {secs} % (60 * v.interval_minutes) = 0
-), k AS NOT MATERIALIZED (
-    SELECT * FROM r {keys}
-), g AS (
-    -- a day's current readings make one row per interval length; superseded ones one row per
-    -- (length, file, line)
-    SELECT channel_id, day_no, interval_minutes, is_current, g_file, g_line,
-           list(kwh ORDER BY slot) AS kwhs, count(*) AS n,
-           min(flag_id) AS f_lo, max(flag_id) AS f_hi, arg_min(flag_id, slot) AS f_first,
-           -- the newest (version_at, file_id, source_line), packed in one HUGEINT (a max of
-           -- a STRUCT costs ~10x more in DuckDB 1.5); the offset keeps it positive
-           max(((epoch_us(version_at)::HUGEINT + 4611686018427387904) << 64)
-               + (file_id::HUGEINT << 32) + source_line) AS newest
-    FROM k
-    GROUP BY ALL
-), odd AS (
-    -- the few days with a slot missing or flags that differ: their slots and flags as lists
-    SELECT channel_id, day_no, interval_minutes, is_current, g_file, g_line,
-           list(slot ORDER BY slot) AS slots, list(flag_id ORDER BY slot) AS fls
-    FROM k
-    SEMI JOIN (SELECT * FROM g WHERE n < 1440 // interval_minutes OR f_lo <> f_hi) o
-           USING (channel_id, day_no, interval_minutes, is_current, g_file, g_line)
-    GROUP BY ALL
-)
-SELECT channel_id, DATE '1970-01-01' + day_no::INTEGER, interval_minutes,
-       CASE WHEN n = 1440 // interval_minutes THEN kwhs
-            ELSE list_transform(range(1440 // interval_minutes),
-                                i -> kwhs[list_position(slots, i::INTEGER)]) END,
-       f_first,
-       CASE WHEN f_lo = f_hi THEN NULL
-            WHEN n = 1440 // interval_minutes THEN fls
-            ELSE list_transform(range(1440 // interval_minutes),
-                                i -> fls[list_position(slots, i::INTEGER)]) END,
-       make_timestamptz(((newest >> 64) - 4611686018427387904)::BIGINT), ((newest >> 32) & 4294967295)::BIGINT,
-       (newest & 4294967295)::INTEGER, is_current
-FROM g LEFT JOIN odd USING (channel_id, day_no, interval_minutes, is_current, g_file, g_line)
-ORDER BY day_no, channel_id, newest
-"""
+def slot_start_sql(day: str, slot: str, minutes: str) -> str:
+    """SQL: the UTC start (TIMESTAMPTZ) of 0-based slot ``slot`` of an array of market day
+    ``day`` (a DATE expression) at ``minutes`` a slot (market time is UTC+10 all year).
+    Every argument is an expression written by this code, never input."""
+    return f"(timezone('Etc/GMT-10', {day}::TIMESTAMP) + to_minutes(({slot}) * {minutes}))"
 
-FULL_DERIVE_SQL = DERIVE_SQL.format(
-    day=DAY_SQL.format(c="v.interval_start"),
-    secs=SECS_SQL.format(c="v.interval_start"),
-    filter="true",
-    keys="",
-)
-"""Fill ``meter_days`` from every reading in one statement (small stores and tests; the
-migration goes in batches, :func:`fill_days`)."""
 
 DAYS_V10_SQL = """
 CREATE TABLE meter_days (

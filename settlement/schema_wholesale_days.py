@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import duckdb
 
+from settlement.schema_days import slot_start_sql
+
 # one row per settled read of wholesale_days (the v6 columns), NULL slots left out
 WHOLESALE_VALUES_VIEW = """
 CREATE VIEW wholesale_values AS
 SELECT terms_id, channel_id,
-       timezone('Etc/GMT-10', settlement_date::TIMESTAMP)
-         + to_minutes((slot - 1) * interval_minutes) AS interval_start,
+       {start} AS interval_start,
        interval_minutes, settlement_date, kwh, flag_id
 FROM (
     SELECT terms_id, channel_id, interval_minutes, settlement_date,
@@ -35,7 +36,7 @@ FROM (
     FROM wholesale_days
 )
 WHERE kwh IS NOT NULL
-"""
+""".replace("{start}", slot_start_sql("settlement_date", "slot - 1", "interval_minutes"))
 
 WHOLESALE_DAYS_V11_SQL = """
 CREATE TABLE wholesale_days (

@@ -26,6 +26,7 @@ import datetime as dt
 
 from settlement.accruals import accrue_day
 from settlement.failpoints import failpoint
+from settlement.schema_days import slot_start_sql
 from settlement.store import Store, market_day_no, with_literals
 from tariffs.product import Product
 
@@ -67,14 +68,13 @@ INTERVALS_SQL = """
 -- (the few pairs first, then their slots: expanding every array's slots first and then taking
 -- the distinct ones made 28.8 M rows for a 100,000-account day, 1.6 s)
 SELECT r.region,
-       timezone('Etc/GMT-10', $settlement_date::TIMESTAMP) + to_minutes(s.i * r.interval_minutes)
-         AS interval_start,
+       {start} AS interval_start,
        r.interval_minutes
 FROM (SELECT DISTINCT t.region, d.interval_minutes
       FROM wholesale_days d JOIN wholesale_terms t ON t.terms_id = d.terms_id
       WHERE d.settlement_date = $settlement_date) r
 CROSS JOIN LATERAL (SELECT unnest(range(1440 // r.interval_minutes)) AS i) s
-"""
+""".replace("{start}", slot_start_sql("$settlement_date", "s.i", "r.interval_minutes"))
 
 COUNTS_SQL = """
 -- the day's settled reads, those without a price, and those with a price on an E, S or N read:

@@ -143,6 +143,11 @@ def _issued_july(store: Store, account: str) -> Decimal:
 
 AUG, SEP = dt.date(2024, 8, 1), dt.date(2024, 9, 1)
 D = Decimal
+# the adjustment lines of the bills, in line order
+ADJUSTMENT_LINES = (
+    "SELECT component, amount_ex_gst, gst FROM bill_lines"
+    " WHERE component LIKE 'Adjustment%' ORDER BY line_no"
+)
 
 
 def test_written_off_undercharge_revised_again_upwards_nets_to_zero(
@@ -494,10 +499,7 @@ def test_limit_inside_the_period_writes_off_only_the_days_before_it() -> None:
             ("applied_written_off", D("-100.00"), D("131.00"), D("-10.00"), D("-1.00"),
              dt.date(2024, 1, 11)),
         ]  # fmt: skip
-        lines = store.query(
-            "SELECT component, amount_ex_gst, gst FROM bill_lines"
-            " WHERE component LIKE 'Adjustment%' ORDER BY line_no"
-        ).fetchall()
+        lines = store.query(ADJUSTMENT_LINES).fetchall()
         assert lines == [
             ("Adjustment: credit", D("-100.00"), D("-10.00")),
             ("Adjustment: rebill", D("131.00"), D("13.10")),
@@ -787,10 +789,7 @@ def test_a_pending_undercharge_is_priced_at_the_limit_of_the_night_a_bill_takes_
             _reprice_pending(store, runs, limit)
             assert store.query(ADJ_ROWS).fetchall() == repriced
         _issue(store, "night02", runs, CloseResult())
-        lines = store.query(
-            "SELECT component, amount_ex_gst, gst FROM bill_lines"
-            " WHERE component LIKE 'Adjustment%' ORDER BY line_no"
-        ).fetchall()
+        lines = store.query(ADJUSTMENT_LINES).fetchall()
         assert lines == [
             ("Adjustment: credit", D("-100.00"), D("-10.00")),
             ("Adjustment: rebill", D("131.00"), D("13.10")),

@@ -12,10 +12,14 @@ import datetime as dt
 from pathlib import Path
 from unittest.mock import patch
 
-from settlement.meter_days import DAYS_MATCH_VALUES_SQL, refresh_all_days, refresh_days
+from settlement.meter_days import (
+    DAYS_MATCH_VALUES_SQL,
+    FULL_DERIVE_SQL,
+    refresh_all_days,
+    refresh_days,
+)
 from settlement.meter_store import append_reads
 from settlement.nem12 import ingest_meter_files
-from settlement.schema_days import FULL_DERIVE_SQL
 from settlement.store import Store
 
 H100 = "100,NEM12,202401031200,MDP,RET"
