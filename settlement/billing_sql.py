@@ -409,37 +409,39 @@ def channel_pass_sums(
             agg, estimated = array_pass(
                 store, cp, binding, bounds, site_timezone, missing, estimated_ids
             )
-            key_days = store.con.sql(_KEY_DAYS_SQL).pl()
-            agg = _with_dates(agg, key_days, segs).with_columns(
-                (pl.col("ckm") // 7).alias("ck"),
-                (pl.col("ckm") % 7 * 5).cast(pl.Int64).alias("minutes"),
+        else:
+            agg = store.con.sql(
+                _PASS_SQL.format(
+                    **dims,
+                    amounts="".join(",\n       " + a for a in amounts),
+                    missing=f" AND v.flag_id NOT IN ({_in_list(missing)})" if missing else "",
+                    time=time,
+                    quantity=exact_sum("v.kwh"),
+                )
+            ).pl()
+            estimated = (
+                store.con.sql(_ESTIMATED_SQL.format(ids=_in_list(estimated_ids), time=time)).pl()
+                if estimated_ids
+                else pl.DataFrame(schema={"seg": pl.Int64, "estimated_intervals": pl.Int64})
             )
-            kc_map = _kc_map(store, cp)
-            return _result(cp, agg, kc_map, estimated)
-        agg = store.con.sql(
-            _PASS_SQL.format(
-                **dims,
-                amounts="".join(",\n       " + a for a in amounts),
-                missing=f" AND v.flag_id NOT IN ({_in_list(missing)})" if missing else "",
-                time=time,
-                quantity=exact_sum("v.kwh"),
-            )
-        ).pl()
         key_days = store.con.sql(_KEY_DAYS_SQL).pl()
         agg = _with_dates(agg, key_days, segs).with_columns(
             (pl.col("ckm") // 7).alias("ck"),
             (pl.col("ckm") % 7 * 5).cast(pl.Int64).alias("minutes"),
         )
-        kc_map = _kc_map(store, cp)
-        estimated = (
-            store.con.sql(_ESTIMATED_SQL.format(ids=_in_list(estimated_ids), time=time)).pl()
-            if estimated_ids
-            else pl.DataFrame(schema={"seg": pl.Int64, "estimated_intervals": pl.Int64})
-        )
+        fixed = [c for c in cp.components if not c.varying]
+        kc_map = store.con.sql(
+            "SELECT DISTINCT ck, sfx, nospot"
+            + "".join(f", d{c.index}, r{c.index}, f{c.index}" for c in fixed)
+            + "".join(f", sa{j}" for j in range(cp.slots))
+            + " FROM _kc"
+        ).pl()
     finally:
         for name in [*frames, "_sc", "_kx", "_kc"]:
             store.con.execute(f"DROP TABLE IF EXISTS {name}")
-    return _result(cp, agg, kc_map, estimated)
+    kc_map = kc_map.with_columns(pl.col("sfx").cast(pl.UInt8))
+    estimated = estimated.with_columns(pl.col("seg", "estimated_intervals").cast(pl.Int64))
+    return PassResult(cp, agg, kc_map, estimated)
 
 
 PASS_ENV = "FAIRSHARE_PASS"
@@ -456,25 +458,6 @@ def pass_zone(zones: Sequence[str]) -> str | None:
     if os.environ.get(PASS_ENV, "reads") != "days" or len(set(zones)) != 1:
         return None
     return next(iter(zones))
-
-
-def _kc_map(store: Store, cp: ChannelPass) -> pl.DataFrame:
-    """The clock keys' channel, fixed rates and spot flags (from ``_kc``)."""
-    fixed = [c for c in cp.components if not c.varying]
-    return store.con.sql(
-        "SELECT DISTINCT ck, sfx, nospot"
-        + "".join(f", d{c.index}, r{c.index}, f{c.index}" for c in fixed)
-        + "".join(f", sa{j}" for j in range(cp.slots))
-        + " FROM _kc"
-    ).pl()
-
-
-def _result(
-    cp: ChannelPass, agg: pl.DataFrame, kc_map: pl.DataFrame, estimated: pl.DataFrame
-) -> PassResult:
-    kc_map = kc_map.with_columns(pl.col("sfx").cast(pl.UInt8))
-    estimated = estimated.with_columns(pl.col("seg", "estimated_intervals").cast(pl.Int64))
-    return PassResult(cp, agg, kc_map, estimated)
 
 
 def pass_lines(

@@ -15,8 +15,9 @@ appends the readings to ``meter_values`` (kWh, UTC; read through the ``meter_rea
   (``[interval_start, interval_start + interval_minutes)``), newer by (version_at, file_id,
   source_line): a 5-minute day revised at 30 minutes leaves only the 30-minute readings current,
   and the reverse; the current readings of a channel never overlap;
-- the day arrays of every (channel, market day) the file touched are rebuilt in ``meter_days``
-  (:mod:`settlement.meter_days`) in the same transaction.
+- each loaded record is also a day-array row of ``meter_days`` (:mod:`settlement.meter_days`),
+  in the same transaction: new days and newer whole-day versions are written as parsed, and the
+  days that took the exact path are rebuilt from their readings.
 
 Format rules, the version_at fallback and the quarantine reasons: ``data/formats/nem12.md``.
 """
