@@ -89,7 +89,7 @@ SELECT channel_id, DATE '1970-01-01' + day_no::INTEGER, interval_minutes,
             ELSE list_transform(range(1440 // interval_minutes),
                                 i -> fls[list_position(slots, i::INTEGER)]) END,
        make_timestamptz(((newest >> 64) - 4611686018427387904)::BIGINT), ((newest >> 32) & 4294967295)::BIGINT,
-       (newest & 4294967295)::INTEGER, is_current
+       (newest & 4294967295)::INTEGER, is_current, n::SMALLINT
 FROM g LEFT JOIN odd USING (channel_id, day_no, interval_minutes, is_current, g_file, g_line)
 ORDER BY day_no, channel_id, newest
 """.replace("{_day}", _DAY_NO).replace("{_secs}", _SECS)
@@ -208,6 +208,10 @@ WITH d AS (
 (SELECT 'missing from meter_days' AS problem, * FROM (FROM reads EXCEPT ALL FROM days))
 UNION ALL
 (SELECT 'not in meter_values' AS problem, * FROM (FROM days EXCEPT ALL FROM reads))
+UNION ALL
+(SELECT 'n_reads is not the count of reads' AS problem, channel_id, NULL, interval_minutes,
+        NULL, NULL
+ FROM meter_days WHERE n_reads IS DISTINCT FROM list_count(kwh))
 """.replace("{start}", slot_start_sql("market_day", "slot", "interval_minutes"))
 
 

@@ -547,7 +547,7 @@ class _Loader:
         _days = days  # scanned by name (fixed SQL)
         self.con.execute(
             "INSERT INTO meter_days SELECT channel_id, market_day, interval_minutes, kwh,"
-            " flag_id, flags, version_at, ?, source_line, true FROM _days",
+            " flag_id, flags, version_at, ?, source_line, true, list_count(kwh) FROM _days",
             [self.file_id],
         )
 

@@ -15,7 +15,7 @@ import duckdb
 
 from settlement.schema_accruals import ACCRUALS_V8_SQL
 from settlement.schema_bills import BILLS_V5_SQL
-from settlement.schema_days import DAYS_V10_SQL, fill_days
+from settlement.schema_days import DAYS_V10_SQL, N_READS_V12_SQL, fill_days
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 from settlement.schema_wholesale import WHOLESALE_V6_SQL
@@ -393,6 +393,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "wholesale_days: the settlement as day arrays; wholesale_values becomes a view",
         WHOLESALE_DAYS_V11_SQL,
         fill_wholesale_days,
+    ),
+    Migration(
+        12,
+        "meter_days.n_reads: the count of slots with a reading",
+        N_READS_V12_SQL,
     ),
 )
 

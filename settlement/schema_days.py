@@ -31,6 +31,7 @@ CREATE TABLE meter_days (
     source_line      INTEGER NOT NULL,
     is_current       BOOLEAN NOT NULL
 );
+-- v12 adds n_reads SMALLINT: the count of slots with a reading
 """
 
 
@@ -39,4 +40,18 @@ def fill_days(con: duckdb.DuckDBPyConnection) -> None:
     over every reading of a large store ran out of memory: 144 M readings, 18.8 GiB)."""
     from settlement.meter_days import refresh_all_days  # the module imports the store
 
+    # the derivation writes the columns of today's table: v12's n_reads too (v12 then counts
+    # every row's readings again)
+    con.execute("ALTER TABLE meter_days ADD COLUMN n_reads SMALLINT")
     refresh_all_days(con)
+
+
+N_READS_V12_SQL = """
+-- the count of slots with a reading, kept with the row: the billing pass reads an array as it is
+-- stored when every slot has one, and telling that by list_count read every array (0.4-0.5 s
+-- a 20,000-account month, measured). Every write fills it; it stays nullable (DuckDB 1.5 cannot
+-- SET NOT NULL after an UPDATE in one transaction), and a NULL only sends the array to the
+-- element-wise path.
+ALTER TABLE meter_days ADD COLUMN IF NOT EXISTS n_reads SMALLINT;
+UPDATE meter_days SET n_reads = list_count(kwh);
+"""

@@ -100,9 +100,9 @@ def test_fast_path_equals_reference_on_random_dst_month(store: Store) -> None:
 
 @pytest.fixture(autouse=True, params=["reads", "days"])
 def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every test of this module runs on both passes: per read (``meter_values``, the default)
-    and per day array (``FAIRSHARE_PASS=days``, :mod:`settlement.billing_days`); the chosen one
-    must be the one that ran."""
+    """Every test of this module runs on both passes: per day array (``meter_days``, the
+    default, :mod:`settlement.billing_days`) and per read (``FAIRSHARE_PASS=reads``); the chosen
+    one must be the one that ran."""
     layout = str(request.param)
     monkeypatch.setenv("FAIRSHARE_PASS", layout)
     calls: list[int] = []

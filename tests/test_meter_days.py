@@ -143,9 +143,30 @@ def test_fixture_reads_get_day_rows_too(store: Store) -> None:
         "SELECT 'NMI0000009', 'E1', TIMESTAMPTZ '2024-01-01 14:00:00+00' + to_minutes(30 * i),"
         " 30, i / 10, 'A', NULL, NULL, now(), 1, 1, true FROM range(48) t(i) WHERE i <> 5",
     )
-    [(day, kwh)] = store.query("SELECT market_day, kwh FROM meter_days").fetchall()
+    [(day, kwh, n)] = store.query("SELECT market_day, kwh, n_reads FROM meter_days").fetchall()
     assert day == dt.date(2024, 1, 2)
     assert kwh[4:7] == [0.4, None, 0.6] and len(kwh) == 48
+    assert n == 47  # schema v12: the slots with a reading
     assert refresh_days(store.con, [1]) == 1  # rebuilding is idempotent
     assert store.query("SELECT count(*) FROM meter_days").fetchall() == [(1,)]
     assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
+
+
+def test_v12_counts_the_readings_of_existing_day_rows(tmp_path: Path) -> None:
+    """A store at v11 (no ``n_reads``) migrates to v12 with every row's count of readings:
+    48 for a whole day from NEM12, 47 for a day with a missing half-hour."""
+    path = tmp_path / "old.duckdb"
+    with Store.open(path) as s:
+        ingest_meter_files(s, [write(tmp_path, "a.csv", b200(30),
+                                     r300("20240101", ["0.5"] * 48, "20240105000000"))])  # fmt: skip
+        append_reads(
+            s.con,
+            "SELECT 'NMI0000009', 'E1', TIMESTAMPTZ '2024-01-01 14:00:00+00' + to_minutes(30 * i),"
+            " 30, i / 10, 'A', NULL, NULL, now(), 1, 1, true FROM range(48) t(i) WHERE i <> 5",
+        )
+        s.con.execute("ALTER TABLE meter_days DROP COLUMN n_reads")
+        s.con.execute("DELETE FROM schema_version WHERE version = 12")
+    with Store.open(path) as s:
+        got = s.query("SELECT len(kwh), n_reads FROM meter_days ORDER BY ALL").fetchall()
+        assert got == [(48, 47), (48, 48)]
+        assert s.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
