@@ -308,7 +308,7 @@ FROM reads
 # above, which stays for runs with a missing read or price).
 MANIFEST_CLEAN_SQL = """
 SELECT NOT EXISTS (SELECT 1 FROM wholesale_days WHERE settlement_date BETWEEN $1 AND $2
-                   AND list_count(kwh) <> len(kwh))
+                   AND coalesce(n_reads, list_count(kwh)) <> 1440 // interval_minutes)
    AND NOT EXISTS (SELECT 1 FROM wholesale_prices WHERE settlement_date BETWEEN $1 AND $2
                    AND price_per_mwh IS NULL)
 """

@@ -19,7 +19,11 @@ from settlement.schema_days import DAYS_V10_SQL, N_READS_V12_SQL, fill_days
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 from settlement.schema_wholesale import WHOLESALE_V6_SQL
-from settlement.schema_wholesale_days import WHOLESALE_DAYS_V11_SQL, fill_wholesale_days
+from settlement.schema_wholesale_days import (
+    WHOLESALE_DAYS_V11_SQL,
+    WHOLESALE_N_READS_V13_SQL,
+    fill_wholesale_days,
+)
 
 
 @dataclass(frozen=True)
@@ -398,6 +402,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         12,
         "meter_days.n_reads: the count of slots with a reading",
         N_READS_V12_SQL,
+    ),
+    Migration(
+        13,
+        "wholesale_days.n_reads: the count of slots with a read, copied from meter_days",
+        WHOLESALE_N_READS_V13_SQL,
     ),
 )
 

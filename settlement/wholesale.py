@@ -56,7 +56,7 @@ WITH acct AS (
     JOIN meter_channels ch ON ch.nmi = a.nmi AND (ch.suffix[1] = 'E' OR ch.suffix[1] = 'B')
 )
 SELECT $settlement_date AS settlement_date, a.terms_id, m.channel_id, m.interval_minutes,
-       m.kwh, m.flag_id, m.flags
+       m.kwh, m.flag_id, m.flags, coalesce(m.n_reads, list_count(m.kwh))
 FROM meter_days m
 JOIN acct a ON a.channel_id = m.channel_id
 WHERE m.is_current AND m.market_day = $settlement_date
@@ -81,7 +81,8 @@ COUNTS_SQL = """
 -- per day array, against the day's price array of its region and interval length. Arrays whose
 -- slots are all priced and share one flag need no element-wise work; the others (a missing
 -- price, a V day) are counted slot by slot. (Split by WHERE, not CASE: DuckDB evaluated the
--- element-wise branch of a CASE on every row.)
+-- element-wise branch of a CASE on every row.) The reads of an array are its stored count
+-- (schema v13), not a list_count of every array.
 WITH px AS (
     SELECT region, interval_minutes, list(price_per_mwh ORDER BY interval_start) AS prices,
            count(*) FILTER (price_per_mwh IS NULL) AS n_missing
@@ -89,15 +90,15 @@ WITH px AS (
 ), est AS (
     SELECT coalesce(list(flag_id), []) AS ids FROM meter_flags WHERE quality IN ('E', 'S', 'N')
 ), base AS (
-    SELECT d.kwh, d.flags, d.flag_id, p.prices, p.n_missing, e.ids
+    SELECT d.kwh, d.flags, d.flag_id, coalesce(d.n_reads, list_count(d.kwh)) AS n_reads,
+           p.prices, p.n_missing, e.ids
     FROM wholesale_days d
     JOIN wholesale_terms t ON t.terms_id = d.terms_id
     JOIN px p ON p.region = t.region AND p.interval_minutes = d.interval_minutes
     CROSS JOIN est e
     WHERE d.settlement_date = $settlement_date
 ), rows AS (
-    SELECT list_count(kwh) AS n, 0 AS missing,
-           list_count(kwh) * list_contains(ids, flag_id)::INTEGER AS estimated
+    SELECT n_reads AS n, 0 AS missing, n_reads * list_contains(ids, flag_id)::INTEGER AS estimated
     FROM base WHERE n_missing = 0 AND flags IS NULL
     UNION ALL
     SELECT list_count(kwh),

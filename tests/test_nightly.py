@@ -614,7 +614,7 @@ def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
         store.con.execute(
             "INSERT INTO wholesale_days SELECT settlement_date, terms_id, channel_id,"
             " interval_minutes, list_concat([kwh[1]], list_transform(kwh[2:], x -> NULL::DOUBLE)),"
-            " flag_id, NULL FROM wholesale_days WHERE channel_id = ? AND settlement_date = ?",
+            " flag_id, NULL, 1 FROM wholesale_days WHERE channel_id = ? AND settlement_date = ?",
             [channel, END],
         )
         found = {a.name: a for a in run_audits(store, START, END)}[audit]
