@@ -23,6 +23,9 @@ from settlement.meter_days import market_day_of_sql, span_kwh_sql
 from settlement.schema_days import slot_start_sql
 from settlement.store import Store, with_literals
 
+# the bills issued so far, hashed (the drafts of the run are not issued yet)
+ISSUED_HASH_SQL = HASH_SQL.replace("{bills}", "b.bill_id IN (SELECT bill_id FROM bill_issues)")
+
 
 @dataclass(frozen=True)
 class Audit:
@@ -413,7 +416,7 @@ def run_audits(
     for audit in [*AUDITS, *BILL_AUDITS]:
         if not all(_exists(store, t) for t in audit.needs):
             continue
-        sql = audit.sql.replace("(HASH)", f"({HASH_SQL})").replace("{to_issue}", TO_ISSUE)
+        sql = audit.sql.replace("(HASH)", f"({ISSUED_HASH_SQL})").replace("{to_issue}", TO_ISSUE)
         found = 0
         sample: list[dict[str, object]] = []
         # the bill audits cover the bills of the run's range only

@@ -225,7 +225,11 @@ SELECT b.bill_id, sha256(concat_ws('|', b.account, b.period_start, b.period_end,
                  l.rate, l.amount_ex_gst, l.gst, l.amount_inc_gst), '#' ORDER BY l.line_no)
           FROM bill_lines l WHERE l.bill_id = b.bill_id))) AS content_sha256
 FROM bills b
+WHERE {bills}
 """
+"""A content hash per bill of those matching ``{bills}`` (a condition on ``bills b``, written
+by this code): restrict it, as every caller does, or every bill in the store is hashed (0.3-0.4 s
+per 100,000 bills)."""
 
 
 @dataclass
@@ -844,12 +848,16 @@ def _issue(store: Store, nightly_run_id: str, runs: list[int], result: CloseResu
             [runs],
         )
         con.execute(
-            f"INSERT INTO bill_issues SELECT h.bill_id, ?, (SELECT coalesce(max(file_id), 0) "
-            f"FROM ingested_files), h.content_sha256 FROM ({HASH_SQL}) h JOIN bills b USING "
-            "(bill_id) WHERE list_contains(?::BIGINT[], b.run_id) AND b.status = 'issued' "
-            # issued by an earlier attempt of these billing runs: recorded then, kept as it was
-            "AND b.bill_id NOT IN (SELECT bill_id FROM bill_issues)",
-            [nightly_run_id, runs],
+            "INSERT INTO bill_issues SELECT h.bill_id, $nid, (SELECT coalesce(max(file_id), 0) "
+            "FROM ingested_files), h.content_sha256 FROM ("
+            + HASH_SQL.replace(
+                "{bills}",
+                "list_contains($runs::BIGINT[], b.run_id) AND b.status = 'issued'"
+                # issued by an earlier attempt of these billing runs: recorded then, kept
+                " AND b.bill_id NOT IN (SELECT bill_id FROM bill_issues)",
+            )
+            + ") h",
+            {"nid": nightly_run_id, "runs": runs},
         )
         con.execute(
             "INSERT OR REPLACE INTO revision_checks SELECT ?, coalesce(max(file_id), 0) "

@@ -228,9 +228,12 @@ def span_kwh_sql(day: str, utc_from: str, utc_to: str, n_ids: str) -> str:
         slot_bound_sql(f"epoch_us({t})", day_no, f"{day}.interval_minutes")
         for t in (utc_from, utc_to)
     )
+    whole = f"{lo} = 0 AND {hi} = 1440 // {day}.interval_minutes"
     return (
         f"CASE WHEN {day}.flags IS NULL THEN"
         f" CASE WHEN list_contains({n_ids}, {day}.flag_id) THEN 0.0"
+        # a whole day is summed where it is stored: a slice is a copy
+        f" WHEN {whole} THEN coalesce(list_sum({day}.kwh), 0.0)"
         f" ELSE coalesce(list_sum({day}.kwh[{lo} + 1:{hi}]), 0.0) END"
         f" ELSE coalesce(list_sum(list_transform(range({lo} + 1, {hi} + 1),"
         f" i -> CASE WHEN list_contains({n_ids}, {day}.flags[i]) THEN NULL"
