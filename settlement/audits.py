@@ -93,27 +93,32 @@ AUDITS: list[Audit] = [
         "no two current reads of a channel overlap in time (a day re-sent at another interval "
         "length supersedes the old length's reads; the energy would otherwise count twice)",
         """
-        WITH span AS (
-            SELECT channel_id, interval_start, interval_minutes FROM meter_values
-            WHERE is_current
-              AND interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
-              AND interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
-        ), mixed AS (
-            -- only channels with two lengths in the range can overlap (equal lengths on the
-            -- same start are the duplicate audit's): one cheap grouping of the range first
-            SELECT channel_id FROM span GROUP BY channel_id
-            HAVING min(interval_minutes) <> max(interval_minutes)
+        WITH mixed AS (
+            -- only channels with current reads of two lengths in the range can overlap (equal
+            -- lengths on the same start are the duplicate audit's): found from the day rows
+            -- (schema v10: a current row per channel, market day and length of its current
+            -- reads), not by grouping the range's reads (0.3 s for a 28.8 M-read day)
+            SELECT channel_id FROM meter_days
+            WHERE is_current AND market_day BETWEEN $date_from AND $date_to
+            GROUP BY channel_id HAVING min(interval_minutes) <> max(interval_minutes)
+        ), span AS (
+            -- those channels' reads only (the join's keys bound the scan)
+            SELECT v.channel_id, v.interval_start, v.interval_minutes
+            FROM meter_values v JOIN mixed m USING (channel_id)
+            WHERE v.is_current
+              AND v.interval_start >= timezone('Etc/GMT-10', $date_from::TIMESTAMP)
+              AND v.interval_start < timezone('Etc/GMT-10', ($date_to + 1)::TIMESTAMP)
         ), ordered AS (
             SELECT s.*, max(s.interval_start + to_minutes(s.interval_minutes)) OVER (
                        PARTITION BY s.channel_id ORDER BY s.interval_start, s.interval_minutes
                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_end
-            FROM span s WHERE s.channel_id IN (SELECT channel_id FROM mixed)
+            FROM span s
         )
         SELECT c.nmi, c.suffix, o.interval_start, o.interval_minutes, o.earlier_end
         FROM ordered o JOIN meter_channels c USING (channel_id)
         WHERE o.earlier_end > o.interval_start
         """,
-        ("meter_values",),
+        ("meter_values", "meter_days"),
     ),
     Audit(
         "wholesale_no_nan",

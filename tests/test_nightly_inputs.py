@@ -164,6 +164,7 @@ def test_overlapping_current_reads_fail_their_audit(tmp_path: Path) -> None:
     import datetime as dt
 
     from settlement.audits import run_audits
+    from settlement.meter_days import FULL_DERIVE_SQL
 
     with Store.open(tmp_path / "s.duckdb") as s:
         s.con.execute("INSERT INTO meter_channels VALUES (1, 'N1', 'E1')")
@@ -174,6 +175,7 @@ def test_overlapping_current_reads_fail_their_audit(tmp_path: Path) -> None:
                 "INSERT INTO meter_values VALUES (1, ?::TIMESTAMPTZ, ?, 0.1, 1, now(), 1, 1, true)",
                 [f"2024-07-02 {hhmm}:00+00", minutes],
             )
+        s.con.execute(FULL_DERIVE_SQL)  # their day rows, as ingestion writes them
         (audit,) = [
             a
             for a in run_audits(s, dt.date(2024, 7, 2), dt.date(2024, 7, 2))
