@@ -83,8 +83,9 @@ WITH r AS (
 """
 
 # an array with a read in every slot and one flag for the day is used as it is (``n_reads``:
-# schema v12; a scalar test, where list_count read every array)
-_CLEAN_ROW = "m.flags IS NULL AND m.n_reads = 1440 // m.interval_minutes"
+# schema v12; a scalar test, where list_count read every array). A row without its count is
+# not clean: it is cleaned element by element, never left out.
+_CLEAN_ROW = "m.flags IS NULL AND coalesce(m.n_reads, -1) = 1440 // m.interval_minutes"
 _CLEAN = f"\n      AND {_CLEAN_ROW}"
 _DIRTY = f"\n      AND NOT ({_CLEAN_ROW})"
 
