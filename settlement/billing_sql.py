@@ -449,10 +449,10 @@ PASS_ENV = "FAIRSHARE_PASS"
 """``reads``: the per-read pass over ``meter_values``; else (the default, ``days``) the
 day-array pass (:mod:`settlement.billing_days`) wherever the segments' sites share one zone.
 
-Measured on bench_billing's store (100,000 accounts x September, 192 M reads; eleventh session):
-the day-array pass billed TOU + feed-in in 7.0-7.4 s and the dynamic product in 4.6-5.5 s, the
-per-read pass in 7.2 s and 7.8 s; on the nightly's one 5-minute day its accruals took 0.9 s
-against 1.45 s."""
+Measured on bench_billing's store (100,000 accounts x September, 192 M reads; eleventh session,
+the store cleared of earlier runs' bills): the day-array pass billed TOU + feed-in in 4.5 s and
+the dynamic product in 5.0 s, the per-read pass in 6.1 s and 7.0 s; on the nightly's one
+5-minute day its accruals took 0.9 s against 1.45 s."""
 
 
 def pass_zone(zones: Sequence[str]) -> str | None:

@@ -40,6 +40,7 @@ from settlement.runs import (
     runtime_versions,
     stage,
 )
+from settlement.schema_days import n_reads_sql
 from settlement.store import Store
 from settlement.wholesale import revised_days, settle_day
 from tariffs.errors import ExitCode
@@ -307,11 +308,11 @@ FROM reads
 # then the cost is one inner product per array (list_dot_product, about 10x the unnesting
 # above, which stays for runs with a missing read or price).
 MANIFEST_CLEAN_SQL = """
-SELECT NOT EXISTS (SELECT 1 FROM wholesale_days WHERE settlement_date BETWEEN $1 AND $2
-                   AND coalesce(n_reads, list_count(kwh)) <> 1440 // interval_minutes)
+SELECT NOT EXISTS (SELECT 1 FROM wholesale_days d WHERE settlement_date BETWEEN $1 AND $2
+                   AND {n_reads_d} <> 1440 // interval_minutes)
    AND NOT EXISTS (SELECT 1 FROM wholesale_prices WHERE settlement_date BETWEEN $1 AND $2
                    AND price_per_mwh IS NULL)
-"""
+""".replace("{n_reads_d}", n_reads_sql("d"))
 MANIFEST_DOT_SQL = """
 {prices}
 SELECT coalesce(sum(len(d.kwh)), 0),

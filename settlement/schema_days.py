@@ -17,6 +17,13 @@ def slot_start_sql(day: str, slot: str, minutes: str) -> str:
     return f"(timezone('Etc/GMT-10', {day}::TIMESTAMP) + to_minutes(({slot}) * {minutes}))"
 
 
+def n_reads_sql(row: str) -> str:
+    """SQL: the count of slots with a reading of day array row ``row`` (a ``meter_days`` or
+    ``wholesale_days`` alias, written by this code): its stored count (schema v12/v13), or,
+    where none is stored, the array's own count (``list_count`` reads the array)."""
+    return f"coalesce({row}.n_reads, list_count({row}.kwh))"
+
+
 DAYS_V10_SQL = """
 CREATE TABLE meter_days (
     channel_id       INTEGER NOT NULL,
@@ -41,7 +48,7 @@ def fill_days(con: duckdb.DuckDBPyConnection) -> None:
     from settlement.meter_days import refresh_all_days  # the module imports the store
 
     # the derivation writes the columns of today's table: v12's n_reads too (v12 then counts
-    # every row's readings again)
+    # only the rows left without a count)
     con.execute("ALTER TABLE meter_days ADD COLUMN n_reads SMALLINT")
     refresh_all_days(con)
 
@@ -53,5 +60,6 @@ N_READS_V12_SQL = """
 -- SET NOT NULL after an UPDATE in one transaction), and a NULL only sends the array to the
 -- element-wise path.
 ALTER TABLE meter_days ADD COLUMN IF NOT EXISTS n_reads SMALLINT;
-UPDATE meter_days SET n_reads = list_count(kwh);
+-- (rows the v10 derivation of this same migration run already counted are not counted again)
+UPDATE meter_days SET n_reads = list_count(kwh) WHERE n_reads IS NULL;
 """

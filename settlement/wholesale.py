@@ -26,7 +26,7 @@ import datetime as dt
 
 from settlement.accruals import accrue_day
 from settlement.failpoints import failpoint
-from settlement.schema_days import slot_start_sql
+from settlement.schema_days import n_reads_sql, slot_start_sql
 from settlement.store import Store, market_day_no, with_literals
 from tariffs.product import Product
 
@@ -56,12 +56,12 @@ WITH acct AS (
     JOIN meter_channels ch ON ch.nmi = a.nmi AND (ch.suffix[1] = 'E' OR ch.suffix[1] = 'B')
 )
 SELECT $settlement_date AS settlement_date, a.terms_id, m.channel_id, m.interval_minutes,
-       m.kwh, m.flag_id, m.flags, coalesce(m.n_reads, list_count(m.kwh))
+       m.kwh, m.flag_id, m.flags, {n_reads_m}
 FROM meter_days m
 JOIN acct a ON a.channel_id = m.channel_id
 WHERE m.is_current AND m.market_day = $settlement_date
   AND m.market_day >= a.move_in AND m.market_day < a.move_out
-"""
+""".replace("{n_reads_m}", n_reads_sql("m"))
 
 INTERVALS_SQL = """
 -- every interval of the day at each (region, interval length) settled: the rows that need a price
@@ -92,7 +92,7 @@ WITH px AS (
 ), base AS NOT MATERIALIZED (
     -- inlined in both branches, not materialised: a copy of every array and its day's prices
     -- took 0.4-0.75 s a 100,000-account day (DuckDB materialises a CTE read twice)
-    SELECT d.kwh, d.flags, d.flag_id, coalesce(d.n_reads, list_count(d.kwh)) AS n_reads,
+    SELECT d.kwh, d.flags, d.flag_id, {n_reads_d} AS n_reads,
            p.prices, p.n_missing, e.ids
     FROM wholesale_days d
     JOIN wholesale_terms t ON t.terms_id = d.terms_id
@@ -112,7 +112,7 @@ WITH px AS (
     FROM base WHERE n_missing > 0 OR flags IS NOT NULL
 )
 SELECT coalesce(sum(n), 0), coalesce(sum(missing), 0), coalesce(sum(estimated), 0) FROM rows
-"""
+""".replace("{n_reads_d}", n_reads_sql("d"))
 
 PRICES_SQL = """
 WITH px_by_length AS (
