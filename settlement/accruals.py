@@ -204,21 +204,36 @@ def _insert(store: Store, table: str, frame: pl.DataFrame) -> None:
 # factor and region, from market days settled from every file ingested so far: their pieces
 # (disjoint: local days cut by market days) start at the segment's start, end at its end and
 # their spans add up to its span, so they tile it exactly (a site whose time zone changed
-# since has pieces at other instants, and is not covered).
+# since has pieces at other instants, and is not covered). With them, what the holds need
+# (billing_sql.channel_totals summed over the accrued days): the finest import read length, the
+# covered minutes of each channel, and the estimated and unpriced intervals (one scan of
+# accrual_days for both: a second one cost 0.1 s a product on a 100,000-account month).
+# $lo/$hi (literal dates): the market days that can hold the segments' local days (a local day
+# is within a day of its market day in any time zone), so a long history's other days are
+# pruned by their zone maps.
 COVERED_SQL = """
 WITH a AS (
     SELECT s.seg, sum(epoch(a.utc_to) - epoch(a.utc_from)) AS covered_s,
            min(a.utc_from) AS first_from, max(a.utc_to) AS last_to,
            bool_and(a.product = $product AND a.product_version = $version
                     AND a.nmi = s.nmi AND a.loss_factor = s.loss_factor AND a.region = s.region
-                    AND d.input_max_file_id = $newest) AS current
+                    AND d.input_max_file_id = $newest) AS current,
+           min(a.import_interval)::BIGINT AS import_interval,
+           sum(a.import_minutes)::BIGINT AS import_minutes,
+           sum(a.controlled_minutes)::BIGINT AS controlled_minutes,
+           sum(a.export_minutes)::BIGINT AS export_minutes,
+           sum(a.estimated_intervals)::BIGINT AS estimated_intervals,
+           sum(a.unpriced_intervals)::BIGINT AS unpriced_intervals
     FROM _acc_segs s
     JOIN accrual_days a ON a.account = s.account AND a.local_date >= s.start
      AND a.local_date < s."end"
     JOIN settled_days d ON d.settlement_date = a.settlement_date
+    WHERE a.settlement_date BETWEEN $lo AND $hi
     GROUP BY s.seg
 )
-SELECT s.seg FROM _acc_segs s JOIN a USING (seg)
+SELECT s.seg, a.import_interval, a.import_minutes, a.controlled_minutes, a.export_minutes,
+       a.estimated_intervals, a.unpriced_intervals
+FROM _acc_segs s JOIN a USING (seg)
 WHERE a.current AND a.covered_s = epoch(s.utc_to) - epoch(s.utc_from)
   AND a.first_from = s.utc_from AND a.last_to = s.utc_to
 ORDER BY s.seg
@@ -237,23 +252,23 @@ SELECT s.seg, l.line_order, l.detail, l.rate_from,
 FROM _acc_segs s JOIN _acc_cov USING (seg)
 JOIN accrual_lines l ON l.account = s.account AND l.local_date >= s.start
  AND l.local_date < s."end"
+WHERE l.settlement_date BETWEEN $lo AND $hi
 GROUP BY ALL
 """.format(quantity=exact_sum("l.quantity_kwh"), amount=exact_sum("l.amount"))
-# Per segment, what the holds need (billing_sql.channel_totals summed over the accrued days):
-# the finest import read length, the covered minutes of each channel, and the estimated and
-# unpriced intervals.
+# Per covered segment, what the holds need (made with the cover, :data:`COVERED_SQL`).
 SEGMENT_DAYS_SQL = """
-SELECT s.seg, min(a.import_interval)::BIGINT AS import_interval,
-       sum(a.import_minutes)::BIGINT AS import_minutes,
-       sum(a.controlled_minutes)::BIGINT AS controlled_minutes,
-       sum(a.export_minutes)::BIGINT AS export_minutes,
-       sum(a.estimated_intervals)::BIGINT AS estimated_intervals,
-       sum(a.unpriced_intervals)::BIGINT AS unpriced_intervals
-FROM _acc_segs s JOIN _acc_cov USING (seg)
-JOIN accrual_days a ON a.account = s.account AND a.local_date >= s.start
- AND a.local_date < s."end"
-GROUP BY s.seg
+SELECT seg, import_interval, import_minutes, controlled_minutes, export_minutes,
+       estimated_intervals, unpriced_intervals
+FROM _acc_cov
 """
+
+
+def _day_range(segs: pl.DataFrame) -> dict[str, dt.date]:
+    """``$lo``/``$hi`` of :data:`COVERED_SQL` and :data:`SEGMENT_LINES_SQL`: the market days
+    that can hold the local days of ``segs`` (``start`` to ``end``, end exclusive)."""
+    lo, hi = segs.get_column("start").min(), segs.get_column("end").max()
+    assert isinstance(lo, dt.date) and isinstance(hi, dt.date)
+    return {"lo": lo - dt.timedelta(days=1), "hi": hi}
 
 
 def covered_segments(store: Store, product: Product, segs: pl.DataFrame) -> list[int]:
@@ -266,7 +281,8 @@ def covered_segments(store: Store, product: Product, segs: pl.DataFrame) -> list
         "version": product.version or "inline",
         "newest": int(newest[0]) if newest else 0,
     }
-    store.con.execute(f"CREATE OR REPLACE TEMP TABLE _acc_cov AS {COVERED_SQL}", params)
+    sql = with_literals(COVERED_SQL, _day_range(segs))
+    store.con.execute(f"CREATE OR REPLACE TEMP TABLE _acc_cov AS {sql}", params)
     return [int(r[0]) for r in store.con.execute("SELECT seg FROM _acc_cov").fetchall()]
 
 
@@ -289,7 +305,7 @@ def bill_segments_accrued(
     :func:`covered_segments`) from their accruals: the same lines, holds
     and rounding as :func:`settlement.billing_sql.bill_segments_sql`, from the sums the nightly
     stored instead of a pass over the period's reads."""
-    frame = store.con.execute(SEGMENT_LINES_SQL).pl()
+    frame = store.con.execute(with_literals(SEGMENT_LINES_SQL, _day_range(segs))).pl()
     totals = store.con.execute(SEGMENT_DAYS_SQL).pl()
     counts = read_counts(totals)
     chosen = pl.DataFrame({"seg": covered}, schema={"seg": pl.Int64})

@@ -129,10 +129,14 @@ def publish_snapshot(
     tables: dict[str, tuple[str, list[Any]]],
     manifest: dict[str, Any],
     texts: dict[str, str] | None = None,
+    row_group_rows: dict[str, int] | None = None,
 ) -> Path:
     """Write each query's result as read-only Parquet plus ``manifest.json`` and the ``texts``
     (file name -> content, e.g. SQL that opens the snapshot), atomically. A table name with a
-    slash (``"wholesale_days/2024-08-31"``) is a file in a sub-folder.
+    slash (``"wholesale_days/2024-08-31"``) is a file in a sub-folder. ``row_group_rows``
+    (table name -> rows) sets a table's Parquet row group size; DuckDB writes one row group per
+    thread at a time, so a table of a few large rows (day arrays) written as one row group
+    keeps one core busy.
 
     Files go to ``runs_dir/.staging-<run_id>`` and the folder is renamed to ``runs_dir/<run_id>``
     only when complete, so a reader never sees a half-written snapshot. An existing snapshot of
@@ -147,7 +151,12 @@ def publish_snapshot(
         target = staging / f"{name}.parquet"  # a name "folder/part" writes folder/part.parquet
         target.parent.mkdir(exist_ok=True)
         literal = str(target).replace("'", "''")  # COPY's file name cannot be a parameter
-        store.con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)", params)
+        rows = int((row_group_rows or {}).get(name, 122_880))  # DuckDB's default
+        store.con.execute(
+            f"COPY ({sql}) TO '{literal}' "
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {rows})",
+            params,
+        )
         target.chmod(0o444)
     files = {"manifest.json": json.dumps(manifest, indent=2, default=str) + "\n", **(texts or {})}
     for name, text in files.items():
