@@ -142,6 +142,7 @@ def _report(result: NightlyResult, fmt: LogFormat) -> None:
             message=result.message,
             snapshot=result.snapshot,
             stages=result.manifest.get("stages"),
+            checkpoint_seconds=result.checkpoint_seconds,
         )
         return
     out.print(f"[bold]{result.status}[/]: {result.message}")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from settlement.closing import HASH_SQL
 from settlement.meter_days import market_day_of_sql, span_kwh_sql
 from settlement.schema_days import slot_start_sql
+from settlement.schema_wholesale_refs import RESOLVE_AUDIT_SQL
 from settlement.store import Store, with_literals
 
 # the bills issued so far, hashed (the drafts of the run are not issued yet)
@@ -87,6 +88,13 @@ AUDITS: list[Audit] = [
         WHERE abs(coalesce(s.kwh, 0) - coalesce(m.kwh, 0)) > 1e-6
         """,
         ("wholesale_days",),
+    ),
+    Audit(
+        "settled_days_resolve",
+        "every settled channel day that refers to its meter array (schema v14) finds exactly "
+        "one: the settlement reads the readings that were settled, no more and no fewer",
+        RESOLVE_AUDIT_SQL,
+        ("wholesale_day_rows",),
     ),
     Audit(
         "meter_no_overlapping_current_reads",

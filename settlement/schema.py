@@ -24,6 +24,7 @@ from settlement.schema_wholesale_days import (
     WHOLESALE_N_READS_V13_SQL,
     fill_wholesale_days,
 )
+from settlement.schema_wholesale_refs import WHOLESALE_REFS_V14_SQL
 
 
 @dataclass(frozen=True)
@@ -407,6 +408,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         13,
         "wholesale_days.n_reads: the count of slots with a read, copied from meter_days",
         WHOLESALE_N_READS_V13_SQL,
+    ),
+    Migration(
+        14,
+        "wholesale_day_rows: a settled day refers to its meter_days array (file_id, "
+        "source_line) instead of copying it; wholesale_days becomes a view that resolves it",
+        WHOLESALE_REFS_V14_SQL,
     ),
 )
 

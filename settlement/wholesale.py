@@ -7,9 +7,10 @@ cost of an import channel (suffix E*), the spot value of an export channel (B*).
 A settlement day is a NEM market day: intervals starting in ``[D 00:00, D+1 00:00)`` UTC+10.
 What is stored (schema v11, ``settlement.schema_wholesale_days``) is each channel's settled
 day as one row of ``wholesale_days`` (the kWh array of its ``meter_days`` row, with its quality
-flags), the account's loss factors in ``wholesale_terms`` and the price of each (region,
-interval) of the day in ``wholesale_prices``; the views ``wholesale_values`` (a row per read) and
-``wholesale_reads`` multiply them out.
+flags; from v14 a reference to that row, which the view resolves, see
+``settlement.schema_wholesale_refs``), the account's loss factors in ``wholesale_terms`` and
+the price of each (region, interval) of the day in ``wholesale_prices``; the views
+``wholesale_values`` (a row per read) and ``wholesale_reads`` multiply them out.
 
 The price of a meter interval is the time-weighted mean of the price intervals it covers (a
 30-minute read under 5-minute prices takes the mean of six prices; a 5-minute read under a
@@ -46,7 +47,10 @@ WHERE NOT EXISTS (
 
 VALUES_SQL = """
 -- one row per current day array (meter_days) of an energy channel (E* import, B* export) of
--- the settled market day in the account's supply period (move-in and move-out are market days)
+-- the settled market day in the account's supply period (move-in and move-out are market days):
+-- a reference to the array (schema v14: file_id and source_line with the channel, length and
+-- day), its flags and count; {kwh} is NULL (the view wholesale_days resolves it) or, for a key
+-- that names more than one array of the day, the array itself
 WITH acct AS (
     SELECT t.terms_id, ch.channel_id, a.move_in,
            coalesce(a.move_out, DATE '9999-12-31') AS move_out
@@ -56,12 +60,27 @@ WITH acct AS (
     JOIN meter_channels ch ON ch.nmi = a.nmi AND (ch.suffix[1] = 'E' OR ch.suffix[1] = 'B')
 )
 SELECT $settlement_date AS settlement_date, a.terms_id, m.channel_id, m.interval_minutes,
-       m.kwh, m.flag_id, m.flags, {n_reads_m}
+       {kwh}, m.flag_id, m.flags, {n_reads_m}, m.file_id, m.source_line
 FROM meter_days m
 JOIN acct a ON a.channel_id = m.channel_id
 WHERE m.is_current AND m.market_day = $settlement_date
   AND m.market_day >= a.move_in AND m.market_day < a.move_out
 """.replace("{n_reads_m}", n_reads_sql("m"))
+
+# keys (channel, length, file, line) that name more than one array of the settled day: NEM12 has
+# one record per channel day, so only a day rebuilt from readings of several files can have
+# them; their settled rows keep a copy of the array
+SHARED_KEYS_SQL = """
+SELECT channel_id, interval_minutes, file_id, source_line FROM meter_days
+WHERE market_day = $settlement_date GROUP BY ALL HAVING count(*) > 1
+"""
+# a copy of the array where its key is shared, else NULL (a reference)
+_KWH_SHARED = (
+    "CASE WHEN (m.channel_id, m.interval_minutes, m.file_id, m.source_line) IN "
+    "(SELECT (channel_id, interval_minutes, file_id, source_line) FROM _shared_keys) "
+    "THEN m.kwh END"
+)
+
 
 INTERVALS_SQL = """
 -- every interval of the day at each (region, interval length) settled: the rows that need a price
@@ -171,10 +190,17 @@ def settle_day(
     # the day as a typed literal: DuckDB prunes row groups by literal bounds, not parameters
     lit = {"start": start, "end": end, "settlement_date": day}
     with store.transaction() as con:
-        con.execute("DELETE FROM wholesale_days WHERE settlement_date = ?", [day])
+        con.execute("DELETE FROM wholesale_day_rows WHERE settlement_date = ?", [day])
         con.execute("DELETE FROM wholesale_prices WHERE settlement_date = ?", [day])
         con.execute(TERMS_SQL)
-        con.execute(f"INSERT INTO wholesale_days {with_literals(VALUES_SQL, lit)}")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _shared_keys AS " + with_literals(SHARED_KEYS_SQL, lit)
+        )
+        shared = con.execute("SELECT count(*) FROM _shared_keys").fetchall()[0][0]
+        kwh = _KWH_SHARED if shared else "NULL::DOUBLE[]"
+        values = with_literals(VALUES_SQL.replace("{kwh}", kwh), lit)
+        con.execute(f"INSERT INTO wholesale_day_rows {values}")
+        con.execute("DROP TABLE _shared_keys")
         failpoint("settle.in_transaction")
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _settle_intervals AS {with_literals(INTERVALS_SQL, lit)}"

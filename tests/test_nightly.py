@@ -20,6 +20,7 @@ import pytest
 from settlement.audits import AUDITS, BILL_AUDITS, Audit
 from settlement.config import load_config
 from settlement.nightly import days_between, run_nightly
+from settlement.schema_wholesale_refs import REF_KEY
 from settlement.store import Store
 from tariffs.errors import ExitCode
 from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame
@@ -39,6 +40,14 @@ OPTIONAL_TABLES = {
     "accrual_days": "SELECT * FROM accrual_days ORDER BY ALL",
     "accrual_lines": "SELECT * FROM accrual_lines ORDER BY ALL",
 }
+
+
+def own_arrays(store: Store) -> None:
+    """Give every settled row its own copy of the array it refers to (schema v14 rows refer to
+    their ``meter_days`` row), so that a test can tamper with a settled read alone."""
+    store.con.execute(
+        f"UPDATE wholesale_day_rows w SET kwh = m.kwh FROM meter_days m WHERE w.kwh IS NULL AND {REF_KEY}"
+    )
 
 
 def cli(
@@ -565,12 +574,13 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
         stage_channels(store, cfg.products)
         clean |= {a.name: a.failing_rows for a in run_audits(store, START, END)}
         assert clean["wholesale_energy_conserved"] == clean["billed_energy_equals_metered"] == 0
+        own_arrays(store)
         store.con.execute(
             # the first read (slot 1) of A2's E1 array on the first settled day
-            "UPDATE wholesale_days SET kwh = list_concat([kwh[1] + 0.5], kwh[2:])"
+            "UPDATE wholesale_day_rows SET kwh = list_concat([kwh[1] + 0.5], kwh[2:])"
             " WHERE channel_id = (SELECT channel_id FROM customers JOIN meter_channels"
             " USING (nmi) WHERE account = 'A2' AND suffix = 'E1')"
-            " AND settlement_date = (SELECT min(settlement_date) FROM wholesale_days)"
+            " AND settlement_date = (SELECT min(settlement_date) FROM wholesale_day_rows)"
         )
         bill = store.query(
             "SELECT b.bill_id FROM bills b JOIN bill_lines l USING (bill_id) WHERE b.status ="
@@ -611,10 +621,12 @@ def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
             "SELECT channel_id FROM customers JOIN meter_channels USING (nmi) "
             "WHERE account = 'A2' AND suffix = 'E1'"
         ).fetchall()[0][0]
+        own_arrays(store)
         store.con.execute(
-            "INSERT INTO wholesale_days SELECT settlement_date, terms_id, channel_id,"
+            "INSERT INTO wholesale_day_rows SELECT settlement_date, terms_id, channel_id,"
             " interval_minutes, list_concat([kwh[1]], list_transform(kwh[2:], x -> NULL::DOUBLE)),"
-            " flag_id, NULL, 1 FROM wholesale_days WHERE channel_id = ? AND settlement_date = ?",
+            " flag_id, NULL, 1, NULL, NULL FROM wholesale_day_rows"
+            " WHERE channel_id = ? AND settlement_date = ?",
             [channel, END],
         )
         found = {a.name: a for a in run_audits(store, START, END)}[audit]
@@ -625,16 +637,16 @@ def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
         ).fetchall()[0][0]
         # NaN: one read of A2, the loss factor of A3 (one of its reads NaN as well), a price
         store.con.execute(
-            "UPDATE wholesale_days SET kwh = list_concat(['NaN'::DOUBLE], kwh[2:]) "
+            "UPDATE wholesale_day_rows SET kwh = list_concat(['NaN'::DOUBLE], kwh[2:]) "
             "WHERE channel_id = ? AND settlement_date = ?",
             [channel, END],
         )
         store.con.execute("UPDATE wholesale_terms SET dlf = 'NaN'::DOUBLE WHERE account = 'A3'")
         a3 = "(SELECT terms_id FROM wholesale_terms WHERE account = 'A3')"
         store.con.execute(
-            f"UPDATE wholesale_days SET kwh = list_concat(['Infinity'::DOUBLE], kwh[2:]) "
+            f"UPDATE wholesale_day_rows SET kwh = list_concat(['Infinity'::DOUBLE], kwh[2:]) "
             f"WHERE terms_id IN {a3} AND settlement_date = (SELECT min(settlement_date) "
-            f"FROM wholesale_days WHERE terms_id IN {a3})"
+            f"FROM wholesale_day_rows WHERE terms_id IN {a3})"
         )
         a3_reads = store.query(
             f"SELECT count(*) FROM wholesale_values WHERE terms_id IN {a3} "

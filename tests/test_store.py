@@ -339,6 +339,10 @@ def test_v10_settled_reads_migrate_to_day_arrays(tmp_path: Path) -> None:
     con.close()
     with Store.open(db) as s:
         assert s.con.execute("SELECT * FROM wholesale_values ORDER BY ALL").fetchall() == before
+        # v14: the rows settled before keep their own arrays (no reference to resolve)
+        assert s.con.execute(
+            "SELECT count(*) FILTER (kwh IS NULL OR file_id IS NOT NULL) FROM wholesale_day_rows"
+        ).fetchall() == [(0,)]
         days = s.con.execute(
             "SELECT terms_id, len(kwh), list_count(kwh), flag_id, flags IS NULL, kwh[2], kwh[13]"
             " FROM wholesale_days ORDER BY terms_id"

@@ -10,7 +10,8 @@ import pytest
 
 from settlement.customers import COLUMNS, ingest_customer_file
 from settlement.meter_store import append_reads
-from settlement.store import Store
+from settlement.schema_wholesale_refs import RESOLVE_AUDIT_SQL
+from settlement.store import Store, with_literals
 from settlement.wholesale import market_day_bounds, settle_day
 
 UTC = dt.UTC
@@ -123,6 +124,56 @@ def test_resettling_a_day_replaces_rows_identically(retailer: Store) -> None:
     first = retailer.query("SELECT * FROM wholesale_settlement").fetchall()
     settle_day(retailer, DAY, "r1")
     assert retailer.query("SELECT * FROM wholesale_settlement").fetchall() == first
+
+
+def test_settled_day_refers_to_its_array_and_keeps_it_when_the_day_is_rebuilt(
+    retailer: Store,
+) -> None:
+    """Schema v14: settling stores a reference to each channel's day array, not a copy, and the
+    view ``wholesale_days`` resolves it. A later reading of the day rebuilds the channel's
+    ``meter_days`` rows (delete and derive); the settled row takes a copy of the array it refers
+    to first, so the settlement stays what was settled (2 kWh, one read) until the day is
+    settled again (2 kWh + 3 kWh, two reads)."""
+    start, _ = market_day_bounds(DAY)
+    add_prices(retailer, five_minute_prices(start, [100] * 12))
+    settle_day(retailer, DAY, "r1")
+    rows = (
+        "SELECT c.suffix, w.kwh IS NULL, w.file_id IS NULL FROM wholesale_day_rows w"
+        " JOIN meter_channels c USING (channel_id) ORDER BY c.suffix"
+    )
+    refs = [("B1", True, False), ("E1", True, False)]
+    assert retailer.query(rows).fetchall() == refs
+    settled = (
+        "SELECT sum(kwh), count(*) FROM wholesale_values"
+        " WHERE channel_id = (SELECT channel_id FROM meter_channels WHERE suffix = 'E1')"
+    )
+    before = retailer.query(settled).fetchall()
+    assert before == [(2.0, 1)]
+    add_reads(  # the day's second half-hour of E1, from a new file
+        retailer,
+        pl.DataFrame(
+            {
+                "nmi": ["NMI1"],
+                "suffix": ["E1"],
+                "interval_start": [start + dt.timedelta(minutes=30)],
+                "interval_minutes": [30],
+                "kwh": [3.0],
+            },
+            schema_overrides={"interval_start": pl.Datetime("us", "UTC")},
+        ),
+    )
+    # E1's row now holds its own copy; B1's (not rebuilt) still refers to its array
+    assert retailer.query(rows).fetchall() == [("B1", True, False), ("E1", False, False)]
+    assert retailer.query(settled).fetchall() == before
+    resolve = "SELECT count(*) FROM (" + RESOLVE_AUDIT_SQL + ")"
+    lit = {"date_from": DAY, "date_to": DAY}
+    assert retailer.query(with_literals(resolve, lit)).fetchall() == [(0,)]
+    settle_day(retailer, DAY, "r2")
+    assert retailer.query(settled).fetchall() == [(5.0, 2)]
+    assert retailer.query(rows).fetchall() == refs
+    # a reference that names no array is reported
+    retailer.con.execute("UPDATE wholesale_day_rows SET source_line = 99 WHERE channel_id = 1")
+    assert retailer.query(with_literals(resolve, lit)).fetchall() == [(1,)]
 
 
 def test_thirty_minute_price_covers_five_minute_reads(store: Store, tmp_path: Path) -> None:
