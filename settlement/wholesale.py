@@ -95,43 +95,54 @@ FROM (SELECT DISTINCT t.region, d.interval_minutes
 CROSS JOIN LATERAL (SELECT unnest(range(1440 // r.interval_minutes)) AS i) s
 """.replace("{start}", slot_start_sql("$settlement_date", "s.i", "r.interval_minutes"))
 
-COUNTS_SQL = """
--- the day's settled reads, those without a price, and those with a price on an E, S or N read:
--- per day array, against the day's price array of its region and interval length. Arrays whose
--- slots are all priced and share one flag need no element-wise work; the others (a missing
--- price, a V day) are counted slot by slot. (Split by WHERE, not CASE: DuckDB evaluated the
--- element-wise branch of a CASE on every row.) The reads of an array are its stored count
--- (schema v13), not a list_count of every array.
+_COUNT_INPUTS = """
 WITH px AS (
     SELECT region, interval_minutes, list(price_per_mwh ORDER BY interval_start) AS prices,
            count(*) FILTER (price_per_mwh IS NULL) AS n_missing
     FROM wholesale_prices WHERE settlement_date = $settlement_date GROUP BY ALL
 ), est AS (
     SELECT coalesce(list(flag_id), []) AS ids FROM meter_flags WHERE quality IN ('E', 'S', 'N')
-), base AS NOT MATERIALIZED (
-    -- inlined in both branches, not materialised: a copy of every array and its day's prices
-    -- took 0.4-0.75 s a 100,000-account day (DuckDB materialises a CTE read twice)
-    SELECT d.kwh, d.flags, d.flag_id, {n_reads_d} AS n_reads,
-           p.prices, p.n_missing, e.ids
-    FROM wholesale_days d
+), base AS (
+    SELECT {kwh}, d.flags, d.flag_id, {n_reads_d} AS n_reads, p.prices, p.n_missing, e.ids
+    FROM {days} d
     JOIN wholesale_terms t ON t.terms_id = d.terms_id
     JOIN px p ON p.region = t.region AND p.interval_minutes = d.interval_minutes
     CROSS JOIN est e
     WHERE d.settlement_date = $settlement_date
-), rows AS (
-    SELECT n_reads AS n, 0 AS missing, n_reads * list_contains(ids, flag_id)::INTEGER AS estimated
-    FROM base WHERE n_missing = 0 AND flags IS NULL
-    UNION ALL
-    SELECT list_count(kwh),
-           len(list_filter(range(1, len(kwh) + 1),
-                           i -> kwh[i] IS NOT NULL AND prices[i] IS NULL)),
-           len(list_filter(range(1, len(kwh) + 1),
-                           i -> kwh[i] IS NOT NULL AND prices[i] IS NOT NULL
-                                AND list_contains(ids, coalesce(flags[i], flag_id))))
-    FROM base WHERE n_missing > 0 OR flags IS NOT NULL
 )
-SELECT coalesce(sum(n), 0), coalesce(sum(missing), 0), coalesce(sum(estimated), 0) FROM rows
 """.replace("{n_reads_d}", n_reads_sql("d"))
+
+COUNTS_SQL = (
+    _COUNT_INPUTS.replace("{kwh}", "NULL AS kwh").replace("{days}", "wholesale_day_rows")
+    + """
+-- the day's settled reads, those without a price, and those with a price on an E, S or N read,
+-- per day array, against the day's price array of its region and interval length: an array
+-- whose slots are all priced and share one flag is counted from its stored count (schema v13)
+-- and flag, without reading it; the others (a missing price, a V day) are only counted here,
+-- for DIRTY_COUNTS_SQL to count slot by slot when there are any
+SELECT coalesce(sum(n_reads) FILTER (n_missing = 0 AND flags IS NULL), 0), 0,
+       coalesce(sum(n_reads * list_contains(ids, flag_id)::INTEGER)
+                FILTER (n_missing = 0 AND flags IS NULL), 0),
+       count(*) FILTER (n_missing > 0 OR flags IS NOT NULL)
+FROM base
+"""
+)
+
+DIRTY_COUNTS_SQL = (
+    _COUNT_INPUTS.replace("{kwh}", "d.kwh").replace("{days}", "wholesale_days")
+    + """
+-- the arrays with a missing price or a flag per slot, counted slot by slot (read through the
+-- view wholesale_days, which resolves a settled row's array)
+SELECT coalesce(sum(list_count(kwh)), 0),
+       coalesce(sum(len(list_filter(range(1, len(kwh) + 1),
+                                    i -> kwh[i] IS NOT NULL AND prices[i] IS NULL))), 0),
+       coalesce(sum(len(list_filter(range(1, len(kwh) + 1),
+                                    i -> kwh[i] IS NOT NULL AND prices[i] IS NOT NULL
+                                         AND list_contains(ids, coalesce(flags[i], flag_id))))), 0)
+FROM base WHERE n_missing > 0 OR flags IS NOT NULL
+"""
+)
+
 
 PRICES_SQL = """
 WITH px_by_length AS (
@@ -213,6 +224,9 @@ def settle_day(
         )
         con.execute("DROP TABLE _settle_intervals")
         row = con.execute(with_literals(COUNTS_SQL, lit)).fetchall()[0]
+        if row[3]:  # arrays to count slot by slot
+            more = con.execute(with_literals(DIRTY_COUNTS_SQL, lit)).fetchall()[0]
+            row = tuple(a + b for a, b in zip(row[:3], more, strict=True))
         counts = {"rows": int(row[0]), "missing_price": int(row[1]), "estimated": int(row[2])}
         if products is not None:
             accrued = accrue_day(store, day, products)
