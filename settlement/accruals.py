@@ -210,12 +210,16 @@ def _insert(store: Store, table: str, frame: pl.DataFrame) -> None:
 # accrual_days for both: a second one cost 0.1 s a product on a 100,000-account month).
 # $lo/$hi (literal dates): the market days that can hold the segments' local days (a local day
 # is within a day of its market day in any time zone), so a long history's other days are
-# pruned by their zone maps.
+# pruned by their zone maps. Only the product's own pieces are read (the other products'
+# accounts do not reach the join: 0.18 s less over three products on a 100,000-account month):
+# a segment with a day accrued on another product is still not covered, as its product's pieces
+# then fall short of its span (an account's pieces are disjoint: its enrolments do not overlap,
+# settlement.customers quarantines those that do).
 COVERED_SQL = """
 WITH a AS (
     SELECT s.seg, sum(epoch(a.utc_to) - epoch(a.utc_from)) AS covered_s,
            min(a.utc_from) AS first_from, max(a.utc_to) AS last_to,
-           bool_and(a.product = $product AND a.product_version = $version
+           bool_and(a.product_version = $version
                     AND a.nmi = s.nmi AND a.loss_factor = s.loss_factor AND a.region = s.region
                     AND d.input_max_file_id = $newest) AS current,
            min(a.import_interval)::BIGINT AS import_interval,
@@ -228,7 +232,7 @@ WITH a AS (
     JOIN accrual_days a ON a.account = s.account AND a.local_date >= s.start
      AND a.local_date < s."end"
     JOIN settled_days d ON d.settlement_date = a.settlement_date
-    WHERE a.settlement_date BETWEEN $lo AND $hi
+    WHERE a.settlement_date BETWEEN $lo AND $hi AND a.product = $product
     GROUP BY s.seg
 )
 SELECT s.seg, a.import_interval, a.import_minutes, a.controlled_minutes, a.export_minutes,

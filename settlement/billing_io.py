@@ -464,7 +464,14 @@ def write_bills(
     status: str,
     result: BillRunResult,
 ) -> None:
-    """Insert bills, lines and product versions of a run (inside the caller's transaction)."""
+    """Insert bills, lines and product versions of a run (inside the caller's transaction).
+
+    The bills and lines of every group go in with one insert each: groups of fewer rows than a
+    DuckDB row group (122,880) are kept in memory and written to the WAL at commit, which then
+    checkpoints them (three products' 100,000 bills and 300,000 lines: a 0.5 s commit), where
+    one insert of them all writes its full row groups compressed to the file as it goes."""
+    all_bills: list[pl.DataFrame] = []
+    all_lines: list[pl.DataFrame] = []
     for product, group, priced, rate_hold in results:
         bills, lines = _bill_frames(run_id, product, group, priced, rate_hold)
         _record_product(store, product, texts, run_id)
@@ -476,7 +483,9 @@ def write_bills(
             .alias("status"),
             pl.lit(shadow).alias("shadow"),
         )
-        _insert(store, bills, lines, run_id)
+        all_bills.append(bills)
+        if lines.height:
+            all_lines.append(lines)
         held = bills.filter(pl.col("status") == "held")
         result.held += held.height
         result.bills += bills.height - held.height
@@ -491,6 +500,13 @@ def write_bills(
         )
         result.total_inc_gst[product.currency] = (
             result.total_inc_gst.get(product.currency, 0.0) + (cents or 0) / 100
+        )
+    if all_bills:
+        _insert(
+            store,
+            pl.concat(all_bills, how="vertical_relaxed"),
+            pl.concat(all_lines, how="vertical_relaxed") if all_lines else pl.DataFrame(),
+            run_id,
         )
     if status == "draft" and not shadow:
         _hold_whole_cycles(store, run_id, result)

@@ -127,9 +127,13 @@ WITH months AS (
       AND (cycle_end - 1 >= $d1
            OR EXISTS (SELECT 1 FROM settled_days WHERE settlement_date = $d1::DATE - 1))
 ), local_ends AS (
-    -- each (time zone, end date) to its UTC instant once
-    SELECT DISTINCT timezone, cycle_end, timezone(timezone, cycle_end::TIMESTAMP) AS end_utc
-    FROM ending
+    -- each (time zone, end date) in reach to its UTC instant once: built from the time zones
+    -- and the range's dates, not from the cycles (a DISTINCT over these had the end-instant
+    -- filter pushed below it, converting every cycle's end: 0.25 s for 100,000 accounts)
+    SELECT z.timezone, d.cycle_end, timezone(z.timezone, d.cycle_end::TIMESTAMP) AS end_utc
+    FROM (SELECT DISTINCT timezone FROM customers) z,
+         (SELECT unnest(generate_series($d1::DATE, $d2::DATE + 1, INTERVAL 1 DAY))::DATE
+            AS cycle_end) d
 ), due AS (
     -- a cycle closes in the run whose market days (UTC+10) reach the instant it ends, so every
     -- read of its last local day has arrived: a Sydney or Brisbane cycle on its last day, an

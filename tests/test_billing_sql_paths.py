@@ -332,6 +332,46 @@ def test_a_site_whose_time_zone_was_corrected_is_not_billed_from_its_old_accrual
     assert got[0][3] is None  # billed, not held
 
 
+def test_a_segment_with_a_day_accrued_on_another_product_is_billed_by_the_pass(
+    store: Store,
+) -> None:
+    """October accrued on sh-tou; the account then moves to sh-flat (enrolments replaced) and
+    only 10 October is settled again, on sh-flat. The cover reads only the billed product's
+    pieces: sh-flat's one day falls 30 days short of the segment's span, so the bill is priced
+    by the pass, as if never accrued; back on sh-tou the other 30 days fall short by one."""
+    hh = half_hours(date(2024, 9, 29), 35)
+    add_customer(store, "P", [("sh-tou", date(2024, 7, 1), None)])
+    add_reads(store, "NMIP", "E1", hh, [0.25 + (k % 48) / 96 for k in range(len(hh))])
+    products = load_products(PRODUCTS)
+    tou = {"sh-tou": products["sh-tou"]}
+    flat = {"sh-flat": products["sh-flat"]}
+    for k in range(34):
+        settle_day(store, date(2024, 9, 30) + timedelta(days=k), "t", tou)
+    covered: list[int] = []
+    original = accruals.covered_segments
+
+    def spy(*args: Any) -> list[int]:
+        out = original(*args)
+        covered.extend(out)
+        return out
+
+    with patch.object(accruals, "covered_segments", spy):
+        bill_accounts(store, OCT, NOV, None, tou)
+        assert covered == [1]
+        covered.clear()
+        add_customer(store, "P", [("sh-flat", date(2024, 7, 1), None)])
+        settle_day(store, date(2024, 10, 10), "t", flat)
+        on_flat = bill_accounts(store, OCT, NOV, None, flat)
+        assert covered == []
+        passed = bill_accounts(store, OCT, NOV, None, flat, engine="pass")
+        got = store.con.execute(BILLS_SQL, [on_flat.run_id]).fetchall()
+        assert got == store.con.execute(BILLS_SQL, [passed.run_id]).fetchall()
+        assert got[0][3] is None  # billed, not held
+        add_customer(store, "P", [("sh-tou", date(2024, 7, 1), None)])
+        bill_accounts(store, OCT, NOV, None, tou)
+        assert covered == []
+
+
 def test_a_month_near_a_rounding_boundary_is_billed_alike_from_its_accruals(store: Store) -> None:
     """dyn-passthrough, October in Sydney (1486 half-hours), 1.0 kWh each at 100 $/MWh, DLF
     1.02918842205: the month's energy is 1486 x (0.1 x DLF + 0.0766) = 266.764999517, which the
