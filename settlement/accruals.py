@@ -27,6 +27,8 @@ What is not accrued, and why:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import polars as pl
 
@@ -199,27 +201,28 @@ def _insert(store: Store, table: str, frame: pl.DataFrame) -> None:
         store.con.unregister("_accrual_rows")
 
 
-# Segments (``_acc_segs``: seg, account, nmi, start, end, utc_from, utc_to, loss_factor, region)
-# whose every local day is accrued, all on this product version with the segment's NMI, loss
-# factor and region, from market days settled from every file ingested so far: their pieces
-# (disjoint: local days cut by market days) start at the segment's start, end at its end and
-# their spans add up to its span, so they tile it exactly (a site whose time zone changed
-# since has pieces at other instants, and is not covered). With them, what the holds need
+# Segments (``_acc_segs``: seg, account, nmi, start, end, utc_from, utc_to, loss_factor, region,
+# product, version: the segments of every product billed from accruals in the run) whose every
+# local day is accrued, all on the segment's product version with its NMI, loss factor and
+# region, from market days settled from every file ingested so far: their pieces (disjoint:
+# local days cut by market days) start at the segment's start, end at its end and their spans
+# add up to its span, so they tile it exactly (a site whose time zone changed since has pieces
+# at other instants, and is not covered). With them, what the holds need
 # (billing_sql.channel_totals summed over the accrued days): the finest import read length, the
 # covered minutes of each channel, and the estimated and unpriced intervals (one scan of
 # accrual_days for both: a second one cost 0.1 s a product on a 100,000-account month).
 # $lo/$hi (literal dates): the market days that can hold the segments' local days (a local day
 # is within a day of its market day in any time zone), so a long history's other days are
-# pruned by their zone maps. Only the product's own pieces are read (the other products'
-# accounts do not reach the join: 0.18 s less over three products on a 100,000-account month):
-# a segment with a day accrued on another product is still not covered, as its product's pieces
-# then fall short of its span (an account's pieces are disjoint: its enrolments do not overlap,
-# settlement.customers quarantines those that do).
+# pruned by their zone maps. A segment's own product's pieces only are joined to it (one scan
+# for every product of the run, not one each): a segment with a day accrued on another product
+# is still not covered, as its product's pieces then fall short of its span (an account's
+# pieces are disjoint: its enrolments do not overlap, settlement.customers quarantines those
+# that do).
 COVERED_SQL = """
 WITH a AS (
     SELECT s.seg, sum(epoch(a.utc_to) - epoch(a.utc_from)) AS covered_s,
            min(a.utc_from) AS first_from, max(a.utc_to) AS last_to,
-           bool_and(a.product_version = $version
+           bool_and(a.product_version = s.version
                     AND a.nmi = s.nmi AND a.loss_factor = s.loss_factor AND a.region = s.region
                     AND d.input_max_file_id = $newest) AS current,
            min(a.import_interval)::BIGINT AS import_interval,
@@ -229,10 +232,10 @@ WITH a AS (
            sum(a.estimated_intervals)::BIGINT AS estimated_intervals,
            sum(a.unpriced_intervals)::BIGINT AS unpriced_intervals
     FROM _acc_segs s
-    JOIN accrual_days a ON a.account = s.account AND a.local_date >= s.start
-     AND a.local_date < s."end"
+    JOIN accrual_days a ON a.account = s.account AND a.product = s.product
+     AND a.local_date >= s.start AND a.local_date < s."end"
     JOIN settled_days d ON d.settlement_date = a.settlement_date
-    WHERE a.settlement_date BETWEEN $lo AND $hi AND a.product = $product
+    WHERE a.settlement_date BETWEEN $lo AND $hi
     GROUP BY s.seg
 )
 SELECT s.seg, a.import_interval, a.import_minutes, a.controlled_minutes, a.export_minutes,
@@ -259,12 +262,14 @@ JOIN accrual_lines l ON l.account = s.account AND l.local_date >= s.start
 WHERE l.settlement_date BETWEEN $lo AND $hi
 GROUP BY ALL
 """.format(quantity=exact_sum("l.quantity_kwh"), amount=exact_sum("l.amount"))
-# Per covered segment, what the holds need (made with the cover, :data:`COVERED_SQL`).
+# A group's share of the cover (``_acc_grp``: its segments' numbers): what the holds need, per
+# covered segment (made with the cover, :data:`COVERED_SQL`), and the accrued lines.
 SEGMENT_DAYS_SQL = """
 SELECT seg, import_interval, import_minutes, controlled_minutes, export_minutes,
        estimated_intervals, unpriced_intervals
-FROM _acc_cov
+FROM _acc_cov SEMI JOIN _acc_grp USING (seg) ORDER BY seg
 """
+GROUP_LINES_SQL = "SELECT * FROM _acc_lines SEMI JOIN _acc_grp USING (seg)"
 
 
 def _day_range(segs: pl.DataFrame) -> dict[str, dt.date]:
@@ -275,19 +280,58 @@ def _day_range(segs: pl.DataFrame) -> dict[str, dt.date]:
     return {"lo": lo - dt.timedelta(days=1), "hi": hi}
 
 
-def covered_segments(store: Store, product: Product, segs: pl.DataFrame) -> list[int]:
-    """The segments of ``segs`` (registered as ``_acc_segs``) that can be billed from their
-    accruals (:data:`COVERED_SQL`), also left in the temp table ``_acc_cov`` for the queries
-    that read them (a join: a list parameter tested per accrued row took 1.5 s a product)."""
+@contextmanager
+def accrual_cover(store: Store, groups: Sequence[tuple[Product, pl.DataFrame]]) -> Iterator[None]:
+    """Within the block, the segments of ``groups`` (each a product and segments on it, on the
+    sites' own clock) that can be billed from their accruals (:data:`COVERED_SQL`), in the temp
+    table ``_acc_cov``, and their accrued lines (:data:`SEGMENT_LINES_SQL`) in ``_acc_lines``:
+    one scan of ``accrual_days`` and one of ``accrual_lines`` for every product of a run (one
+    each per product cost 0.9 s more on a 100,000-account month of three products), read
+    per group by :func:`covered_segments` and :func:`bill_segments_accrued`; dropped after."""
+    frames = [
+        segs.select(
+            "seg", "account", "nmi", "start", "end", "loss_factor", "region", "timezone"
+        ).with_columns(
+            pl.lit(product.id).alias("product"),
+            pl.lit(product.version or "inline").alias("version"),
+        )
+        for product, segs in groups
+        if segs.height
+    ]
+    if not frames:
+        yield
+        return
+    segs = pl.concat(frames)
+    bounds = _utc_bounds(store, segs)
+    acc = segs.drop("timezone").join(bounds.select("seg", "utc_from", "utc_to"), on="seg")
     newest = store.con.execute("SELECT coalesce(max(file_id), 0) FROM ingested_files").fetchone()
-    params = {
-        "product": product.id,
-        "version": product.version or "inline",
-        "newest": int(newest[0]) if newest else 0,
-    }
-    sql = with_literals(COVERED_SQL, _day_range(segs))
-    store.con.execute(f"CREATE OR REPLACE TEMP TABLE _acc_cov AS {sql}", params)
-    return [int(r[0]) for r in store.con.execute("SELECT seg FROM _acc_cov").fetchall()]
+    days = _day_range(segs)
+    store.con.register("_acc_segs", acc.to_arrow())
+    try:
+        store.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _acc_cov AS {with_literals(COVERED_SQL, days)}",
+            {"newest": int(newest[0]) if newest else 0},
+        )
+        store.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _acc_lines AS " + with_literals(SEGMENT_LINES_SQL, days)
+        )
+        yield
+    finally:
+        store.con.unregister("_acc_segs")
+        store.con.execute("DROP TABLE IF EXISTS _acc_cov")
+        store.con.execute("DROP TABLE IF EXISTS _acc_lines")
+
+
+def covered_segments(store: Store, segs: pl.DataFrame) -> list[int]:
+    """The segments of ``segs`` (registered as ``_acc_grp``) that the cover made by
+    :func:`accrual_cover` found billable from their accruals, in order (a join: a list
+    parameter tested per accrued row took 1.5 s a product)."""
+    return [
+        int(r[0])
+        for r in store.con.execute(
+            "SELECT seg FROM _acc_cov SEMI JOIN _acc_grp USING (seg) ORDER BY seg"
+        ).fetchall()
+    ]
 
 
 def _accrued_rows(spec: PassComponent, frame: pl.DataFrame) -> pl.DataFrame:
@@ -305,11 +349,11 @@ def _accrued_rows(spec: PassComponent, frame: pl.DataFrame) -> pl.DataFrame:
 def bill_segments_accrued(
     store: Store, ctx: Context, segs: pl.DataFrame, bounds: pl.DataFrame, covered: list[int]
 ) -> SegmentBills:
-    """Price the ``covered`` segments of ``segs`` (also in the temp table ``_acc_cov``, made by
-    :func:`covered_segments`) from their accruals: the same lines, holds
+    """Price the ``covered`` segments of ``segs`` (registered as ``_acc_grp``, inside an
+    :func:`accrual_cover`) from their accruals: the same lines, holds
     and rounding as :func:`settlement.billing_sql.bill_segments_sql`, from the sums the nightly
     stored instead of a pass over the period's reads."""
-    frame = store.con.execute(with_literals(SEGMENT_LINES_SQL, _day_range(segs))).pl()
+    frame = store.con.execute(GROUP_LINES_SQL).pl()
     totals = store.con.execute(SEGMENT_DAYS_SQL).pl()
     counts = read_counts(totals)
     chosen = pl.DataFrame({"seg": covered}, schema={"seg": pl.Int64})
@@ -330,25 +374,28 @@ def bill_segments_accrued(
     return SegmentBills(lines=finish_lines(ctx, lines, segments), holds=holds, estimated=est)
 
 
-def bill_segments_fast(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:
+def bill_segments_fast(
+    store: Store, ctx: Context, segs: pl.DataFrame, cover: bool = False
+) -> SegmentBills:
     """Price ``segs`` (one SQL-capable product, one clock): the segments whose days are all
     accrued from current data from their accruals (:func:`bill_segments_accrued`), the rest
-    with the one-pass bill run (:func:`settlement.billing_sql.bill_segments_sql`)."""
+    with the one-pass bill run (:func:`settlement.billing_sql.bill_segments_sql`). ``cover``:
+    the caller holds an :func:`accrual_cover` that includes ``segs`` (else one is made for
+    them)."""
     if ctx.product.timezone not in (None, *segs["timezone"].unique().to_list()):
         # a product on its own clock: its line dates are days of that clock, the accruals'
         # days the site's, so its bills are priced by the pass
         return bill_segments_sql(store, ctx, segs)
+    if not cover:
+        with accrual_cover(store, [(ctx.product, segs)]):
+            return bill_segments_fast(store, ctx, segs, cover=True)
     bounds = _utc_bounds(store, segs)
-    acc = segs.select("seg", "account", "nmi", "start", "end", "loss_factor", "region").join(
-        bounds.select("seg", "utc_from", "utc_to"), on="seg"
-    )
-    store.con.register("_acc_segs", acc.to_arrow())
+    store.con.register("_acc_grp", segs.select("seg").to_arrow())
     try:
-        covered = covered_segments(store, ctx.product, segs)
+        covered = covered_segments(store, segs)
         parts = [bill_segments_accrued(store, ctx, segs, bounds, covered)] if covered else []
     finally:
-        store.con.unregister("_acc_segs")
-        store.con.execute("DROP TABLE IF EXISTS _acc_cov")
+        store.con.unregister("_acc_grp")
     rest = segs.filter(~pl.col("seg").is_in(covered))
     if rest.height:
         parts.append(bill_segments_sql(store, ctx, rest))

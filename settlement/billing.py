@@ -28,7 +28,7 @@ from typing import Literal
 
 import polars as pl
 
-from settlement.accruals import bill_segments_fast
+from settlement.accruals import accrual_cover, bill_segments_fast
 from settlement.billing_io import (
     fetch_intervals,
     segments_frame,
@@ -248,7 +248,7 @@ def bill_accounts(
     note("segments", segs.height, segs.height)
     results: list[tuple[Product, pl.DataFrame, SegmentBills | None, str | None]] = []
     groups = segs.partition_by("product", "timezone", as_dict=True, maintain_order=True)
-    done = 0
+    to_price: list[tuple[Product, str, pl.DataFrame]] = []
     for (pid, tz), group in groups.items():
         product = products[str(pid)]
         elsewhere, group = _region_holds(product, group)
@@ -261,27 +261,37 @@ def bill_accounts(
             continue
         changes, group = _whole_bill_change_holds(product, group)
         results += [(product, split, None, reason) for split, reason in changes]
-        if group.is_empty():
-            continue
-        fast = engine != "polars" and sql_capable(product.components)
-        for batch in group.iter_slices(max(batch_size, SQL_BATCH_SIZE) if fast else batch_size):
-            if fast:
-                ctx = _context(product, str(tz), batch)
-                priced = (
-                    bill_segments_fast(store, ctx, batch)
-                    if engine == "auto"
-                    else bill_segments_sql(store, ctx, batch)
-                )
-            else:
-                iv, input_holds = fetch_intervals(
-                    store, batch, product.needs_spot, priced=priced_suffixes(product)
-                )
-                priced = _price_group(product, str(tz), batch, iv)
-                del iv
-                priced.holds = pl.concat([priced.holds, input_holds])
-            results.append((product, batch, priced, None))
-            done += batch.height
-            note(f"priced {pid} ({tz})", done, segs.height)
+        if not group.is_empty():
+            to_price.append((product, str(tz), group))
+    # the groups billed from their accruals where covered: one cover for all of them
+    accrued = [
+        (product, group)
+        for product, tz, group in to_price
+        if engine == "auto" and sql_capable(product.components)
+        and product.timezone in (None, tz)
+    ]  # fmt: skip
+    done = 0
+    with accrual_cover(store, accrued):
+        for product, tz, group in to_price:
+            fast = engine != "polars" and sql_capable(product.components)
+            for batch in group.iter_slices(max(batch_size, SQL_BATCH_SIZE) if fast else batch_size):
+                if fast:
+                    ctx = _context(product, tz, batch)
+                    priced = (
+                        bill_segments_fast(store, ctx, batch, cover=True)
+                        if engine == "auto"
+                        else bill_segments_sql(store, ctx, batch)
+                    )
+                else:
+                    iv, input_holds = fetch_intervals(
+                        store, batch, product.needs_spot, priced=priced_suffixes(product)
+                    )
+                    priced = _price_group(product, tz, batch, iv)
+                    del iv
+                    priced.holds = pl.concat([priced.holds, input_holds])
+                results.append((product, batch, priced, None))
+                done += batch.height
+                note(f"priced {product.id} ({tz})", done, segs.height)
     result = BillRunResult(run_id, period_start, period_end, shadow)
     with store.transaction():
         write_bills(store, run_id, results, texts, shadow=shadow, status=status, result=result)
