@@ -200,6 +200,7 @@ def run_nightly(
         manifest = _manifest(
             store, run_id, key, code, params, audits, report.to_dict(), closed.billing_runs
         )
+        failpoint("manifest.computed")
     snapshot = None
     if cfg.snapshot:
         with stage(store, slog, "publish") as d:

@@ -198,6 +198,7 @@ FAILPOINTS = [
     "bill.after_billing_run",  # bills written as drafts, not issued
     "bill.before_issue_commit",  # inside the issue transaction
     "audit.after_queries",
+    "manifest.computed",  # the manifest made (its stage's row not yet written)
     "publish.before_rename",  # snapshot staged, not renamed
     "run.before_finish",
 ]
