@@ -374,21 +374,22 @@ def bill_segments_accrued(
     return SegmentBills(lines=finish_lines(ctx, lines, segments), holds=holds, estimated=est)
 
 
-def bill_segments_fast(
-    store: Store, ctx: Context, segs: pl.DataFrame, cover: bool = False
-) -> SegmentBills:
+def on_site_clock(product: Product, timezones: Sequence[str]) -> bool:
+    """Whether ``product`` prices on the clock of sites in ``timezones`` (its own unset, or one
+    of theirs): only then can its bills come from the accruals, kept per site-local day. A
+    product on its own clock dates its lines by days of that clock, so its bills are priced by
+    the pass."""
+    return product.timezone is None or product.timezone in timezones
+
+
+def bill_segments_fast(store: Store, ctx: Context, segs: pl.DataFrame) -> SegmentBills:
     """Price ``segs`` (one SQL-capable product, one clock): the segments whose days are all
     accrued from current data from their accruals (:func:`bill_segments_accrued`), the rest
-    with the one-pass bill run (:func:`settlement.billing_sql.bill_segments_sql`). ``cover``:
-    the caller holds an :func:`accrual_cover` that includes ``segs`` (else one is made for
-    them)."""
-    if ctx.product.timezone not in (None, *segs["timezone"].unique().to_list()):
-        # a product on its own clock: its line dates are days of that clock, the accruals'
-        # days the site's, so its bills are priced by the pass
+    with the one-pass bill run (:func:`settlement.billing_sql.bill_segments_sql`). Call it
+    inside an :func:`accrual_cover` that includes ``segs`` when the product is on the sites'
+    clock (:func:`on_site_clock`)."""
+    if not on_site_clock(ctx.product, segs["timezone"].unique().to_list()):
         return bill_segments_sql(store, ctx, segs)
-    if not cover:
-        with accrual_cover(store, [(ctx.product, segs)]):
-            return bill_segments_fast(store, ctx, segs, cover=True)
     bounds = _utc_bounds(store, segs)
     store.con.register("_acc_grp", segs.select("seg").to_arrow())
     try:

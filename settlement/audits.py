@@ -22,7 +22,7 @@ from settlement.closing import HASH_SQL
 from settlement.meter_days import market_day_of_sql, span_kwh_sql
 from settlement.schema_days import slot_start_sql
 from settlement.schema_wholesale_refs import RESOLVE_AUDIT_SQL
-from settlement.store import Store, with_literals
+from settlement.store import Store, table_exists, with_literals
 
 # the bills issued so far, hashed (the drafts of the run are not issued yet)
 ISSUED_HASH_SQL = HASH_SQL.replace("{bills}", "b.bill_id IN (SELECT bill_id FROM bill_issues)")
@@ -368,13 +368,6 @@ BILL_AUDITS: list[Audit] = [
 ]
 
 
-def _exists(store: Store, table: str) -> bool:
-    rows = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchall()
-    return bool(rows[0][0])
-
-
 def _finite(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """``rows`` with NaN and infinite floats as the strings ``"NaN"``, ``"Infinity"`` and
     ``"-Infinity"``: the samples go to ``audit_results`` and the snapshot as strict JSON, which
@@ -427,7 +420,7 @@ def run_audits(
         *_stretches(d for d in extra_days if not date_from <= d <= date_to),
     ]
     for audit in [*AUDITS, *BILL_AUDITS]:
-        if not all(_exists(store, t) for t in audit.needs):
+        if not all(table_exists(store.con, t) for t in audit.needs):
             continue
         sql = audit.sql.replace("(HASH)", f"({ISSUED_HASH_SQL})").replace("{to_issue}", TO_ISSUE)
         found = 0

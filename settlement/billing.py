@@ -28,7 +28,7 @@ from typing import Literal
 
 import polars as pl
 
-from settlement.accruals import accrual_cover, bill_segments_fast
+from settlement.accruals import accrual_cover, bill_segments_fast, on_site_clock
 from settlement.billing_io import (
     fetch_intervals,
     segments_frame,
@@ -267,9 +267,8 @@ def bill_accounts(
     accrued = [
         (product, group)
         for product, tz, group in to_price
-        if engine == "auto" and sql_capable(product.components)
-        and product.timezone in (None, tz)
-    ]  # fmt: skip
+        if engine == "auto" and sql_capable(product.components) and on_site_clock(product, [tz])
+    ]
     done = 0
     with accrual_cover(store, accrued):
         for product, tz, group in to_price:
@@ -278,7 +277,7 @@ def bill_accounts(
                 if fast:
                     ctx = _context(product, tz, batch)
                     priced = (
-                        bill_segments_fast(store, ctx, batch, cover=True)
+                        bill_segments_fast(store, ctx, batch)
                         if engine == "auto"
                         else bill_segments_sql(store, ctx, batch)
                     )

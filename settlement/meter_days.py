@@ -37,7 +37,7 @@ import polars as pl
 
 from settlement.schema_days import slot_start_sql
 from settlement.schema_wholesale_refs import MATERIALISE_SQL
-from settlement.store import market_day_no, with_literals
+from settlement.store import market_day_no, table_exists, with_literals
 
 EPOCH_DAY = dt.date(1970, 1, 1)
 
@@ -176,7 +176,7 @@ def _refresh_batch(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> int:
     # a temp table, not the frame: DuckDB 1.5 crashes scanning a frame twice in one query
     con.execute("CREATE OR REPLACE TEMP TABLE _day_keys AS SELECT * FROM _keys")
     bounds = {"lo_day": lo_day, "hi_day": hi_day}
-    if _has_table(con, "wholesale_day_rows"):  # schema v14 (the v10 migration runs before)
+    if table_exists(con, "wholesale_day_rows"):  # schema v14 (the v10 migration runs before)
         # settled days that refer to the rows about to be deleted take copies of their arrays
         con.execute(with_literals(MATERIALISE_SQL, bounds))
     con.execute(with_literals(_DELETE_SQL, bounds))
@@ -192,13 +192,6 @@ def _refresh_batch(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> int:
     )
     con.execute("DROP TABLE _day_keys")
     return keys.height
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [name]
-    ).fetchall()
-    return bool(rows[0][0])
 
 
 DAYS_MATCH_VALUES_SQL = """

@@ -48,6 +48,14 @@ def with_literals(sql: str, values: Mapping[str, dt.date]) -> str:
     return sql
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the connection sees a table or view ``name`` (temporary ones included)."""
+    rows = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchall()
+    return bool(rows[0][0])
+
+
 def market_day_no(column: str) -> str:
     """SQL for the NEM market day (UTC+10) of TIMESTAMPTZ ``column`` as days since 1970-01-01:
     integer arithmetic, not a time-zone conversion per row (``DATE '1970-01-01' + n`` is the

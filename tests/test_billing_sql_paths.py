@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any
 from unittest.mock import patch
@@ -40,6 +41,34 @@ QUANTITIES_SQL = (
 )
 
 
+@contextmanager
+def covered_spy() -> Iterator[list[int]]:
+    """Within the block, every segment :func:`settlement.accruals.covered_segments` finds
+    billable from its accruals, in the order found."""
+    covered: list[int] = []
+    original = accruals.covered_segments
+
+    def spy(*args: Any) -> list[int]:
+        out = original(*args)
+        covered.extend(out)
+        return out
+
+    with patch.object(accruals, "covered_segments", spy):
+        yield covered
+
+
+def _october_accrued(store: Store, account: str, products: dict[str, Product]) -> None:
+    """A Sydney site of ``account`` enrolled on the one product of ``products``, with half-hourly
+    import reads from 29 September to 2 November, its market days 30 September to 2 November
+    settled and accrued."""
+    (product,) = products
+    hh = half_hours(date(2024, 9, 29), 35)
+    add_customer(store, account, [(product, date(2024, 7, 1), None)])
+    add_reads(store, f"NMI{account}", "E1", hh, [0.25 + (k % 48) / 96 for k in range(len(hh))])
+    for k in range(34):
+        settle_day(store, date(2024, 9, 30) + timedelta(days=k), "t", products)
+
+
 def _both_paths(
     store: Store, chosen: dict[str, Product], shadow: bool, from_accruals: bool = True
 ) -> list[tuple[object, ...]]:
@@ -53,15 +82,7 @@ def _both_paths(
     assert a == store.con.execute(BILLS_SQL, [fast.run_id]).fetchall()
     for k in range(33):
         settle_day(store, date(2024, 9, 30) + timedelta(days=k), "t", chosen)
-    covered: list[int] = []
-
-    def spy(*args: Any) -> list[int]:
-        out = original(*args)
-        covered.extend(out)
-        return out
-
-    original = accruals.covered_segments
-    with patch.object(accruals, "covered_segments", spy):
+    with covered_spy() as covered:
         accrued = bill_accounts(store, OCT, NOV, None, chosen, shadow=shadow)
     # every bill not held up front was priced: some of them from their accruals (unless told
     # that none may be: ``from_accruals=False``)
@@ -304,21 +325,9 @@ def test_a_site_whose_time_zone_was_corrected_is_not_billed_from_its_old_accrual
     on Broken Hill's days, as if never accrued."""
     from settlement.wholesale import revised_days
 
-    hh = half_hours(date(2024, 9, 29), 35)
-    add_customer(store, "B", [("sh-tou", date(2024, 7, 1), None)])
-    add_reads(store, "NMIB", "E1", hh, [0.25 + (k % 48) / 96 for k in range(len(hh))])
     products = {"sh-tou": load_products(PRODUCTS)["sh-tou"]}
-    for k in range(34):
-        settle_day(store, date(2024, 9, 30) + timedelta(days=k), "t", products)
-    covered: list[int] = []
-    original = accruals.covered_segments
-
-    def spy(*args: Any) -> list[int]:
-        out = original(*args)
-        covered.extend(out)
-        return out
-
-    with patch.object(accruals, "covered_segments", spy):
+    _october_accrued(store, "B", products)
+    with covered_spy() as covered:
         bill_accounts(store, OCT, NOV, None, products)
         assert covered == [1]  # accrued as a Sydney site
         covered.clear()
@@ -339,23 +348,11 @@ def test_a_segment_with_a_day_accrued_on_another_product_is_billed_by_the_pass(
     only 10 October is settled again, on sh-flat. The cover reads only the billed product's
     pieces: sh-flat's one day falls 30 days short of the segment's span, so the bill is priced
     by the pass, as if never accrued; back on sh-tou the other 30 days fall short by one."""
-    hh = half_hours(date(2024, 9, 29), 35)
-    add_customer(store, "P", [("sh-tou", date(2024, 7, 1), None)])
-    add_reads(store, "NMIP", "E1", hh, [0.25 + (k % 48) / 96 for k in range(len(hh))])
     products = load_products(PRODUCTS)
     tou = {"sh-tou": products["sh-tou"]}
     flat = {"sh-flat": products["sh-flat"]}
-    for k in range(34):
-        settle_day(store, date(2024, 9, 30) + timedelta(days=k), "t", tou)
-    covered: list[int] = []
-    original = accruals.covered_segments
-
-    def spy(*args: Any) -> list[int]:
-        out = original(*args)
-        covered.extend(out)
-        return out
-
-    with patch.object(accruals, "covered_segments", spy):
+    _october_accrued(store, "P", tou)
+    with covered_spy() as covered:
         bill_accounts(store, OCT, NOV, None, tou)
         assert covered == [1]
         covered.clear()
