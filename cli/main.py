@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import bill, demo, explain, ingest, nightly, products, quarantine, risk
+from cli import audit, bill, demo, explain, ingest, nightly, products, quarantine, risk
 
 app = typer.Typer(
     name="fairshare",
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)
 app.command("quarantine")(quarantine.quarantine)
+app.command("audit")(audit.audit)
 app.command("demo")(demo.demo)
 app.add_typer(bill.app, name="bill")
 app.add_typer(products.app, name="products")

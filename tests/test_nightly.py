@@ -603,6 +603,61 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
     assert billed.failing_rows == 1 and billed.sample[0]["bill_id"] == bill
 
 
+def test_issued_bill_hash_audit_covers_the_range_a_rotating_slice_and_all_on_demand(
+    tmp_path: Path,
+) -> None:
+    """``issued_bills_unchanged`` hashes the issued bills of the run's range and one slice in
+    ``ROTATION_NIGHTS`` of the others, so a night's cost does not grow with the history: an
+    edited issued bill outside the range is found on exactly one of any 28 consecutive nights,
+    a deleted one on every night; ``fairshare audit --all-issued`` finds both at once (exit
+    4, the bills named in its JSON)."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from settlement.audits import ROTATION_NIGHTS, run_audits
+
+    cfg = load_config(build_inbox(tmp_path))
+    db = tmp_path / "store.duckdb"
+    store = Store.open(db)
+    try:
+        assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+        ids = [r[0] for r in store.query("SELECT bill_id FROM bill_issues ORDER BY 1").fetchall()]
+        edited, deleted = ids[0], ids[1]
+        store.con.execute(
+            "UPDATE bill_lines SET detail = detail || ' (edited)' WHERE bill_id = ?"
+            " AND line_no = (SELECT min(line_no) FROM bill_lines WHERE bill_id = ?)",
+            [edited, edited],
+        )
+        store.con.execute("DELETE FROM bill_lines WHERE bill_id = ?", [deleted])
+        store.con.execute("DELETE FROM bills WHERE bill_id = ?", [deleted])
+
+        def found(d1: dt.date, d2: dt.date, **kw: bool) -> list[str]:
+            audits = {a.name: a for a in run_audits(store, d1, d2, **kw)}
+            audit = audits["issued_bills_unchanged"]
+            assert audit.failing_rows == len(audit.sample)
+            return sorted(str(r["bill_id"]) for r in audit.sample)
+
+        assert found(START, END) == sorted([edited, deleted])
+        later = END + dt.timedelta(days=400)
+        nights = [found(later + dt.timedelta(days=k), later + dt.timedelta(days=k))
+                  for k in range(ROTATION_NIGHTS)]  # fmt: skip
+        assert all(deleted in night for night in nights)
+        assert sum(edited in night for night in nights) == 1
+        assert found(later, later, all_issued=True) == sorted([edited, deleted])
+    finally:
+        store.close()
+    day = later.isoformat()
+    res = CliRunner().invoke(
+        app, ["audit", "--from", day, "--to", day, "--all-issued", "--json", "--db", str(db)]
+    )
+    assert res.exit_code == int(ExitCode.AUDIT_FAILED), res.output
+    report = {a["name"]: a for a in json.loads(res.stdout)}
+    hashed = report["issued_bills_unchanged"]
+    assert not hashed["passed"] and hashed["failing_rows"] == 2
+    assert sorted(r["bill_id"] for r in hashed["sample"]) == sorted([edited, deleted])
+    assert all(a["passed"] for name, a in report.items() if name != "issued_bills_unchanged")
+
+
 def test_settlement_audits_name_repeated_and_nan_reads(tmp_path: Path) -> None:
     """``wholesale_no_duplicate_interval``: a settled day array holds one read per slot, so a
     repeat is a second row of the channel's day (here a copy of its first read on the run's last
