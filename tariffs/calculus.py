@@ -460,21 +460,18 @@ def _demand_lines(comp: Demand, iv: pl.LazyFrame, days: pl.LazyFrame, order: int
     )
 
 
+# Credit lines (feed-in, concession, discount) show their quantity and rate as positive numbers
+# and the amount negative (a feed-in at a negative spot price: a charge); the explanation says
+# so, so that its arithmetic checks as written.
+CREDIT_NOTE = "credited: amount = -(quantity x rate)"
+
+
 def _note(comp: object) -> str:
     """Static text explaining how a component is computed (goes in every line's explanation)."""
-    if isinstance(comp, Energy | FeedIn):
-        if comp.periods is not None:
-            return "; ".join(
-                f"{p.name}: {'other times' if p.default else describe_windows(p.windows)}"
-                for p in comp.periods
-            )
-        if comp.spot is not None:
-            s = comp.spot
-            lf = " x DLF x MLF" if s.apply_loss_factors else ""
-            adders = "".join(f" + {a.name}" for a in s.adders)
-            bounds = (" floor" if s.floor else "") + (" cap" if s.cap else "")
-            return f"per interval: spot/1000 x multiplier{lf}{adders}, clamped to{bounds or ' nothing'}"
-        return "flat rate"
+    if isinstance(comp, FeedIn):
+        return f"export, {CREDIT_NOTE}; {_energy_note(comp)}"
+    if isinstance(comp, Energy):
+        return _energy_note(comp)
     if isinstance(comp, Demand):
         return f"mean of top {comp.peaks} kW in {describe_windows(comp.windows)} per month, {comp.unit}"
     if isinstance(comp, BlockEnergy):
@@ -482,12 +479,41 @@ def _note(comp: object) -> str:
     if isinstance(comp, DailySupply):
         return "exact count of days supplied x daily rate"
     if isinstance(comp, Concession):
-        return "concession credit per day supplied (no tax)"
+        return f"concession per day supplied (no tax), {CREDIT_NOTE}"
     return type(comp).__name__
+
+
+def _energy_note(comp: Energy | FeedIn) -> str:
+    """How an energy or feed-in component's rate is found: periods, spot formula or flat."""
+    if comp.periods is not None:
+        return "; ".join(
+            f"{p.name}: {'other times' if p.default else describe_windows(p.windows)}"
+            for p in comp.periods
+        )
+    if comp.spot is not None:
+        s = comp.spot
+        lf = " x DLF x MLF" if s.apply_loss_factors else ""
+        adders = "".join(f" + {a.name}" for a in s.adders)
+        bounds = (" floor" if s.floor else "") + (" cap" if s.cap else "")
+        return f"per interval: spot/1000 x multiplier{lf}{adders}, clamped to{bounds or ' nothing'}"
+    return "flat rate"
 
 
 def _note_expr(comp: object) -> pl.Expr:
     """Per-line note: for TOU lines only the line's own period and windows."""
+    if isinstance(comp, Demand):
+        # the line's days of the month (a monthly rate's share of it), in its own explanation
+        share = (
+            [
+                pl.col("piece_days").cast(pl.Utf8),
+                pl.lit(" / "),
+                pl.col("days_in_month").cast(pl.Utf8),
+            ]
+            if comp.unit == "per_kw_month"
+            else [pl.col("piece_days").cast(pl.Utf8)]
+        )
+        head = pl.lit(f"{_note(comp)}: amount = quantity x rate x ")
+        return pl.concat_str([head, *share, pl.lit(" days")]).alias("note")
     periods = getattr(comp, "periods", None)
     if periods is None:
         return pl.lit(_note(comp)).alias("note")
@@ -495,6 +521,8 @@ def _note_expr(comp: object) -> pl.Expr:
         p.name: f"{p.name}: {'times outside the other periods' if p.default else describe_windows(p.windows)}"
         for p in periods
     }
+    if isinstance(comp, FeedIn):
+        texts = {name: f"export, {CREDIT_NOTE}; {text}" for name, text in texts.items()}
     return pl.col("detail").replace_strict(texts, default="", return_dtype=pl.Utf8).alias("note")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from tariffs.calculus import (
+    CREDIT_NOTE,
     Context,
     component_lines,
     localise,
@@ -27,6 +28,10 @@ OUTPUT_COLUMNS = [
     "tax_cents", "amount_inc_tax_cents", "taxable", "date_from", "date_to", "n_intervals",
     "explanation",
 ]  # fmt: skip
+
+# A minimum-charge line's quantity x rate is the prorated minimum, its amount what tops the
+# cycle's rounded taxable charges up to it.
+MINIMUM_NOTE = "top-up: amount = quantity x rate (the prorated minimum) - the taxable charges"
 
 
 @dataclass
@@ -82,7 +87,9 @@ def _discount_lines(comp: Discount, lines: pl.DataFrame, order: int) -> pl.DataF
             .alias("rate"),
             pl.lit(True).alias("taxable"),
             pl.lit(0, pl.Int64).alias("n_intervals"),
-            pl.lit(f"{comp.name}: fraction off {', '.join(comp.applies_to)}").alias("note"),
+            pl.lit(f"{comp.name}: fraction off {', '.join(comp.applies_to)}, {CREDIT_NOTE}").alias(
+                "note"
+            ),
         )
         .select(lines.columns)
     )
@@ -126,7 +133,7 @@ def _minimum_lines(
             pl.col("start").alias("date_from"),
             (pl.col("end") - pl.duration(days=1)).alias("date_to"),
             pl.lit(0, pl.Int64).alias("n_intervals"),
-            pl.lit("top-up of taxable charges to the prorated minimum").alias("note"),
+            pl.lit(MINIMUM_NOTE).alias("note"),
         )
     )
 

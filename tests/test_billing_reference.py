@@ -7,9 +7,10 @@ amount, tax and the arithmetic that gives them. All lines of the bill must be li
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ import polars as pl
 import pytest
 from test_billing_support import half_hours, product
 
-from tariffs.calculus import Context
+from tariffs.calculus import CREDIT_NOTE, Context
 from tariffs.calendar import holiday_dates
-from tariffs.lines import bill_segments
+from tariffs.lines import MINIMUM_NOTE, bill_segments
 from tariffs.product import parse_product
 
 CASES = sorted((Path(__file__).parent / "reference").glob("*.toml"))
@@ -66,6 +67,43 @@ def _segments(case: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
+# "Q unit x R CUR/unit = A CUR ex TAX; from..to; N intervals; note" (tariffs.lines.finish_lines)
+EXPLANATION = re.compile(
+    r"^(?P<q>-?[0-9.]+) (?P<unit>\S+) x (?P<r>-?[0-9.e-]+|\(no kWh\)) (?P<cur>\S+)/(?P=unit)"
+    r" = (?P<a>-?[0-9.e-]+) (?P=cur) ex \S+; \S+\.\.\S+; \d+ intervals; (?P<note>.*)$"
+)
+
+
+def _check_explanation(line: dict[str, Any]) -> None:
+    """A line's explanation checks as written: amount = quantity x rate, or -(quantity x rate)
+    for a credit, or (a minimum-charge top-up) at most quantity x rate; the figures as printed
+    (quantity and rate to 6 places) and equal to the line's own."""
+    text = line["explanation"]
+    m = EXPLANATION.match(text)
+    assert m, text
+    q, a = float(m["q"]), float(m["a"])
+    assert q == pytest.approx(line["quantity"], abs=5e-7), text
+    # the cents are the printed amount rounded half away from zero (tariffs.lines.cents_expr)
+    cents = Decimal(m["a"]).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert cents == Decimal(line["amount_ex_tax_cents"]) / 100, text
+    if m["r"] == "(no kWh)":
+        assert q == 0, text
+        return
+    r = float(m["r"])
+    product = q * r
+    slack = 5e-7 * (abs(q) + abs(r)) + 2e-6
+    share = re.search(r"amount = quantity x rate x (\d+)(?: / (\d+))? days$", m["note"])
+    if share:  # demand: the days supplied in the month (of its days, at a monthly rate)
+        product *= int(share[1]) / int(share[2] or 1)
+        slack *= int(share[1])
+    if MINIMUM_NOTE in m["note"]:
+        assert 0 < a <= product + slack, text
+    elif CREDIT_NOTE in m["note"]:
+        assert a == pytest.approx(-product, abs=slack), text
+    else:
+        assert a == pytest.approx(product, abs=slack), text
+
+
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_reference_bill(path: Path) -> None:
     case = tomllib.loads(path.read_text())
@@ -92,6 +130,7 @@ def test_reference_bill(path: Path) -> None:
         assert res.holds.height == 0, res.holds
         for r in res.lines.iter_rows(named=True):
             got[(k, r["component"], r["detail"])] = r
+            _check_explanation(r)
         totals[0] += int(res.lines["amount_ex_tax_cents"].sum())
         totals[1] += int(res.lines["tax_cents"].sum())
     want = {(e.get("segment", 1), e["component"], e.get("detail", "")): e for e in case["expect"]}
