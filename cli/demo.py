@@ -136,6 +136,17 @@ def _render_showcase(s: ShowcaseSummary) -> None:
                   f"(s.e. {sh.get('rate_se_per_kwh', float('nan')):.4f})")  # fmt: skip
         for name, v in (sh.get("cost_stack_per_kwh") or {}).items():
             out.print(f"  {name:<18} {v['value']:.4f} +- {v['se']:.4f} AUD/kWh")
+        reentry = s.safe_harbour.get("reentry") or {}
+        if reentry:
+            rational = reentry["rational_in_sample"]["aud_per_customer_year"]
+            bound = reentry["perfect_foresight"]["aud_per_customer_year"]
+            share = reentry.get("exercise_share", {}).get("rational", 0.0)
+            out.print(
+                f"re-entry option at this rate: {rational['value']:.2f} +- {rational['se']:.2f} "
+                f"AUD per dynamic customer-year (rational exercise on {share:.0%} of paths; "
+                f"perfect foresight {bound['value']:.2f}); other rates and the policy levers: "
+                "`fairshare risk reentry --rate R`"
+            )
 
 
 def _render(s: DemoSummary) -> None:

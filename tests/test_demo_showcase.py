@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -51,3 +52,31 @@ def test_demo_runs_nightlies_with_an_adjustment_and_prices_the_safe_harbour(tmp_
     sh = show["safe_harbour"]["safe_harbour"]
     assert 0.1 < sh["rate_per_kwh"] < 1.0  # AUD/kWh, a retail-sized rate
     assert show["cohorts"], "shadow bills compared products"
+
+
+def test_the_showcase_report_states_the_reentry_option_at_the_rate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The readable report gives the re-entry option's value at the solved rate with its
+    exercise share, so a zero reads as an outcome (nobody exercises), not a missing figure."""
+    from cli.demo import _render_showcase
+    from settlement.demo.showcase import ShowcaseSummary
+
+    est = {"value": 0.0, "se": 0.0}
+    summary = ShowcaseSummary(
+        safe_harbour={
+            "safe_harbour": {"rate_per_kwh": 0.4353, "rate_se_per_kwh": 0.0003},
+            "reentry": {
+                "rational_in_sample": {"aud_per_customer_year": est},
+                "perfect_foresight": {"aud_per_customer_year": {"value": 0.1992, "se": 0.1363}},
+                "exercise_share": {"rational": 0.0},
+            },
+        }
+    )
+    _render_showcase(summary)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "safe-harbour flat rate: 0.4353 AUD/kWh" in text
+    assert (
+        "re-entry option at this rate: 0.00 +- 0.00 AUD per dynamic customer-year "
+        "(rational exercise on 0% of paths; perfect foresight 0.20)"
+    ) in text
