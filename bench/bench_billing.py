@@ -113,6 +113,13 @@ def pysam_account_year_seconds(repeats: int = 3) -> float:
     return min(times)
 
 
+def _delete_bills(store: Store) -> None:
+    """Delete every bill, line and billing run, and checkpoint (untimed set-up)."""
+    for table in ("bill_lines", "bills", "billing_runs"):
+        store.con.execute(f"DELETE FROM {table}")
+    store.con.execute("CHECKPOINT")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=100_000)
@@ -136,9 +143,7 @@ def main() -> None:
         else:
             # the bills of earlier runs on a reused store (each run adds 200,000 with their
             # lines): not what this run is timed against (untimed)
-            for table in ("bill_lines", "bills", "billing_runs"):
-                store.con.execute(f"DELETE FROM {table}")
-            store.con.execute("CHECKPOINT")
+            _delete_bills(store)
         gen_s = time.perf_counter() - t0
         rows = store.con.execute("SELECT count(*) FROM meter_reads_raw").fetchone()[0]  # type: ignore[index]
         print(f"generated {rows:,} read rows for {n:,} accounts in {gen_s:.1f} s", flush=True)
@@ -162,9 +167,7 @@ def main() -> None:
         # made the first timed run's commit consolidate its 333,000 new lines with them (DuckDB
         # vacuums row groups at checkpoint when fewer would hold them: +0.45 s, measured), a
         # cost of the warm-up's 4 lines, not of the run
-        for table in ("bill_lines", "bills", "billing_runs"):
-            store.con.execute(f"DELETE FROM {table}")
-        store.con.execute("CHECKPOINT")
+        _delete_bills(store)
         timings = {}
         for pid in ("sh-tou", "dyn-passthrough"):
             t0 = time.perf_counter()

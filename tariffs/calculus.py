@@ -464,12 +464,13 @@ def _demand_lines(comp: Demand, iv: pl.LazyFrame, days: pl.LazyFrame, order: int
 # and the amount negative (a feed-in at a negative spot price: a charge); the explanation says
 # so, so that its arithmetic checks as written.
 CREDIT_NOTE = "credited: amount = -(quantity x rate)"
+_EXPORT_NOTE = f"export, {CREDIT_NOTE}; "
 
 
 def _note(comp: object) -> str:
     """Static text explaining how a component is computed (goes in every line's explanation)."""
     if isinstance(comp, FeedIn):
-        return f"export, {CREDIT_NOTE}; {_energy_note(comp)}"
+        return _EXPORT_NOTE + _energy_note(comp)
     if isinstance(comp, Energy):
         return _energy_note(comp)
     if isinstance(comp, Demand):
@@ -484,12 +485,8 @@ def _note(comp: object) -> str:
 
 
 def _energy_note(comp: Energy | FeedIn) -> str:
-    """How an energy or feed-in component's rate is found: periods, spot formula or flat."""
-    if comp.periods is not None:
-        return "; ".join(
-            f"{p.name}: {'other times' if p.default else describe_windows(p.windows)}"
-            for p in comp.periods
-        )
+    """How the rate of an energy or feed-in component without TOU periods is found: spot
+    formula or flat (a TOU line's note is its own period's, :func:`_note_expr`)."""
     if comp.spot is not None:
         s = comp.spot
         lf = " x DLF x MLF" if s.apply_loss_factors else ""
@@ -522,7 +519,7 @@ def _note_expr(comp: object) -> pl.Expr:
         for p in periods
     }
     if isinstance(comp, FeedIn):
-        texts = {name: f"export, {CREDIT_NOTE}; {text}" for name, text in texts.items()}
+        texts = {name: _EXPORT_NOTE + text for name, text in texts.items()}
     return pl.col("detail").replace_strict(texts, default="", return_dtype=pl.Utf8).alias("note")
 
 
