@@ -119,8 +119,8 @@ WITH s AS (
     SELECT unnest($lengths) AS minutes
 ), r AS (
     SELECT f_us, t_us, minutes,
-           unnest(range(greatest((f_us // 1000000 + 36000) // 86400, $lo_no),
-                        least(((t_us - 1) // 1000000 + 36000) // 86400, $hi_no) + 1)) AS day_no
+           unnest(range(greatest((f_us + {market}) // {day}, $lo_no),
+                        least((t_us - 1 + {market}) // {day}, $hi_no) + 1)) AS day_no
     FROM s, l
 ){split}
 SELECT DISTINCT day_no, minutes, a, e FROM c
@@ -320,7 +320,7 @@ def array_pass(
         found = con.execute(with_literals(_LENGTHS_SQL, lit)).fetchall()
         lengths = [int(row[0]) for row in found]
         con.execute(
-            _BOUNDS_SQL.format(split=split)
+            _BOUNDS_SQL.format(split=split, **nums)
             .replace("$lengths", "[" + ", ".join(str(m) for m in lengths) + "]::BIGINT[]")
             .replace("$lo_no", str((lo_day - EPOCH).days))
             .replace("$hi_no", str((hi_day - EPOCH).days))
