@@ -104,11 +104,13 @@ def _render_showcase(s: ShowcaseSummary) -> None:
         out.print(f"[yellow]{note}[/]")
     if s.nightly:
         t = Table(title="nightly runs")
-        for col in ("range", "status", "exit", "bills issued", "held", "adjustments"):
+        for col in ("range", "status", "exit", "bills issued", "held", "adjustments",
+                    "final adj. bills"):  # fmt: skip
             t.add_column(col)
         for n in s.nightly:
             t.add_row(n["range"], n["status"], str(n["exit_code"]), str(n["bills_issued"]),
-                      str(n["bills_held"]), str(n["adjustments"]))  # fmt: skip
+                      str(n["bills_held"]), str(n["adjustments"]),
+                      str(n.get("final_adjustment_bills", 0)))  # fmt: skip
         out.print(t)
         if s.revision_file:
             out.print(f"revised meter file: {s.revision_file}")

@@ -281,11 +281,11 @@ BILL_AUDITS: list[Audit] = [
     ),
     Audit(
         "one_issued_bill_per_account_period",
-        "no account has two issued bills (counting the run's drafts to be issued) for the same "
-        "period and product",
+        "no account has two issued cycle bills (counting the run's drafts to be issued) for "
+        "the same period and product (a final adjustment bill corrects periods already billed)",
         """
         SELECT account, period_start, product, count(*) AS n FROM bills b
-        WHERE {to_issue} GROUP BY ALL HAVING count(*) > 1
+        WHERE {to_issue} AND b.kind = 'cycle' GROUP BY ALL HAVING count(*) > 1
         """,
         ("bill_issues",),
     ),

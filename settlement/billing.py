@@ -366,11 +366,12 @@ def parse_period(text: str) -> tuple[date, date]:
 
 
 def list_bills(store: Store, period: str, status: str | None = None) -> pl.DataFrame:
-    """Bills whose cycle starts in ``period`` (optionally of one status)."""
+    """Bills whose cycle starts in ``period`` (optionally of one status); a final adjustment
+    bill's cycle is the last day of the nightly run that made it."""
     start, end = parse_period(period)
     return store.con.sql(
         "SELECT bill_id, account, period_start, period_end, product, status, total_inc_gst,"
-        " hold_reason FROM bills WHERE cycle_start >= ? AND cycle_start < ?"
+        " hold_reason, kind FROM bills WHERE cycle_start >= ? AND cycle_start < ?"
         " AND (?::VARCHAR IS NULL OR status = ?) ORDER BY account, period_start, product",
         params=[start, end, status, status],
     ).pl()

@@ -3,7 +3,10 @@
 Nothing per interval is stored with a bill. The drill-down recomputes the bill from the product
 version recorded with its run (``product_versions.content``) and the reads and prices as known
 when the run started (``meter_reads_as_of``/``prices_as_of`` at ``billing_runs.data_as_of``), and
-says whether the recomputation reproduces the stored lines to the cent.
+says whether the recomputation reproduces the stored lines to the cent. Adjustment lines
+(corrections of issued bills, ``settlement.closing``) are not recomputed from intervals: they are
+checked against the ``bill_adjustments`` rows they carry, component by component. A final
+adjustment bill (kind ``final_adjustment``) has only those.
 """
 
 from __future__ import annotations
@@ -30,6 +33,43 @@ JOIN product_versions v ON v.product = b.product AND v.product_version = b.produ
 JOIN customers c ON c.account = b.account
 WHERE b.bill_id = ?
 """
+
+
+# Per adjustment line component: the amounts of the adjustments a bill carries (applied to it;
+# a draft's: its account's pending ones, which the nightly attaches to its first draft).
+_ADJUSTED_SQL = """
+WITH carried AS (
+    SELECT * FROM bill_adjustments
+    WHERE applied_to_bill_id = $bill
+       OR ($draft AND account = $account AND status IN ('pending', 'pending_written_off'))
+)
+SELECT 'Adjustment: credit' AS component, sum(credit_ex_gst) AS ex, sum(credit_gst) AS tax,
+       count(*) AS n FROM carried
+UNION ALL SELECT 'Adjustment: rebill', sum(rebill_ex_gst), sum(rebill_gst), count(*) FROM carried
+UNION ALL SELECT 'Adjustment: back-billing limit', sum(writeoff_ex_gst), sum(writeoff_gst),
+       count(*) FROM carried WHERE status LIKE '%written_off'
+"""
+ADJUSTMENT_PREFIX = "Adjustment: "
+
+
+def _adjustments_match(store: Store, bill: dict[str, Any], lines: pl.DataFrame) -> bool:
+    """True when the bill's adjustment lines add up, per component, to the adjustments it
+    carries (ex tax and tax, to the cent), and it has a line for each kind it carries. A draft
+    without adjustment lines carries none (only the nightly's drafts take them)."""
+    adj = lines.filter(pl.col("component").str.starts_with(ADJUSTMENT_PREFIX))
+    if bill["status"] == "draft" and not adj.height:
+        return True
+    rows = store.con.execute(
+        _ADJUSTED_SQL,
+        {"bill": bill["bill_id"], "draft": bill["status"] == "draft", "account": bill["account"]},
+    ).fetchall()
+    for component, ex, tax, n in rows:
+        mine = adj.filter(pl.col("component") == component)
+        if mine.height != n:
+            return False
+        if n and (mine["amount_ex_gst"].sum() != ex or mine["gst"].sum() != tax):
+            return False
+    return adj.height == sum(int(r[3]) for r in rows)
 
 
 @dataclass
@@ -60,6 +100,10 @@ def explain_bill(store: Store, bill_id: str) -> BillExplanation:
     lines = store.con.sql(
         "SELECT * FROM bill_lines WHERE bill_id = ? ORDER BY line_no", params=[bill_id]
     ).pl()
+    adjusted = _adjustments_match(store, bill, lines)
+    if bill["kind"] == "final_adjustment":
+        # its lines are corrections of other bills: no intervals of its own to recompute
+        return BillExplanation(bill, lines, pl.DataFrame(), adjusted)
     product = _product(bill.pop("content"), bill["source_path"])
     seg = pl.DataFrame(
         {
@@ -89,14 +133,15 @@ def explain_bill(store: Store, bill_id: str) -> BillExplanation:
         stored = {
             (r["component"], r["detail"], r["date_from"]): round(float(r["amount_ex_gst"]) * 100)
             for r in lines.iter_rows(named=True)
-            if float(r["amount_ex_gst"]) != 0
+            if float(r["amount_ex_gst"]) != 0 and not r["component"].startswith(ADJUSTMENT_PREFIX)
         }
         redo = {
             (r["component"], r["detail"], r["date_from"]): r["amount_ex_tax_cents"]
             for r in again.iter_rows(named=True)
             if r["amount_ex_tax_cents"] != 0
         }
-        reproduced = stored == redo  # zero lines may differ between the SQL and polars paths
+        # zero lines may differ between the SQL and polars paths
+        reproduced = stored == redo and adjusted
     return BillExplanation(bill, lines, drill, reproduced)
 
 

@@ -572,7 +572,7 @@ def _insert(store: Store, bills: pl.DataFrame, lines: pl.DataFrame, run_id: int)
             " product, product_version, currency, (ex_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
             " (tax_cents::DECIMAL(18,2) * 0.01)::DECIMAL(18,2),"
             " ((ex_cents + tax_cents)::DECIMAL(18,2) * 0.01)::DECIMAL(18,2), status, hold_reason,"
-            " estimated_intervals, shadow, now() FROM _b",
+            " estimated_intervals, shadow, now(), 'cycle' FROM _b",
             [run_id],
         )
     finally:

@@ -46,6 +46,15 @@
    truth, does not), and so do the credit and write-off of B's later pending adjustments (the
    credit is of what the ones before now charge). The limit only moves forward: a rerun, or a
    later run after a failed audit, prices them the same or further on.
+   4b. Final adjustment bills: an account that has moved out, with every supply day billed
+   (its move-out no later than the end of its last issued bill) and no bill in this close,
+   has no later bill for its adjustments to go on. When it has one on its way (pending, or a
+   revision of its bills found by this run), the close drafts it a bill of its own, kind
+   ``final_adjustment``, before step 3 (:func:`_final_drafts`): the adjustments are then priced
+   and attached to it as to any draft, its period becomes the span of the bills they correct
+   (:func:`_final_spans`), and a draft left without a line (a rebill held) is dropped. With
+   ``final_adjustment_bills`` off, such adjustments stay pending and every run reports them
+   (:data:`STRANDED_SQL`).
 5. Issue (:func:`issue_cycles`, called by the nightly only once every audit has passed): the
    drafts become ``issued``, their adjustments ``applied``, and a content hash is stored
    (audited every run: issued bills never change). A run whose audits fail issues nothing: its
@@ -104,7 +113,7 @@ WITH months AS (
     FROM customers c, (SELECT min(settlement_date) AS first_day FROM settled_days) f
     WHERE greatest(c.move_in, f.first_day) < date_trunc('month', $d1::DATE) - INTERVAL 4 MONTH
       AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = c.account AND NOT b.shadow
-                      AND b.status IN ('issued', 'held')
+                      AND b.status IN ('issued', 'held') AND b.kind = 'cycle'
                       AND b.cycle_start < date_trunc('month', $d1::DATE) - INTERVAL 4 MONTH)
 ), late_cycles AS (
     SELECT * FROM cycles
@@ -155,11 +164,12 @@ WITH months AS (
       AND c.cycle_start >= (SELECT min(settlement_date) FROM settled_days)
       AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = c.account
                       AND b.cycle_start = c.cycle_start AND NOT b.shadow
-                      AND b.status IN ('issued', 'held'))
+                      AND b.status IN ('issued', 'held') AND b.kind = 'cycle')
 )
 SELECT DISTINCT d.account, d.cycle_start FROM due d
 WHERE NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = d.account
-                  AND b.cycle_start = d.cycle_start AND NOT b.shadow AND b.status = 'issued')
+                  AND b.cycle_start = d.cycle_start AND NOT b.shadow AND b.status = 'issued'
+                  AND b.kind = 'cycle')
 ORDER BY d.cycle_start, d.account
 """
 
@@ -196,7 +206,7 @@ touched AS (
     SELECT b.bill_id, b.account, b.cycle_start, b.product, b.period_start, b.period_end, b.nmi,
            i.input_max_file_id, c.region, c.timezone
     FROM bills b JOIN bill_issues i USING (bill_id) JOIN customers c USING (account)
-    WHERE b.status = 'issued'
+    WHERE b.status = 'issued' AND b.kind = 'cycle'  -- a final adjustment bill bills no reads
       AND (b.nmi IN (SELECT nmi FROM new_reads)
            OR (list_contains($spot::VARCHAR[], b.product)
                AND c.region IN (SELECT region FROM new_prices)))
@@ -251,6 +261,7 @@ class CloseResult:
     drafts: int = 0
     # pending adjustments no bill will take (original bill, account, status): see STRANDED_SQL
     stranded: list[tuple[str, str, str]] = field(default_factory=list)
+    final_bills: int = 0  # final adjustment bills drafted (and issued, once the audits pass)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary of the bill stage (drafting; issuing is :meth:`issue_dict`)."""
@@ -263,6 +274,7 @@ class CloseResult:
             "rebills_held": self.rebill_held,
             "billing_runs": self.billing_runs,
             "adjustments_without_target": [list(a) for a in self.stranded[:50]],
+            "final_adjustment_bills": self.final_bills,
         }
 
     def issue_dict(self) -> dict[str, object]:
@@ -311,10 +323,13 @@ def close_cycles(
     date_to: dt.date,
     product_dir: Path,
     back_billing_months: int,
+    *,
+    final_bills: bool = True,
 ) -> CloseResult:
     """Bill due cycles as drafts, turn revisions into adjustments and attach them to the
-    drafts (module docstring, steps 1-4). Nothing is issued: :func:`issue_cycles` does that
-    once the run's audits pass."""
+    drafts, with a final adjustment bill for a moved-out account's when ``final_bills``
+    (module docstring, steps 1-4b). Nothing is issued: :func:`issue_cycles` does that once the
+    run's audits pass."""
     result = CloseResult()
     products = load_products(product_dir)
     spot = [pid for pid, p in products.items() if p.needs_spot]
@@ -323,6 +338,12 @@ def close_cycles(
     draft_runs = _bill_groups(
         store, due, nightly_run_id, "close", products, product_dir, "draft", result
     )
+    final_run = billing_run_id(nightly_run_id, "final", FINAL_KEY, 0)
+    if final_bills:
+        accounts = revised.get_column("account").unique().sort().to_list() if revised.height else []
+        if _final_drafts(store, final_run, date_to, draft_runs, accounts):
+            draft_runs.append(final_run)
+            failpoint("bill.after_final_drafts")
     # pending adjustments these drafts take are priced at this run's limit before revisions are
     # looked for: a revision's credit is then of what the customer will have been charged
     _reprice_pending(store, draft_runs, _limit_day(date_to, back_billing_months))
@@ -334,8 +355,120 @@ def close_cycles(
         _record_adjustments(store, nightly_run_id, revised, rebill_runs, date_to,
                             back_billing_months, result)  # fmt: skip
     _attach(store, draft_runs)
+    if final_run in draft_runs:
+        _final_spans(store, final_run)
     _stored_summary(store, nightly_run_id, result)
     return result
+
+
+# The date a nightly run's one billing run of final adjustment bills is keyed on
+# (:func:`billing_run_id`; the close and rebill runs are keyed on their cycle start).
+FINAL_KEY = dt.date(1970, 1, 1)
+
+# The accounts this close drafts a final adjustment bill for (module docstring, step 4b), with
+# the NMI, product, version and currency of their last issued bill: moved out, every supply day
+# billed, no bill drafted or held by the close's runs ($runs), and an adjustment on its way:
+# one pending, or one of its issued bills among this run's revisions ($revised, recorded after).
+FINAL_DUE_SQL = """
+WITH moved AS (
+    -- the few accounts with an adjustment on its way that have moved out, first: the scan of
+    -- the bills below then keeps only theirs (it does not grow with the store's history)
+    SELECT c.account, c.move_out FROM customers c
+    WHERE c.move_out IS NOT NULL
+      AND (list_contains($revised::VARCHAR[], c.account)
+           OR c.account IN (SELECT account FROM bill_adjustments
+                            WHERE status IN ('pending', 'pending_written_off')))
+), last AS (
+    SELECT b.account, arg_max(b.bill_id, b.period_end) AS bill_id, max(b.period_end) AS billed_to
+    FROM bills b SEMI JOIN moved m USING (account)
+    WHERE NOT b.shadow AND b.status = 'issued' AND b.kind = 'cycle' GROUP BY b.account
+)
+SELECT m.account, b.nmi, b.product, b.product_version, b.currency
+FROM moved m JOIN last l USING (account) JOIN bills b ON b.bill_id = l.bill_id
+WHERE m.move_out <= l.billed_to
+  AND NOT EXISTS (SELECT 1 FROM bills d WHERE d.account = m.account
+                  AND list_contains($runs::BIGINT[], d.run_id) AND d.status IN ('draft', 'held'))
+ORDER BY m.account
+"""
+
+
+def _final_drafts(
+    store: Store, run_id: int, date_to: dt.date, runs: list[int], revised: list[str]
+) -> bool:
+    """Draft an empty final adjustment bill (billing run ``run_id``) for every account of
+    :data:`FINAL_DUE_SQL`; True when there is one. An earlier attempt's drafts of the run are
+    replaced (a rerun after a crash drafts the same bills); its issued ones stay.
+
+    The header until :func:`_final_spans`: the run's last day as period and cycle (its cycle
+    stays that day: the bill belongs to no billing cycle), the last issued bill's NMI, product,
+    version and currency, totals zero (the attached lines add to them)."""
+    with store.transaction() as con:
+        due = con.execute(FINAL_DUE_SQL, {"runs": runs, "revised": revised}).fetchall()
+        if not due:
+            return False
+        con.execute(
+            "DELETE FROM bill_lines WHERE bill_id IN (SELECT bill_id FROM bills "
+            "WHERE run_id = ? AND status <> 'issued')",
+            [run_id],
+        )
+        con.execute("DELETE FROM bills WHERE run_id = ? AND status <> 'issued'", [run_id])
+        con.execute("DELETE FROM billing_runs WHERE run_id = ?", [run_id])
+        # a failed run's final drafts of these accounts (never issued) give way to these
+        con.execute(
+            "UPDATE bills SET status = 'superseded' WHERE kind = 'final_adjustment' "
+            "AND status = 'draft' AND run_id <> ? AND list_contains(?::VARCHAR[], account)",
+            [run_id, [r[0] for r in due]],
+        )
+        con.execute(
+            "INSERT INTO billing_runs (run_id, started_at, finished_at, data_as_of, period_start, "
+            "period_end, shadow, status, bills, notes) VALUES (?, now(), now(), now(), ?, ?, "
+            "false, 'done', ?, 'final adjustment bills of moved-out accounts')",
+            [run_id, date_to, date_to + dt.timedelta(days=1), len(due)],
+        )
+        con.executemany(
+            "INSERT INTO bills (bill_id, run_id, account, nmi, period_start, period_end, "
+            "cycle_start, cycle_end, product, product_version, currency, total_ex_gst, gst, "
+            "total_inc_gst, status, hold_reason, estimated_intervals, shadow, created_at, kind) "
+            "VALUES (? || '/final-adjustment/' || ?::VARCHAR || '/r' || ?::VARCHAR, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, 0, 0, 0, 'draft', NULL, 0, false, now(), 'final_adjustment')",
+            [
+                [account, date_to, run_id, run_id, account, nmi, date_to, date_to, date_to,
+                 date_to, product, version, currency]
+                for account, nmi, product, version, currency in due
+            ],
+        )  # fmt: skip
+    return True
+
+
+def _final_spans(store: Store, run_id: int) -> None:
+    """Give each final adjustment draft of billing run ``run_id`` the span of the bills its
+    lines correct as its period, and drop the drafts without a line (their revision's rebill
+    was held, or changed nothing: no adjustment was stored), and the run when none is left.
+    One transaction."""
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE bills SET period_start = s.lo, period_end = s.hi FROM (SELECT bill_id, "
+            "min(date_from) AS lo, max(date_to) + 1 AS hi FROM bill_lines GROUP BY ALL) s "
+            "WHERE bills.bill_id = s.bill_id AND bills.run_id = ? AND bills.status = 'draft'",
+            [run_id],
+        )
+        con.execute(
+            "DELETE FROM bills WHERE run_id = ? AND status = 'draft' AND bill_id NOT IN "
+            "(SELECT bill_id FROM bill_lines)",
+            [run_id],
+        )
+        con.execute(
+            "DELETE FROM billing_runs WHERE run_id = $r AND NOT EXISTS (SELECT 1 FROM bills "
+            "WHERE run_id = $r)",
+            {"r": run_id},
+        )
+        con.execute(
+            "UPDATE billing_runs SET bills = (SELECT count(*) FROM bills WHERE run_id = $r), "
+            "period_start = coalesce((SELECT min(period_start) FROM bills WHERE run_id = $r), "
+            "period_start), period_end = coalesce((SELECT max(period_end) FROM bills "
+            "WHERE run_id = $r), period_end) WHERE run_id = $r",
+            {"r": run_id},
+        )
 
 
 def _stored_summary(store: Store, nightly_run_id: str, result: CloseResult) -> None:
@@ -359,6 +492,8 @@ def _stored_summary(store: Store, nightly_run_id: str, result: CloseResult) -> N
         purpose: [billing_run_id(nightly_run_id, purpose, c, b) for c in starts for b in batches]
         for purpose in ("close", "rebill")
     }
+    final_run = billing_run_id(nightly_run_id, "final", FINAL_KEY, 0)
+    ids["close"].append(final_run)  # the final adjustment bills are drafts to issue too
     stored = {
         purpose: [
             int(r[0])
@@ -386,14 +521,21 @@ def _stored_summary(store: Store, nightly_run_id: str, result: CloseResult) -> N
         [nightly_run_id],
     ).fetchall()[0]
     result.adjustments, result.written_off, result.rebill_held = (int(n) for n in row)
+    result.final_bills = int(
+        store.con.execute(
+            "SELECT count(*) FROM bills WHERE run_id = ? AND status IN ('draft', 'issued')",
+            [final_run],
+        ).fetchall()[0][0]
+    )
     stranded = store.con.execute(STRANDED_SQL, {"runs": result.draft_runs}).fetchall()
     result.stranded = [(str(a), str(b), str(c)) for a, b, c in stranded]
 
 
 # Pending adjustments with no bill to go on: the account has no draft or held bill in this run
-# (no cycle of it due, none waiting) and moved out no later than the end of its last issued
-# bill (no cycle of it will come). They stay pending (a refund or charge the retailer settles
-# outside the cycle: a final adjustment bill is not made) and every run reports them.
+# (no cycle of it due, none waiting, no final adjustment bill) and moved out no later than the
+# end of its last issued bill (no cycle of it will come). With ``final_adjustment_bills`` on
+# (the default) the close drafts them a final adjustment bill and none is left here; off, they
+# stay pending (to settle outside the cycle) and every run reports them.
 STRANDED_SQL = """
 SELECT a.original_bill_id, a.account, a.status
 FROM bill_adjustments a JOIN customers c USING (account)
@@ -401,7 +543,7 @@ WHERE a.status IN ('pending', 'pending_written_off') AND c.move_out IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = a.account
                   AND list_contains($runs::BIGINT[], b.run_id) AND b.status IN ('draft', 'held'))
   AND c.move_out <= (SELECT max(b.period_end) FROM bills b WHERE b.account = a.account
-                     AND NOT b.shadow AND b.status = 'issued')
+                     AND NOT b.shadow AND b.status = 'issued' AND b.kind = 'cycle')
 ORDER BY a.account, a.original_bill_id, a.detected_file_id, a.detected_run_id
 """
 

@@ -24,6 +24,11 @@ class NightlyConfig(BaseModel):
     products: Path = Field(Path("data/products"), description="product files (*.toml)")
     back_billing_months: int = Field(9, ge=0, description="NERR limit on undercharge rebills")
     snapshot: bool = Field(True, description="write the read-only Parquet snapshot")
+    final_adjustment_bills: bool = Field(
+        True,
+        description="issue a moved-out account a final adjustment bill for the adjustments no "
+        "later bill will take (false: leave them pending, reported every run)",
+    )
 
     def resolved(self, base: Path) -> NightlyConfig:
         """A copy with every path made absolute against ``base``."""

@@ -83,12 +83,14 @@ def product_files(folder: Path) -> dict[str, str]:
 def _params(cfg: NightlyConfig, date_from: dt.date, date_to: dt.date) -> dict[str, Any]:
     """The run's parameters: what, besides the ingested inputs and the code, decides its
     outputs (so all of it is in the run key): the range, the back-billing limit, whether a
-    snapshot is published and the content of every product file."""
+    snapshot is published, whether final adjustment bills are made and the content of every
+    product file."""
     return {
         "date_from": date_from.isoformat(),
         "date_to": date_to.isoformat(),
         "back_billing_months": cfg.back_billing_months,
         "snapshot": cfg.snapshot,
+        "final_adjustment_bills": cfg.final_adjustment_bills,
         "product_files": product_files(cfg.products),
     }
 
@@ -162,7 +164,8 @@ def run_nightly(
         d |= totals | {"days": len(days), "resettled_days": [x.isoformat() for x in resettle]}
     with stage(store, slog, "bill") as d:
         closed = close_cycles(store, run_id, date_from, date_to, cfg.products,
-                              cfg.back_billing_months)  # fmt: skip
+                              cfg.back_billing_months,
+                              final_bills=cfg.final_adjustment_bills)  # fmt: skip
         stage_channels(store, cfg.products)
         d |= closed.to_dict()
     if closed.stranded:

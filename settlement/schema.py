@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import duckdb
 
 from settlement.schema_accruals import ACCRUALS_V8_SQL
-from settlement.schema_bills import BILLS_V5_SQL
+from settlement.schema_bills import BILL_KIND_V15_SQL, BILLS_V5_SQL
 from settlement.schema_days import DAYS_V10_SQL, N_READS_V12_SQL, fill_days
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
@@ -414,6 +414,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "wholesale_day_rows: a settled day refers to its meter_days array (file_id, "
         "source_line) instead of copying it; wholesale_days becomes a view that resolves it",
         WHOLESALE_REFS_V14_SQL,
+    ),
+    Migration(
+        15,
+        "bills.kind: 'cycle' for a billing cycle's bill, 'final_adjustment' for the bill that "
+        "carries a moved-out account's adjustments",
+        BILL_KIND_V15_SQL,
     ),
 )
 

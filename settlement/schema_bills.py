@@ -67,3 +67,12 @@ CREATE VIEW audit_duplicate_bill_lines AS
 SELECT bill_id, line_no, count(*) AS n FROM bill_lines GROUP BY bill_id, line_no
 HAVING count(*) > 1;
 """
+
+# Schema v15: a bill's kind. ``cycle`` is a billing cycle's bill (every bill before v15);
+# ``final_adjustment`` is the bill the nightly issues to an account that has moved out when a
+# revision of its issued bills leaves an adjustment that no later cycle bill will take
+# (``settlement.closing``, step 4b). Its lines are adjustment lines only, its period the span of
+# the bills they correct, and it is itself never revised (it bills no reads).
+BILL_KIND_V15_SQL = """
+ALTER TABLE bills ADD COLUMN kind VARCHAR DEFAULT 'cycle';  -- the stored bills: 'cycle'
+"""

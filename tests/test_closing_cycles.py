@@ -5,11 +5,17 @@ that has moved out (settlement/closing.py, steps 1 and 4)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
 
+from settlement.billing_explain import explain_bill
 from settlement.config import load_config
 from settlement.customers import COLUMNS
 from settlement.nem12_writer import write_nem12
@@ -133,36 +139,211 @@ def test_a_cycle_never_billed_long_before_the_range_is_billed_by_the_next_close(
         assert issued == [(dt.date(2024, m, 1), 1) for m in range(7, 13)]
 
 
-def test_a_pending_adjustment_of_a_moved_out_account_is_reported(tmp_path: Path) -> None:
-    """A1 moves out on 20 July; its July bill (1-20 July) is issued; an August re-read lowers 3
-    July (true 155.83 against 157.44 charged, inc GST). The refund has no later bill of A1 to
-    go on: it stays pending, and every run reports it (bill stage and manifest:
-    ``adjustments_without_target``) with a warning, until it is settled by hand. The old code
-    kept it pending silently, both runs exit 0 with nothing said."""
+def _moved_out_with_a_reread(tmp_path: Path) -> tuple[Path, Path]:
+    """A1 moves out on 20 July; July's run issues its bill of 1-20 July (157.44 inc GST); an
+    August re-read lowers 3 July (true 155.83). Returns (config path, inbox)."""
     cfg_path = build_inbox(tmp_path)
     _customers(tmp_path, [_a1("2024-07-20", "sh-flat", "2024-06-01", "")])
     inbox = tmp_path / "inbox"
     write_nem12(_a1_month(JUL, 31), inbox / "meter" / "NEM12_retailer_202407.csv")
+    return cfg_path, inbox
+
+
+def _reread(inbox: Path, day: dt.date, bump: float, sent: dt.datetime, name: str) -> None:
+    reread = meter_frame(days=1, start=day, bump=bump).filter(
+        (pl.col("nmi") == NMIS["A1"]) & (pl.col("suffix") == "E1")
+    )
+    write_nem12(reread.with_columns(update_datetime=sent), inbox / "meter" / name)
+
+
+def test_a_moved_out_account_gets_a_final_adjustment_bill(tmp_path: Path) -> None:
+    """A1 moved out on 20 July and its July bill (1-20 July, 157.44 inc GST) is issued. An
+    August re-read of 3 July makes the true amount 155.83: no later cycle bill of A1 will come,
+    so August's close issues a final adjustment bill (kind ``final_adjustment``) with the two
+    adjustment lines, credit -157.44 and rebill 155.83: a refund of 1.61, the adjustment
+    applied to it. A September re-read of 4 July (true amount T2) makes a second one, crediting
+    what is now charged (155.83) and charging T2; September's run with nothing new for A1 makes
+    none. Until this change the refund stayed pending for good (reported every run)."""
+    cfg_path, inbox = _moved_out_with_a_reread(tmp_path)
     cfg = load_config(cfg_path)
     with Store.open(tmp_path / "store.duckdb") as store:
         assert run_nightly(store, cfg, JUL, dt.date(2024, 7, 31)).exit_code == ExitCode.OK
         (july,) = store.query(
             "SELECT bill_id FROM bills WHERE status = 'issued' AND period_end = DATE '2024-07-20'"
         ).fetchall()[0]
-        reread = meter_frame(days=1, start=dt.date(2024, 7, 3), bump=-0.1).filter(
-            (pl.col("nmi") == NMIS["A1"]) & (pl.col("suffix") == "E1")
-        )
-        write_nem12(
-            reread.with_columns(update_datetime=dt.datetime(2024, 8, 20)),
-            inbox / "meter" / "NEM12_rev.csv",
-        )
+        _reread(inbox, dt.date(2024, 7, 3), -0.1, dt.datetime(2024, 8, 20), "NEM12_rev.csv")
+        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+        august = run_nightly(store, cfg, AUG, dt.date(2024, 8, 31))
+        assert august.exit_code == ExitCode.OK, august.message
+        bill = august.manifest["stages"]["bill"]
+        assert bill["adjustments_without_target"] == []
+        assert bill["final_adjustment_bills"] == 1
+        finals = store.query(
+            "SELECT bill_id, period_start, period_end, product, status, total_ex_gst + gst,"
+            " total_inc_gst FROM bills WHERE kind = 'final_adjustment' ORDER BY bill_id"
+        ).fetchall()
+        assert [f[1:] for f in finals] == [
+            (JUL, dt.date(2024, 7, 20), "sh-flat", "issued", Decimal("-1.61"), Decimal("-1.61"))
+        ]
+        final = finals[0][0]
+        assert final.startswith("A1/final-adjustment/2024-08-31/r")
+        lines = store.query(
+            "SELECT line_no, component, amount_inc_gst, date_from, date_to FROM bill_lines"
+            " WHERE bill_id = ? ORDER BY line_no",
+            [final],
+        ).fetchall()
+        assert lines == [
+            (1, "Adjustment: credit", Decimal("-157.44"), JUL, dt.date(2024, 7, 19)),
+            (2, "Adjustment: rebill", Decimal("155.83"), JUL, dt.date(2024, 7, 19)),
+        ]
+        assert store.query(
+            "SELECT status, applied_to_bill_id FROM bill_adjustments"
+        ).fetchall() == [("applied", final)]
+        # explain: no intervals of its own, its lines match the adjustment it carries
+        ex = explain_bill(store, final)
+        assert ex.reproduced is True and ex.intervals.height == 0
+        # the final bill is issued (hashed at issue, audited) and in the run's snapshot
+        assert store.query(
+            "SELECT count(*) FROM bill_issues WHERE bill_id = ?", [final]
+        ).fetchall() == [(1,)]
+        assert august.snapshot is not None
+        published = pl.read_parquet(Path(august.snapshot) / "bills.parquet")
+        assert published.filter(pl.col("bill_id") == final)["kind"].to_list() == [
+            "final_adjustment"
+        ]
+
+        _reread(inbox, dt.date(2024, 7, 4), 0.2, dt.datetime(2024, 9, 20), "NEM12_rev2.csv")
+        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202409_NSW1.csv", 30, SEP)
+        september = run_nightly(store, cfg, SEP, dt.date(2024, 9, 30))
+        assert september.exit_code == ExitCode.OK, september.message
+        assert september.manifest["stages"]["bill"]["final_adjustment_bills"] == 1
+        rows = store.query(
+            "SELECT a.status, a.credit_ex_gst + a.credit_gst, a.rebill_ex_gst + a.rebill_gst,"
+            " b.total_inc_gst, b.kind FROM bill_adjustments a"
+            " JOIN bills b ON b.bill_id = a.applied_to_bill_id"
+            " ORDER BY a.detected_file_id"
+        ).fetchall()
+        assert rows[0] == ("applied", Decimal("-157.44"), Decimal("155.83"), Decimal("-1.61"),
+                           "final_adjustment")  # fmt: skip
+        status, credit, truth, total, kind = rows[1]
+        assert (status, credit, kind) == ("applied", Decimal("-155.83"), "final_adjustment")
+        assert truth > Decimal("155.83") and total == credit + truth
+        # the next run, with nothing new, makes no final bill
+        october = run_nightly(store, cfg, dt.date(2024, 10, 1), dt.date(2024, 10, 1))
+        assert october.exit_code == ExitCode.OK, october.message
+        assert october.manifest["stages"]["bill"]["final_adjustment_bills"] == 0
+        assert store.query(
+            "SELECT count(*) FROM bills WHERE kind = 'final_adjustment' AND status = 'issued'"
+        ).fetchall() == [(2,)]
+        assert july in {
+            r[0] for r in store.query("SELECT original_bill_id FROM bill_adjustments").fetchall()
+        }
+
+
+def test_a_revision_that_changes_nothing_leaves_no_final_bill(tmp_path: Path) -> None:
+    """The same July reads sent again with a later UpdateDateTime: A1's July bill is revised
+    (a newer file) but its true amount is what was charged, so no adjustment is stored. The
+    final adjustment draft made for it has no line and is dropped, with its billing run."""
+    cfg_path, inbox = _moved_out_with_a_reread(tmp_path)
+    cfg = load_config(cfg_path)
+    with Store.open(tmp_path / "store.duckdb") as store:
+        assert run_nightly(store, cfg, JUL, dt.date(2024, 7, 31)).exit_code == ExitCode.OK
+        _reread(inbox, dt.date(2024, 7, 3), 0.0, dt.datetime(2024, 8, 20), "NEM12_same.csv")
+        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+        august = run_nightly(store, cfg, AUG, dt.date(2024, 8, 31))
+        assert august.exit_code == ExitCode.OK, august.message
+        bill = august.manifest["stages"]["bill"]
+        assert bill["final_adjustment_bills"] == 0 and bill["adjustments"] == 0
+        assert store.query(
+            "SELECT count(*) FROM bills WHERE kind = 'final_adjustment'"
+        ).fetchall() == [(0,)]
+        assert store.query(
+            "SELECT count(*) FROM billing_runs WHERE notes LIKE 'final adjustment%'"
+        ).fetchall() == [(0,)]
+        assert store.query("SELECT count(*) FROM bill_adjustments").fetchall() == [(0,)]
+
+
+def test_with_final_bills_off_a_moved_out_accounts_adjustment_is_reported(
+    tmp_path: Path,
+) -> None:
+    """``final_adjustment_bills = false``: the refund of the first test has no bill to go on.
+    It stays pending, and every run reports it (bill stage and manifest:
+    ``adjustments_without_target``) with a warning, for the retailer to settle by hand."""
+    cfg_path, inbox = _moved_out_with_a_reread(tmp_path)
+    cfg = load_config(cfg_path).model_copy(update={"final_adjustment_bills": False})
+    with Store.open(tmp_path / "store.duckdb") as store:
+        assert run_nightly(store, cfg, JUL, dt.date(2024, 7, 31)).exit_code == ExitCode.OK
+        (july,) = store.query(
+            "SELECT bill_id FROM bills WHERE status = 'issued' AND period_end = DATE '2024-07-20'"
+        ).fetchall()[0]
+        _reread(inbox, dt.date(2024, 7, 3), -0.1, dt.datetime(2024, 8, 20), "NEM12_rev.csv")
         price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
         for start, end in ((AUG, dt.date(2024, 8, 31)), (SEP, dt.date(2024, 9, 30))):
             result = run_nightly(store, cfg, start, end)
             assert result.exit_code == ExitCode.OK, result.message
             bill = result.manifest["stages"]["bill"]
             assert bill["adjustments_without_target"] == [[july, "A1", "pending"]]
+            assert bill["final_adjustment_bills"] == 0
         assert store.query(
             "SELECT status, credit_ex_gst + credit_gst, rebill_ex_gst + rebill_gst"
             " FROM bill_adjustments"
         ).fetchall() == [("pending", Decimal("-157.44"), Decimal("155.83"))]
+        assert store.query("SELECT count(*) FROM bills WHERE kind <> 'cycle'").fetchall() == [(0,)]
+
+
+def _nightly_cli(
+    root: Path, start: dt.date, end: dt.date, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`fairshare nightly` in a fresh process (so SIGKILL is real)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "nightly", "--from", start.isoformat(),
+         "--to", end.isoformat(), "--config", str(root / "fairshare.toml"),
+         "--db", str(root / "store.duckdb")],
+        capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def _july_then_reread(root: Path) -> None:
+    """The moved-out A1 with July run (issued) and August's inputs (a re-read, prices) waiting."""
+    _, inbox = _moved_out_with_a_reread(root)
+    assert _nightly_cli(root, JUL, dt.date(2024, 7, 31)).returncode == 0
+    _reread(inbox, dt.date(2024, 7, 3), -0.1, dt.datetime(2024, 8, 20), "NEM12_rev.csv")
+    price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+
+
+BILL_TABLES = {
+    "bills": "SELECT * EXCLUDE (created_at) FROM bills ORDER BY ALL",
+    "bill_lines": "SELECT * FROM bill_lines ORDER BY ALL",
+    "bill_issues": "SELECT bill_id, nightly_run_id, content_sha256 FROM bill_issues ORDER BY ALL",
+    "bill_adjustments": "SELECT * FROM bill_adjustments ORDER BY ALL",
+    "billing_runs": "SELECT run_id, period_start, period_end, status, bills FROM billing_runs"
+    " ORDER BY ALL",
+}
+
+
+def _bill_tables(root: Path) -> dict[str, list[tuple[object, ...]]]:
+    with Store.open(root / "store.duckdb", read_only=True) as s:
+        return {name: s.con.execute(sql).fetchall() for name, sql in BILL_TABLES.items()}
+
+
+@pytest.mark.parametrize("point", ["bill.after_final_drafts", "bill.before_issue_commit"])
+def test_killed_with_a_final_adjustment_bill_drafted_the_rerun_equals_uninterrupted(
+    tmp_path: Path, point: str
+) -> None:
+    """August's run killed (SIGKILL) once the final adjustment draft is written, or inside
+    the issue transaction: the rerun drafts the same bill (the attempt's draft replaced, not
+    doubled) and the bill tables equal an uninterrupted run's, one final bill issued."""
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    for root in (ref, killed):
+        _july_then_reread(root)
+    aug_end = dt.date(2024, 8, 31)
+    assert _nightly_cli(ref, AUG, aug_end).returncode == 0
+    died = _nightly_cli(killed, AUG, aug_end, env={"FAIRSHARE_FAILPOINT": point})
+    assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
+    rerun = _nightly_cli(killed, AUG, aug_end)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    want = _bill_tables(ref)
+    assert _bill_tables(killed) == want
+    finals = [b for b in want["bills"] if b[-1] == "final_adjustment"]
+    assert len(finals) == 1 and finals[0][14] == "issued"

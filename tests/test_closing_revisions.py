@@ -854,3 +854,37 @@ def test_two_pending_revisions_are_priced_again_in_detection_order(
         assert store.query("SELECT * FROM audit_bill_line_sums").fetchall() == []
     finally:
         store.close()
+
+
+def test_explain_reproduces_a_bill_with_adjustment_lines(july_august: Path) -> None:
+    """August's bills carry July's adjustments (credit, rebill, write-off). ``explain bill``
+    recomputes the usage lines from intervals and checks the adjustment lines against the
+    adjustments applied to the bill: it reproduces each. It said DIFFERS for every bill with
+    an adjustment line (those were compared with the recomputed usage lines, which have none).
+    A missing adjustment line is a difference."""
+    from settlement.billing_explain import _adjustments_match, explain_bill
+
+    with Store.open(july_august / "store.duckdb", read_only=True) as store:
+        ids = [
+            r[0]
+            for r in store.query(
+                "SELECT DISTINCT b.bill_id FROM bills b JOIN bill_lines l USING (bill_id)"
+                " WHERE b.status = 'issued' AND l.component LIKE 'Adjustment%' ORDER BY 1"
+            ).fetchall()
+        ]
+        assert len(ids) == 3
+        for bill_id in ids:
+            ex = explain_bill(store, bill_id)
+            assert ex.reproduced is True, bill_id
+            kinds = set(
+                ex.lines.filter(pl.col("component").str.starts_with("Adjustment"))["component"]
+            )
+            assert kinds == {
+                "Adjustment: credit",
+                "Adjustment: rebill",
+                "Adjustment: back-billing limit",
+            }
+            last = ex.lines.filter(pl.col("component") == "Adjustment: back-billing limit")
+            assert not _adjustments_match(
+                store, ex.bill, ex.lines.filter(pl.col("line_no") != last["line_no"][0])
+            )

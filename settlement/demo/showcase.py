@@ -65,7 +65,9 @@ def _nightly(store: Store, cfg: NightlyConfig, d1: dt.date, d2: dt.date) -> dict
         "range": f"{d1} .. {d2}", "run_id": result.run_id, "status": result.status,
         "exit_code": int(result.exit_code), "message": result.message,
         "bills_issued": issue.get("bills_issued", 0), "bills_held": bill.get("bills_held", 0),
-        "adjustments": bill.get("adjustments", 0), "snapshot": result.snapshot,
+        "adjustments": bill.get("adjustments", 0),
+        "final_adjustment_bills": bill.get("final_adjustment_bills", 0),
+        "snapshot": result.snapshot,
         "manifest": str(Path(result.snapshot) / "manifest.json") if result.snapshot else None,
     }  # fmt: skip
 
