@@ -26,6 +26,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import polars as pl
 
 from settlement.accruals import accrual_cover, bill_segments_fast, on_site_clock
@@ -304,6 +305,18 @@ def bill_accounts(
     return result
 
 
+def discard_attempt(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
+    """Delete what an earlier attempt of billing run ``run_id`` left (inside the caller's
+    transaction): its bills but the issued ones, their lines, and the run's row."""
+    con.execute(
+        "DELETE FROM bill_lines WHERE bill_id IN (SELECT bill_id FROM bills "
+        "WHERE run_id = ? AND status <> 'issued')",
+        [run_id],
+    )
+    con.execute("DELETE FROM bills WHERE run_id = ? AND status <> 'issued'", [run_id])
+    con.execute("DELETE FROM billing_runs WHERE run_id = ?", [run_id])
+
+
 def _start_run(
     store: Store,
     start: date,
@@ -316,13 +329,7 @@ def _start_run(
         # except the bills it issued: a nightly killed after its issue step reruns the same
         # billing runs for the cycles still due (a held one), and an issued bill never changes
         with store.transaction() as con:
-            con.execute(
-                "DELETE FROM bill_lines WHERE bill_id IN (SELECT bill_id FROM bills "
-                "WHERE run_id = ? AND status <> 'issued')",
-                [run_id],
-            )
-            con.execute("DELETE FROM bills WHERE run_id = ? AND status <> 'issued'", [run_id])
-            con.execute("DELETE FROM billing_runs WHERE run_id = ?", [run_id])
+            discard_attempt(con, run_id)
     row = store.con.execute(
         "INSERT INTO billing_runs (run_id, started_at, data_as_of, period_start, period_end, "
         "shadow, status) VALUES (coalesce(?, nextval('bill_run_seq')), now(), "

@@ -76,7 +76,7 @@ from typing import Any
 
 import polars as pl
 
-from settlement.billing import bill_accounts, load_products
+from settlement.billing import bill_accounts, discard_attempt, load_products
 from settlement.failpoints import failpoint
 from settlement.store import Store
 from tariffs.calculus import component_suffix
@@ -406,13 +406,7 @@ def _final_drafts(
         due = con.execute(FINAL_DUE_SQL, {"runs": runs, "revised": revised}).fetchall()
         if not due:
             return False
-        con.execute(
-            "DELETE FROM bill_lines WHERE bill_id IN (SELECT bill_id FROM bills "
-            "WHERE run_id = ? AND status <> 'issued')",
-            [run_id],
-        )
-        con.execute("DELETE FROM bills WHERE run_id = ? AND status <> 'issued'", [run_id])
-        con.execute("DELETE FROM billing_runs WHERE run_id = ?", [run_id])
+        discard_attempt(con, run_id)
         # a failed run's final drafts of these accounts (never issued) give way to these
         con.execute(
             "UPDATE bills SET status = 'superseded' WHERE kind = 'final_adjustment' "

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from settlement.billing_explain import explain_bill
-from settlement.config import load_config
+from settlement.config import NightlyConfig, load_config
 from settlement.customers import COLUMNS
 from settlement.nem12_writer import write_nem12
 from settlement.nightly import run_nightly
@@ -156,6 +156,18 @@ def _reread(inbox: Path, day: dt.date, bump: float, sent: dt.datetime, name: str
     write_nem12(reread.with_columns(update_datetime=sent), inbox / "meter" / name)
 
 
+def _july_issued_then_reread(store: Store, cfg: NightlyConfig, inbox: Path) -> str:
+    """Run July (A1's bill of 1-20 July issued), then put August's re-read of 3 July (-0.1
+    kWh an interval) and prices in the inbox; return the July bill's id."""
+    assert run_nightly(store, cfg, JUL, dt.date(2024, 7, 31)).exit_code == ExitCode.OK
+    (july,) = store.query(
+        "SELECT bill_id FROM bills WHERE status = 'issued' AND period_end = DATE '2024-07-20'"
+    ).fetchall()[0]
+    _reread(inbox, dt.date(2024, 7, 3), -0.1, dt.datetime(2024, 8, 20), "NEM12_rev.csv")
+    price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+    return str(july)
+
+
 def test_a_moved_out_account_gets_a_final_adjustment_bill(tmp_path: Path) -> None:
     """A1 moved out on 20 July and its July bill (1-20 July, 157.44 inc GST) is issued. An
     August re-read of 3 July makes the true amount 155.83: no later cycle bill of A1 will come,
@@ -167,12 +179,7 @@ def test_a_moved_out_account_gets_a_final_adjustment_bill(tmp_path: Path) -> Non
     cfg_path, inbox = _moved_out_with_a_reread(tmp_path)
     cfg = load_config(cfg_path)
     with Store.open(tmp_path / "store.duckdb") as store:
-        assert run_nightly(store, cfg, JUL, dt.date(2024, 7, 31)).exit_code == ExitCode.OK
-        (july,) = store.query(
-            "SELECT bill_id FROM bills WHERE status = 'issued' AND period_end = DATE '2024-07-20'"
-        ).fetchall()[0]
-        _reread(inbox, dt.date(2024, 7, 3), -0.1, dt.datetime(2024, 8, 20), "NEM12_rev.csv")
-        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+        july = _july_issued_then_reread(store, cfg, inbox)
         august = run_nightly(store, cfg, AUG, dt.date(2024, 8, 31))
         assert august.exit_code == ExitCode.OK, august.message
         bill = august.manifest["stages"]["bill"]
@@ -272,12 +279,7 @@ def test_with_final_bills_off_a_moved_out_accounts_adjustment_is_reported(
     cfg_path, inbox = _moved_out_with_a_reread(tmp_path)
     cfg = load_config(cfg_path).model_copy(update={"final_adjustment_bills": False})
     with Store.open(tmp_path / "store.duckdb") as store:
-        assert run_nightly(store, cfg, JUL, dt.date(2024, 7, 31)).exit_code == ExitCode.OK
-        (july,) = store.query(
-            "SELECT bill_id FROM bills WHERE status = 'issued' AND period_end = DATE '2024-07-20'"
-        ).fetchall()[0]
-        _reread(inbox, dt.date(2024, 7, 3), -0.1, dt.datetime(2024, 8, 20), "NEM12_rev.csv")
-        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
+        july = _july_issued_then_reread(store, cfg, inbox)
         for start, end in ((AUG, dt.date(2024, 8, 31)), (SEP, dt.date(2024, 9, 30))):
             result = run_nightly(store, cfg, start, end)
             assert result.exit_code == ExitCode.OK, result.message
