@@ -65,9 +65,15 @@ def bill(
                     table.add_row(*[f"{x:.6g}" if isinstance(x, float) else str(x) for x in r])
                 out.print(table)
                 out.print(f"      ... {rows.height:,} interval rows")
+        verdict = "matches" if ex.reproduced else "n/a" if ex.reproduced is None else "DIFFERS"
+        checked = (
+            "adjustment lines against bill_adjustments"
+            if b["kind"] == "final_adjustment"
+            else "recomputed from inputs"
+        )
         out.print(
             f"total ex tax {b['total_ex_gst']}, tax {b['gst']}, incl. tax {b['total_inc_gst']}; "
-            f"recomputed from inputs: {'matches' if ex.reproduced else 'n/a' if ex.reproduced is None else 'DIFFERS'}"
+            f"{checked}: {verdict}"
         )
 
     run_guarded(go)

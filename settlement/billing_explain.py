@@ -50,6 +50,17 @@ UNION ALL SELECT 'Adjustment: back-billing limit', sum(writeoff_ex_gst), sum(wri
        count(*) FROM carried WHERE status LIKE '%written_off'
 """
 ADJUSTMENT_PREFIX = "Adjustment: "
+# The drill-down's columns (spot-linked products add the spot price and its parts).
+DRILL_SCHEMA: dict[str, pl.DataType] = {
+    "interval_start": pl.Datetime("us", "UTC"),
+    "interval_minutes": pl.Int64(),
+    "local_date": pl.Date(),
+    "component": pl.Utf8(),
+    "detail": pl.Utf8(),
+    "quantity": pl.Float64(),
+    "rate": pl.Float64(),
+    "amount": pl.Float64(),
+}
 
 
 def _adjustments_match(store: Store, bill: dict[str, Any], lines: pl.DataFrame) -> bool:
@@ -103,7 +114,7 @@ def explain_bill(store: Store, bill_id: str) -> BillExplanation:
     adjusted = _adjustments_match(store, bill, lines)
     if bill["kind"] == "final_adjustment":
         # its lines are corrections of other bills: no intervals of its own to recompute
-        return BillExplanation(bill, lines, pl.DataFrame(), adjusted)
+        return BillExplanation(bill, lines, pl.DataFrame(schema=DRILL_SCHEMA), adjusted)
     product = _product(bill.pop("content"), bill["source_path"])
     seg = pl.DataFrame(
         {

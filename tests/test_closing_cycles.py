@@ -14,7 +14,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from cli.main import app
 from settlement.billing_explain import explain_bill
 from settlement.config import NightlyConfig, load_config
 from settlement.customers import COLUMNS
@@ -25,6 +27,7 @@ from tariffs.errors import ExitCode
 from tests.nightly_fixtures import NMIS, build_inbox, meter_frame, price_csv
 
 JUL, AUG, SEP = dt.date(2024, 7, 1), dt.date(2024, 8, 1), dt.date(2024, 9, 1)
+WIDE = {"COLUMNS": "200"}  # the CLI's report lines unwrapped
 
 
 def _customers(root: Path, rows: list[str]) -> None:
@@ -245,6 +248,12 @@ def test_a_moved_out_account_gets_a_final_adjustment_bill(tmp_path: Path) -> Non
         assert july in {
             r[0] for r in store.query("SELECT original_bill_id FROM bill_adjustments").fetchall()
         }
+    # the CLI explains it (no intervals to drill into: an empty drill-down, not a crash)
+    res = CliRunner().invoke(
+        app, ["explain", "bill", final, "--db", str(tmp_path / "store.duckdb")], env=WIDE
+    )
+    assert res.exit_code == 0, res.output
+    assert "adjustment lines against bill_adjustments: matches" in res.output
 
 
 def test_a_revision_that_changes_nothing_leaves_no_final_bill(tmp_path: Path) -> None:
