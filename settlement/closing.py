@@ -938,10 +938,14 @@ SELECT l.target_bill_id AS bill_id,
        l.ex AS amount_ex_gst, l.tax AS gst, l.ex + l.tax AS amount_inc_gst, l.tax <> 0 AS taxable,
        o.period_start AS date_from, o.period_end - 1 AS date_to, 0 AS n_intervals,
        'linked to issued bill ' || l.original_bill_id
-         || ' (issued bills never change; corrections are lines on the next bill)' AS explanation,
+         || ' (issued bills never change; corrections are lines on '
+         || CASE WHEN t.kind = 'final_adjustment'
+                 THEN 'the final adjustment bill of an account that has moved out)'
+                 ELSE 'the next bill)' END AS explanation,
        l.original_bill_id
 FROM lines l LEFT JOIN base b ON b.bill_id = l.target_bill_id
 JOIN bills o ON o.bill_id = l.original_bill_id
+JOIN bills t ON t.bill_id = l.target_bill_id
 """
 
 

@@ -206,6 +206,15 @@ def test_a_moved_out_account_gets_a_final_adjustment_bill(tmp_path: Path) -> Non
             (1, "Adjustment: credit", Decimal("-157.44"), JUL, dt.date(2024, 7, 19)),
             (2, "Adjustment: rebill", Decimal("155.83"), JUL, dt.date(2024, 7, 19)),
         ]
+        notes = store.query(
+            "SELECT DISTINCT explanation FROM bill_lines WHERE bill_id = ?", [final]
+        ).fetchall()
+        assert notes == [
+            (
+                f"linked to issued bill {july} (issued bills never change; corrections are lines"
+                " on the final adjustment bill of an account that has moved out)",
+            )
+        ]
         assert store.query(
             "SELECT status, applied_to_bill_id FROM bill_adjustments"
         ).fetchall() == [("applied", final)]
