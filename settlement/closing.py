@@ -338,9 +338,9 @@ def close_cycles(
     draft_runs = _bill_groups(
         store, due, nightly_run_id, "close", products, product_dir, "draft", result
     )
-    final_run = billing_run_id(nightly_run_id, "final", FINAL_KEY, 0)
+    final_run = final_run_id(nightly_run_id)
     if final_bills:
-        accounts = revised.get_column("account").unique().sort().to_list() if revised.height else []
+        accounts = revised.get_column("account").unique().sort().to_list()
         if _final_drafts(store, final_run, date_to, draft_runs, accounts):
             draft_runs.append(final_run)
             failpoint("bill.after_final_drafts")
@@ -365,30 +365,45 @@ def close_cycles(
 # (:func:`billing_run_id`; the close and rebill runs are keyed on their cycle start).
 FINAL_KEY = dt.date(1970, 1, 1)
 
+
+def final_run_id(nightly_run_id: str) -> int:
+    """The billing-run id of the nightly run's final adjustment bills (deterministic)."""
+    return billing_run_id(nightly_run_id, "final", FINAL_KEY, 0)
+
+
 # The accounts this close drafts a final adjustment bill for (module docstring, step 4b), with
 # the NMI, product, version and currency of their last issued bill: moved out, every supply day
 # billed, no bill drafted or held by the close's runs ($runs), and an adjustment on its way:
 # one pending, or one of its issued bills among this run's revisions ($revised, recorded after).
-FINAL_DUE_SQL = """
+def _no_later_bill(account: str, move_out: str) -> str:
+    """SQL condition: no later bill will come for ``account`` (moved out at ``move_out``, both
+    column expressions written by this module): no draft or held bill of it in the close's runs
+    ($runs), and its move-out no later than the end of its last issued cycle bill. The rule
+    :data:`FINAL_DUE_SQL` drafts a final adjustment bill by and :data:`STRANDED_SQL` reports by."""
+    return f"""{move_out} IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM bills d WHERE d.account = {account}
+                  AND list_contains($runs::BIGINT[], d.run_id) AND d.status IN ('draft', 'held'))
+  AND {move_out} <= (SELECT max(b.period_end) FROM bills b WHERE b.account = {account}
+                     AND NOT b.shadow AND b.status = 'issued' AND b.kind = 'cycle')"""
+
+
+FINAL_DUE_SQL = f"""
 WITH moved AS (
-    -- the few accounts with an adjustment on its way that have moved out, first: the scan of
-    -- the bills below then keeps only theirs (it does not grow with the store's history)
-    SELECT c.account, c.move_out FROM customers c
-    WHERE c.move_out IS NOT NULL
-      AND (list_contains($revised::VARCHAR[], c.account)
+    -- the few accounts with an adjustment on its way that no later bill will take, first:
+    -- the scan of the bills below then keeps only theirs (it does not grow with history)
+    SELECT c.account FROM customers c
+    WHERE (list_contains($revised::VARCHAR[], c.account)
            OR c.account IN (SELECT account FROM bill_adjustments
                             WHERE status IN ('pending', 'pending_written_off')))
+      AND {_no_later_bill("c.account", "c.move_out")}
 ), last AS (
-    SELECT b.account, arg_max(b.bill_id, b.period_end) AS bill_id, max(b.period_end) AS billed_to
+    SELECT b.account, arg_max(b.bill_id, b.period_end) AS bill_id
     FROM bills b SEMI JOIN moved m USING (account)
     WHERE NOT b.shadow AND b.status = 'issued' AND b.kind = 'cycle' GROUP BY b.account
 )
-SELECT m.account, b.nmi, b.product, b.product_version, b.currency
-FROM moved m JOIN last l USING (account) JOIN bills b ON b.bill_id = l.bill_id
-WHERE m.move_out <= l.billed_to
-  AND NOT EXISTS (SELECT 1 FROM bills d WHERE d.account = m.account
-                  AND list_contains($runs::BIGINT[], d.run_id) AND d.status IN ('draft', 'held'))
-ORDER BY m.account
+SELECT l.account, b.nmi, b.product, b.product_version, b.currency
+FROM last l JOIN bills b USING (bill_id)
+ORDER BY l.account
 """
 
 
@@ -440,16 +455,18 @@ def _final_spans(store: Store, run_id: int) -> None:
     was held, or changed nothing: no adjustment was stored), and the run when none is left.
     One transaction."""
     with store.transaction() as con:
+        # the run's drafts' lines only (the whole bill_lines table grows with every run)
+        drafts = "SELECT bill_id FROM bills WHERE run_id = $r AND status = 'draft'"
         con.execute(
             "UPDATE bills SET period_start = s.lo, period_end = s.hi FROM (SELECT bill_id, "
-            "min(date_from) AS lo, max(date_to) + 1 AS hi FROM bill_lines GROUP BY ALL) s "
-            "WHERE bills.bill_id = s.bill_id AND bills.run_id = ? AND bills.status = 'draft'",
-            [run_id],
+            "min(date_from) AS lo, max(date_to) + 1 AS hi FROM bill_lines "
+            f"WHERE bill_id IN ({drafts}) GROUP BY ALL) s WHERE bills.bill_id = s.bill_id",
+            {"r": run_id},
         )
         con.execute(
-            "DELETE FROM bills WHERE run_id = ? AND status = 'draft' AND bill_id NOT IN "
-            "(SELECT bill_id FROM bill_lines)",
-            [run_id],
+            f"DELETE FROM bills WHERE bill_id IN ({drafts}) AND bill_id NOT IN "
+            f"(SELECT bill_id FROM bill_lines WHERE bill_id IN ({drafts}))",
+            {"r": run_id},
         )
         con.execute(
             "DELETE FROM billing_runs WHERE run_id = $r AND NOT EXISTS (SELECT 1 FROM bills "
@@ -486,7 +503,7 @@ def _stored_summary(store: Store, nightly_run_id: str, result: CloseResult) -> N
         purpose: [billing_run_id(nightly_run_id, purpose, c, b) for c in starts for b in batches]
         for purpose in ("close", "rebill")
     }
-    final_run = billing_run_id(nightly_run_id, "final", FINAL_KEY, 0)
+    final_run = final_run_id(nightly_run_id)
     ids["close"].append(final_run)  # the final adjustment bills are drafts to issue too
     stored = {
         purpose: [
@@ -530,14 +547,10 @@ def _stored_summary(store: Store, nightly_run_id: str, result: CloseResult) -> N
 # end of its last issued bill (no cycle of it will come). With ``final_adjustment_bills`` on
 # (the default) the close drafts them a final adjustment bill and none is left here; off, they
 # stay pending (to settle outside the cycle) and every run reports them.
-STRANDED_SQL = """
+STRANDED_SQL = f"""
 SELECT a.original_bill_id, a.account, a.status
 FROM bill_adjustments a JOIN customers c USING (account)
-WHERE a.status IN ('pending', 'pending_written_off') AND c.move_out IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM bills b WHERE b.account = a.account
-                  AND list_contains($runs::BIGINT[], b.run_id) AND b.status IN ('draft', 'held'))
-  AND c.move_out <= (SELECT max(b.period_end) FROM bills b WHERE b.account = a.account
-                     AND NOT b.shadow AND b.status = 'issued' AND b.kind = 'cycle')
+WHERE a.status IN ('pending', 'pending_written_off') AND {_no_later_bill("a.account", "c.move_out")}
 ORDER BY a.account, a.original_bill_id, a.detected_file_id, a.detected_run_id
 """
 
