@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -91,3 +94,17 @@ def build_inbox(root: Path) -> Path:
         f'products = "{Path(__file__).resolve().parents[1] / "data" / "products"}"\n'
     )
     return cfg
+
+
+def nightly_cli(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `fairshare nightly ARGS` on ``root``'s config and store in a fresh process (so
+    SIGKILL is real), with ``env`` over this process's environment less any failpoint."""
+    base = {k: v for k, v in os.environ.items() if k != "FAIRSHARE_FAILPOINT"}
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "nightly", "--config", str(root / "fairshare.toml"),
+         "--db", str(root / "store.duckdb"), *args],
+        capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parents[1], env={**base, **(env or {})},
+    )  # fmt: skip

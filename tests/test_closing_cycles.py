@@ -5,10 +5,8 @@ that has moved out (settlement/closing.py, steps 1 and 4)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from settlement.nem12_writer import write_nem12
 from settlement.nightly import run_nightly
 from settlement.store import Store
 from tariffs.errors import ExitCode
-from tests.nightly_fixtures import NMIS, build_inbox, meter_frame, price_csv
+from tests.nightly_fixtures import NMIS, build_inbox, meter_frame, nightly_cli, price_csv
 
 JUL, AUG, SEP = dt.date(2024, 7, 1), dt.date(2024, 8, 1), dt.date(2024, 9, 1)
 WIDE = {"COLUMNS": "200"}  # the CLI's report lines unwrapped
@@ -311,23 +309,16 @@ def test_with_final_bills_off_a_moved_out_accounts_adjustment_is_reported(
         assert store.query("SELECT count(*) FROM bills WHERE kind <> 'cycle'").fetchall() == [(0,)]
 
 
-def _nightly_cli(
+def _nightly(
     root: Path, start: dt.date, end: dt.date, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`fairshare nightly` in a fresh process (so SIGKILL is real)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", "nightly", "--from", start.isoformat(),
-         "--to", end.isoformat(), "--config", str(root / "fairshare.toml"),
-         "--db", str(root / "store.duckdb")],
-        capture_output=True, text=True, timeout=300,
-        cwd=Path(__file__).resolve().parents[1], env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    return nightly_cli(root, "--from", start.isoformat(), "--to", end.isoformat(), env=env)
 
 
 def _july_then_reread(root: Path) -> None:
     """The moved-out A1 with July run (issued) and August's inputs (a re-read, prices) waiting."""
     _, inbox = _moved_out_with_a_reread(root)
-    assert _nightly_cli(root, JUL, dt.date(2024, 7, 31)).returncode == 0
+    assert _nightly(root, JUL, dt.date(2024, 7, 31)).returncode == 0
     _reread(inbox, dt.date(2024, 7, 3), -0.1, dt.datetime(2024, 8, 20), "NEM12_rev.csv")
     price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202408_NSW1.csv", 31, AUG)
 
@@ -358,10 +349,10 @@ def test_killed_with_a_final_adjustment_bill_drafted_the_rerun_equals_uninterrup
     for root in (ref, killed):
         _july_then_reread(root)
     aug_end = dt.date(2024, 8, 31)
-    assert _nightly_cli(ref, AUG, aug_end).returncode == 0
-    died = _nightly_cli(killed, AUG, aug_end, env={"FAIRSHARE_FAILPOINT": point})
+    assert _nightly(ref, AUG, aug_end).returncode == 0
+    died = _nightly(killed, AUG, aug_end, env={"FAIRSHARE_FAILPOINT": point})
     assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
-    rerun = _nightly_cli(killed, AUG, aug_end)
+    rerun = _nightly(killed, AUG, aug_end)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     want = _bill_tables(ref)
     assert _bill_tables(killed) == want

@@ -23,7 +23,7 @@ from settlement.nightly import days_between, run_nightly
 from settlement.schema_wholesale_refs import REF_KEY
 from settlement.store import Store
 from tariffs.errors import ExitCode
-from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame
+from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame, nightly_cli
 
 END = START + dt.timedelta(days=DAYS - 1)
 RANGE = ["--from", START.isoformat(), "--to", END.isoformat()]
@@ -53,26 +53,8 @@ def own_arrays(store: Store) -> None:
 def cli(
     root: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `fairshare nightly` in a fresh process (so SIGKILL is real)."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "nightly",
-            *RANGE,
-            "--config",
-            str(root / "fairshare.toml"),
-            "--db",
-            str(root / "store.duckdb"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, **(env or {})},
-    )
+    """Run `fairshare nightly` over the fixture's range in a fresh process (so SIGKILL is real)."""
+    return nightly_cli(root, *RANGE, *args, env=env)
 
 
 def tables(db: Path) -> dict[str, list[tuple[object, ...]]]:

@@ -10,18 +10,15 @@ started after the newest file any day was settled with, so the days still waitin
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from settlement.nem12_writer import write_nem12
 from settlement.store import Store
-from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame
+from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame, nightly_cli
 
 END = START + dt.timedelta(days=DAYS - 1)
 AUG1 = dt.date(2024, 8, 1)
@@ -52,15 +49,9 @@ FROM settled_days d WHERE list_contains(?::DATE[], d.settlement_date) ORDER BY 1
 
 def cli(root: Path, day_from: dt.date, day_to: dt.date, failpoint: str | None = None) -> int:
     """Run `fairshare nightly` in its own process (so SIGKILL is real); its exit code."""
-    env = {k: v for k, v in os.environ.items() if k != "FAIRSHARE_FAILPOINT"}
-    if failpoint:
-        env["FAIRSHARE_FAILPOINT"] = failpoint
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "nightly", "--from", day_from.isoformat(),
-         "--to", day_to.isoformat(), "--config", str(root / "fairshare.toml"),
-         "--db", str(root / "store.duckdb")],
-        capture_output=True, text=True, timeout=300,
-        cwd=Path(__file__).resolve().parents[1], env=env,
+    proc = nightly_cli(
+        root, "--from", day_from.isoformat(), "--to", day_to.isoformat(),
+        env={"FAIRSHARE_FAILPOINT": failpoint} if failpoint else None,
     )  # fmt: skip
     if failpoint is None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
