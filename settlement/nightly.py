@@ -207,6 +207,7 @@ def run_nightly(
     snapshot = None
     if cfg.snapshot:
         with stage(store, slog, "publish") as d:
+            files: dict[str, dict[str, float]] = {}
             path = publish_snapshot(
                 store,
                 cfg.runs,
@@ -216,9 +217,11 @@ def run_nightly(
                 {"views.sql": snapshot_views_sql(store)},
                 row_group_rows={f"wholesale_days/{day.isoformat()}": DAY_ROW_GROUP_ROWS
                                 for day in days},
+                timings=files,
             )  # fmt: skip
             snapshot = str(path)
             d["snapshot"] = snapshot
+            d["files"] = files
     manifest["stages"] = slog.stages
     failpoint("run.before_finish")
     status = "failed" if failed else "succeeded"

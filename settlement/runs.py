@@ -130,13 +130,15 @@ def publish_snapshot(
     manifest: dict[str, Any],
     texts: dict[str, str] | None = None,
     row_group_rows: dict[str, int] | None = None,
+    timings: dict[str, dict[str, float]] | None = None,
 ) -> Path:
     """Write each query's result as read-only Parquet plus ``manifest.json`` and the ``texts``
     (file name -> content, e.g. SQL that opens the snapshot), atomically. A table name with a
     slash (``"wholesale_days/2024-08-31"``) is a file in a sub-folder. ``row_group_rows``
     (table name -> rows) sets a table's Parquet row group size; DuckDB writes one row group per
     thread at a time, so a table of a few large rows (day arrays) written as one row group
-    keeps one core busy.
+    keeps one core busy. ``timings``, when given, receives each table's write time and file
+    size (``{name: {"seconds": s, "mb": m}}``), for the run's stage log.
 
     Files go to ``runs_dir/.staging-<run_id>`` and the folder is renamed to ``runs_dir/<run_id>``
     only when complete, so a reader never sees a half-written snapshot. An existing snapshot of
@@ -152,11 +154,17 @@ def publish_snapshot(
         target.parent.mkdir(exist_ok=True)
         literal = str(target).replace("'", "''")  # COPY's file name cannot be a parameter
         rows = int((row_group_rows or {}).get(name, 122_880))  # DuckDB's default
+        t0 = time.perf_counter()
         store.con.execute(
             f"COPY ({sql}) TO '{literal}' "
             f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {rows})",
             params,
         )
+        if timings is not None:
+            timings[name] = {
+                "seconds": round(time.perf_counter() - t0, 3),
+                "mb": round(target.stat().st_size / 1e6, 2),
+            }
         target.chmod(0o444)
     files = {"manifest.json": json.dumps(manifest, indent=2, default=str) + "\n", **(texts or {})}
     for name, text in files.items():

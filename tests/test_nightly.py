@@ -133,6 +133,13 @@ def test_run_settles_archives_and_publishes(
     assert len(settlement) == len(stored_settlement) > 0 and settlement == stored_settlement
     assert len(charges) == len(stored_charges) > 0 and charges == stored_charges
     assert set(result.manifest["stages"]) >= {"ingest", "settle", "audit", "publish"}
+    # the publish stage logs each snapshot file's write time and size
+    files = result.manifest["stages"]["publish"]["files"]
+    written = {str(p.relative_to(snap))[: -len(".parquet")] for p in snap.rglob("*.parquet")}
+    assert set(files) == written
+    for name, f in files.items():
+        assert f["mb"] == round((snap / f"{name}.parquet").stat().st_size / 1e6, 2)
+        assert f["seconds"] >= 0
     assert {i["kind"] for i in result.manifest["inputs"]} == {"customers", "prices", "meter"}
 
 
