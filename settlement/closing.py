@@ -58,8 +58,9 @@
 5. Issue (:func:`issue_cycles`, called by the nightly only once every audit has passed): the
    drafts become ``issued``, their adjustments ``applied``, and a content hash is stored
    (audited every run: issued bills never change). A run whose audits fail issues nothing: its
-   drafts stay drafts (the next run's drafts of the same cycles supersede them) and its
-   adjustments stay pending, to be attached again by the next run.
+   drafts stay drafts (the next run's drafts of the same cycles supersede them, and the next
+   close supersedes its final adjustment drafts whatever it drafts) and its adjustments stay
+   pending, to be attached again by the next run.
 """
 
 from __future__ import annotations
@@ -339,6 +340,7 @@ def close_cycles(
         store, due, nightly_run_id, "close", products, product_dir, "draft", result
     )
     final_run = final_run_id(nightly_run_id)
+    _supersede_stopped_finals(store, final_run)
     if final_bills:
         accounts = revised.get_column("account").unique().sort().to_list()
         if _final_drafts(store, final_run, date_to, draft_runs, accounts):
@@ -407,6 +409,20 @@ ORDER BY l.account
 """
 
 
+def _supersede_stopped_finals(store: Store, run_id: int) -> None:
+    """Mark superseded the final adjustment drafts of other billing runs than ``run_id`` (this
+    close's). A draft outlives its run only when a failed audit stopped the run; its
+    adjustments stayed pending, so this close drafts the account again if it is still due, and
+    otherwise (``final_adjustment_bills`` turned off, or nothing pending any more) the stopped
+    draft would stay a draft for good. A cycle's stopped draft needs no such step: the cycle
+    is due until it is issued, and its next draft supersedes it."""
+    store.con.execute(
+        "UPDATE bills SET status = 'superseded' WHERE kind = 'final_adjustment' "
+        "AND status = 'draft' AND run_id <> ?",
+        [run_id],
+    )
+
+
 def _final_drafts(
     store: Store, run_id: int, date_to: dt.date, runs: list[int], revised: list[str]
 ) -> bool:
@@ -422,12 +438,6 @@ def _final_drafts(
         if not due:
             return False
         discard_attempt(con, run_id)
-        # a failed run's final drafts of these accounts (never issued) give way to these
-        con.execute(
-            "UPDATE bills SET status = 'superseded' WHERE kind = 'final_adjustment' "
-            "AND status = 'draft' AND run_id <> ? AND list_contains(?::VARCHAR[], account)",
-            [run_id, [r[0] for r in due]],
-        )
         con.execute(
             "INSERT INTO billing_runs (run_id, started_at, finished_at, data_as_of, period_start, "
             "period_end, shadow, status, bills, notes) VALUES (?, now(), now(), now(), ?, ?, "

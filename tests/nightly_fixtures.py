@@ -7,10 +7,13 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 
+from settlement.audits import Audit
 from settlement.customers import COLUMNS
 from settlement.nem12_writer import write_nem12
 
@@ -108,3 +111,14 @@ def nightly_cli(
         capture_output=True, text=True, timeout=300,
         cwd=Path(__file__).resolve().parents[1], env={**base, **(env or {})},
     )  # fmt: skip
+
+
+@contextmanager
+def added_audit(audits: list[Audit], audit: Audit) -> Iterator[None]:
+    """``audit`` in ``audits`` (``settlement.audits.AUDITS`` or ``BILL_AUDITS``) for the block
+    only: a test's way to make a run's audit fail."""
+    audits.append(audit)
+    try:
+        yield
+    finally:
+        audits.remove(audit)

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from settlement.audits import BILL_AUDITS, Audit
 from settlement.billing_explain import explain_bill
 from settlement.config import NightlyConfig, load_config
 from settlement.customers import COLUMNS
@@ -22,7 +23,14 @@ from settlement.nem12_writer import write_nem12
 from settlement.nightly import run_nightly
 from settlement.store import Store
 from tariffs.errors import ExitCode
-from tests.nightly_fixtures import NMIS, build_inbox, meter_frame, nightly_cli, price_csv
+from tests.nightly_fixtures import (
+    NMIS,
+    added_audit,
+    build_inbox,
+    meter_frame,
+    nightly_cli,
+    price_csv,
+)
 
 JUL, AUG, SEP = dt.date(2024, 7, 1), dt.date(2024, 8, 1), dt.date(2024, 9, 1)
 WIDE = {"COLUMNS": "200"}  # the CLI's report lines unwrapped
@@ -307,6 +315,52 @@ def test_with_final_bills_off_a_moved_out_accounts_adjustment_is_reported(
             " FROM bill_adjustments"
         ).fetchall() == [("pending", Decimal("-157.44"), Decimal("155.83"))]
         assert store.query("SELECT count(*) FROM bills WHERE kind <> 'cycle'").fetchall() == [(0,)]
+
+
+STOP_FINALS = Audit(
+    "no_final_adjustment_bill",
+    "test audit: a final adjustment bill about to be issued",
+    "SELECT b.bill_id, b.status FROM bills b WHERE {to_issue} AND b.kind = 'final_adjustment'",
+    ("bill_issues",),
+)
+
+
+@pytest.mark.parametrize("final_bills", [True, False])
+def test_a_final_draft_stopped_by_a_failed_audit_does_not_outlive_the_next_close(
+    tmp_path: Path, final_bills: bool
+) -> None:
+    """August's final adjustment draft (the refund of 1.61 of the first test) is stopped by a
+    failed audit: it stays a draft and the adjustment pending. The next close supersedes it
+    whatever it drafts: with final bills on, it drafts and issues A1 a new one; with them
+    turned off, it drafts none and reports the adjustment pending. Before, the stopped draft
+    stayed a draft for good in the second case."""
+    cfg_path, inbox = _moved_out_with_a_reread(tmp_path)
+    cfg = load_config(cfg_path)
+    finals = (
+        "SELECT status, total_inc_gst FROM bills WHERE kind = 'final_adjustment' ORDER BY status"
+    )
+    with Store.open(tmp_path / "store.duckdb") as store:
+        july = _july_issued_then_reread(store, cfg, inbox)
+        with added_audit(BILL_AUDITS, STOP_FINALS):
+            august = run_nightly(store, cfg, AUG, dt.date(2024, 8, 31))
+        assert august.exit_code == ExitCode.AUDIT_FAILED, august.message
+        assert store.query(finals).fetchall() == [("draft", Decimal("-1.61"))]
+        price_csv(inbox / "prices" / "PRICE_AND_DEMAND_202409_NSW1.csv", 30, SEP)
+        cfg = cfg.model_copy(update={"final_adjustment_bills": final_bills})
+        september = run_nightly(store, cfg, SEP, dt.date(2024, 9, 30))
+        assert september.exit_code == ExitCode.OK, september.message
+        bill = september.manifest["stages"]["bill"]
+        adjustment = store.query("SELECT status FROM bill_adjustments").fetchall()
+        if final_bills:
+            assert store.query(finals).fetchall() == [
+                ("issued", Decimal("-1.61")),
+                ("superseded", Decimal("-1.61")),
+            ]
+            assert bill["final_adjustment_bills"] == 1 and adjustment == [("applied",)]
+        else:
+            assert store.query(finals).fetchall() == [("superseded", Decimal("-1.61"))]
+            assert bill["adjustments_without_target"] == [[july, "A1", "pending"]]
+            assert adjustment == [("pending",)]
 
 
 def _nightly(

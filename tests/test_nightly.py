@@ -9,8 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -23,7 +21,14 @@ from settlement.nightly import days_between, run_nightly
 from settlement.schema_wholesale_refs import REF_KEY
 from settlement.store import Store
 from tariffs.errors import ExitCode
-from tests.nightly_fixtures import DAYS, START, build_inbox, meter_frame, nightly_cli
+from tests.nightly_fixtures import (
+    DAYS,
+    START,
+    added_audit,
+    build_inbox,
+    meter_frame,
+    nightly_cli,
+)
 
 END = START + dt.timedelta(days=DAYS - 1)
 RANGE = ["--from", START.isoformat(), "--to", END.isoformat()]
@@ -327,16 +332,6 @@ def test_quarantined_input_still_settles_good_data(tmp_path: Path) -> None:
     assert n == 3 * DAYS * 48
 
 
-@contextmanager
-def _added(audits: list[Audit], audit: Audit) -> Iterator[None]:
-    """``audit`` in ``audits`` for the block only."""
-    audits.append(audit)
-    try:
-        yield
-    finally:
-        audits.remove(audit)
-
-
 def test_failed_audit_fails_the_run_and_names_rows(tmp_path: Path) -> None:
     cfg = load_config(build_inbox(tmp_path))
     spike = Audit(
@@ -346,7 +341,7 @@ def test_failed_audit_fails_the_run_and_names_rows(tmp_path: Path) -> None:
         "WHERE settlement_date BETWEEN $date_from AND $date_to AND cost_aud > 1",
         ("wholesale_settlement",),
     )
-    with _added(AUDITS, spike), Store.open(tmp_path / "store.duckdb") as store:
+    with added_audit(AUDITS, spike), Store.open(tmp_path / "store.duckdb") as store:
         result = run_nightly(store, cfg, START, END)
         stored = store.query(
             "SELECT failing_rows FROM audit_results WHERE audit = ?", [spike.name]
@@ -375,7 +370,7 @@ def test_a_failed_bill_audit_issues_nothing_and_the_rerun_issues_as_uninterrupte
         "WHERE {to_issue} AND b.total_inc_gst > 10",
         ("bill_issues",),
     )
-    with _added(BILL_AUDITS, big), Store.open(tmp_path / "store.duckdb") as store:
+    with added_audit(BILL_AUDITS, big), Store.open(tmp_path / "store.duckdb") as store:
         failed = run_nightly(store, cfg, START, END)
         statuses = store.query("SELECT DISTINCT status FROM bills ORDER BY 1").fetchall()
         issued = store.query("SELECT count(*) FROM bill_issues").fetchall()[0][0]
@@ -419,7 +414,7 @@ def test_revised_meter_file_resettles_its_day(tmp_path: Path) -> None:
         probe = Audit(
             "probe_ranges", "test: the ranges", "SELECT $date_from AS d1, $date_to AS d2", ()
         )
-        with _added(AUDITS, probe):
+        with added_audit(AUDITS, probe):
             result = run_nightly(store, cfg, later, later)
         after = store.query(
             "SELECT sum(import_kwh) FROM wholesale_settlement WHERE settlement_date = ?", [START]
