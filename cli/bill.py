@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import DEFAULT_DB_PATH, DbOption, JsonOption, console, out, print_json, run_guarded
+from cli.common import (
+    DEFAULT_DB_PATH,
+    DbOption,
+    JsonOption,
+    OutOption,
+    check_out,
+    console,
+    out,
+    print_json,
+    run_guarded,
+    write_rows,
+)
 from settlement.store import Store
 from tariffs.errors import ExitCode
 
@@ -93,15 +104,20 @@ def compare(
     ] = None,
     db: DbOption = DEFAULT_DB_PATH,
     as_json: JsonOption = False,
+    out_path: OutOption = None,
 ) -> None:
     """Shadow-bill accounts on every chosen product; who wins and loses, by account and cohort.
 
-    Example: fairshare bill compare --period 2024-07 --product sh-flat --product sh-tou --product dyn-passthrough
+    With --out, the per-account rows go to that file and the cohort rows beside it
+    (compare.parquet: compare-cohorts.parquet).
+
+    Example: fairshare bill compare --period 2024-07 --product sh-flat --product sh-tou --product dyn-passthrough --out compare.parquet
     """
     from settlement.billing import load_products, parse_period
     from settlement.billing_compare import compare_products
 
     def go() -> None:
+        check_out(out_path)
         start, end = parse_period(period)
         catalogue = load_products(products)
         chosen = {k: v for k, v in catalogue.items() if not product or k in product}
@@ -109,6 +125,9 @@ def compare(
             cmp = compare_products(
                 store, start, end, chosen, account, baseline=baseline, progress=_progress
             )
+        if out_path is not None:
+            write_rows(cmp.accounts, out_path)
+            write_rows(cmp.cohorts, out_path.with_name(f"{out_path.stem}-cohorts{out_path.suffix}"))
         if as_json:
             print_json(
                 {
@@ -147,16 +166,21 @@ def list_bills(
     db: DbOption = DEFAULT_DB_PATH,
     status: Annotated[str | None, typer.Option(help="draft | held | shadow | superseded")] = None,
     as_json: JsonOption = False,
+    out_path: OutOption = None,
 ) -> None:
-    """List bills whose cycle starts in the period.
+    """List bills whose cycle starts in the period (the first 200 on screen; --out or --json
+    give them all).
 
-    Example: fairshare bill list --period 2024-07 --status held
+    Example: fairshare bill list --period 2024-07 --status held --out held.csv
     """
     from settlement.billing import list_bills as query
 
     def go() -> None:
+        check_out(out_path)
         with Store.open(db, read_only=True) as store:
             frame = query(store, period, status)
+        if out_path is not None:
+            write_rows(frame, out_path)
         if as_json:
             print_json(frame.to_dicts())
         else:

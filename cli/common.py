@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import polars as pl
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from settlement.ingest_common import IngestReport
 from settlement.store import DB_ENV, DEFAULT_DB
-from tariffs.errors import ExitCode, FairshareError
+from tariffs.errors import ConfigError, ExitCode, FairshareError
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -32,6 +33,15 @@ DEFAULT_DB_PATH = Path(DEFAULT_DB)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
+OutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Also write the rows to this file for machines: .parquet, .csv or .json (by suffix).",
+    ),
+]
+OUT_FORMATS = (".parquet", ".csv", ".json")
+
 T = TypeVar("T")
 
 
@@ -47,6 +57,27 @@ def run_guarded(fn: Callable[[], T]) -> T:
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def check_out(path: Path | None) -> None:
+    """Refuse an ``--out`` file whose suffix names no format we write (before any work)."""
+    if path is not None and path.suffix.lower() not in OUT_FORMATS:
+        raise ConfigError(
+            f"--out {path}: the file name must end in {', '.join(OUT_FORMATS)} (the format)"
+        )
+
+
+def write_rows(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` as Parquet, CSV or JSON (a list of row objects), by the
+    file's suffix (:func:`check_out` has checked it); decimals keep their exact digits."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame.write_parquet(path)
+    elif suffix == ".csv":
+        frame.write_csv(path)
+    else:
+        path.write_text(json.dumps(frame.to_dicts(), indent=2, default=str) + "\n")
+    console.print(f"wrote {frame.height:,} row(s) to {path}")
 
 
 def render_ingest_report(report: IngestReport, as_json: bool) -> None:

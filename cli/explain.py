@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import DEFAULT_DB_PATH, DbOption, JsonOption, out, print_json, run_guarded
+from cli.common import (
+    DEFAULT_DB_PATH,
+    DbOption,
+    JsonOption,
+    OutOption,
+    check_out,
+    out,
+    print_json,
+    run_guarded,
+    write_rows,
+)
 from settlement.store import Store
 
 app = typer.Typer(help="Explain how a figure was computed.", no_args_is_help=True)
@@ -20,23 +30,31 @@ def bill(
     bill_id: Annotated[str, typer.Argument(help="Bill id, e.g. A1/sh-tou/2024-07-01/r3.")],
     db: DbOption = DEFAULT_DB_PATH,
     intervals: Annotated[int, typer.Option(help="Interval rows to print per line (0: none).")] = 6,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write the full interval drill-down to this .parquet, .csv or .json."
+        ),
+    ] = None,
     csv: Annotated[
-        Path | None, typer.Option(help="Write the full interval drill-down to this CSV.")
+        Path | None, typer.Option(hidden=True, help="Same as --out with a .csv.")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show every line with its arithmetic and the intervals behind it (recomputed from the
     product version and the data as known at the run, and checked against the stored bill).
 
-    Example: fairshare explain bill 'A1/sh-tou/2024-07-01/r1' --intervals 10 --csv a1.csv
+    Example: fairshare explain bill 'A1/sh-tou/2024-07-01/r1' --intervals 10 --out a1.csv
     """
     from settlement.billing_explain import explain_bill
 
     def go() -> None:
+        target = out_path or csv
+        check_out(target)
         with Store.open(db, read_only=True) as store:
             ex = explain_bill(store, bill_id)
-        if csv is not None:
-            ex.intervals.write_csv(csv)
+        if target is not None:
+            write_rows(ex.intervals, target)
         if as_json:
             print_json({"bill": ex.bill, "lines": ex.lines.to_dicts(), "reproduced": ex.reproduced,
                         "intervals": ex.intervals.head(intervals * 20).to_dicts()})  # fmt: skip
@@ -89,22 +107,27 @@ def charges(
         dt.datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last local day (inclusive).")
     ],
     db: DbOption = DEFAULT_DB_PATH,
-    csv: Annotated[Path | None, typer.Option(help="Write the rows to this CSV.")] = None,
+    out_path: OutOption = None,
+    csv: Annotated[
+        Path | None, typer.Option(hidden=True, help="Same as --out with a .csv.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show an account's product charges as the nightly accrued them, per local day and
     component (unrounded, ex tax; a day is complete once every import read and price is in).
 
-    Example: fairshare explain charges A1 --from 2024-07-01 --to 2024-07-07 --csv a1.csv
+    Example: fairshare explain charges A1 --from 2024-07-01 --to 2024-07-07 --out a1.csv
     """
     from settlement.accruals import account_charges
 
     def go() -> None:
+        target = out_path or csv
+        check_out(target)
         start, end = date_from.date(), date_to.date()
         with Store.open(db, read_only=True) as store:
             rows = account_charges(store, account, start, end)
-        if csv is not None:
-            rows.write_csv(csv)
+        if target is not None:
+            write_rows(rows, target)
         if as_json:
             print_json({"account": account, "charges": rows.to_dicts()})
             return

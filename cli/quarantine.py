@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import DEFAULT_DB_PATH, DbOption, JsonOption, out, print_json, run_guarded
+from cli.common import (
+    DEFAULT_DB_PATH,
+    DbOption,
+    JsonOption,
+    OutOption,
+    check_out,
+    out,
+    print_json,
+    run_guarded,
+    write_rows,
+)
 from settlement.ingest_common import quarantine_listing
 from settlement.store import Store
 
@@ -19,15 +29,19 @@ def quarantine(
     limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 100,
     db: DbOption = DEFAULT_DB_PATH,
     as_json: JsonOption = False,
+    out_path: OutOption = None,
 ) -> None:
     """List quarantined input records, newest file first.
 
-    Example: fairshare quarantine --file '%NEM12%' --limit 20
+    Example: fairshare quarantine --file '%NEM12%' --limit 20 --out refused.csv
     """
 
     def go() -> None:
+        check_out(out_path)
         with Store.open(db, read_only=True) as store:
             frame = quarantine_listing(store, file_pattern=file, limit=limit)
+        if out_path is not None:
+            write_rows(frame, out_path)
         if as_json:
             print_json(frame.to_dicts())
             return

@@ -244,3 +244,13 @@ def test_accruals_add_up_to_the_bills_and_the_audit_checks_their_energy(tmp_path
     periods = [(r["local_date"], r["detail"]) for r in body["charges"]]
     assert periods == [(d, p) for d in ("2024-07-01", "2024-07-02") for p in ("off-peak", "peak", "shoulder")]  # fmt: skip
     assert all(r["complete"] and r["product"] == "sh-tou" for r in body["charges"])
+    # --out: the same rows as Parquet, the amounts unrounded as accrued
+    res = CliRunner().invoke(
+        app,
+        ["explain", "charges", "A3", "--from", "2024-07-01", "--to", "2024-07-02",
+         "--out", str(tmp_path / "a3.parquet"), "--db", str(tmp_path / "store.duckdb")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    frame = pl.read_parquet(tmp_path / "a3.parquet")
+    assert frame.height == len(body["charges"])
+    assert frame["amount"].to_list() == [r["amount"] for r in body["charges"]]

@@ -6,6 +6,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import polars as pl
 from test_billing_support import PRODUCTS, add_customer, add_prices, add_reads, half_hours
 from typer.testing import CliRunner
 
@@ -55,11 +56,21 @@ def test_bill_list_explain_compare(tmp_path: Path) -> None:
     ids = [b["bill_id"] for b in json.loads(res.stdout)]
     assert ids == ["A1/sh-tou/2024-07-01/r1", "A2/dyn-passthrough/2024-07-01/r1"]
     res = runner.invoke(
-        app, ["explain", "bill", ids[1], "--db", str(db), "--csv", str(tmp_path / "d.csv")]
+        app, ["explain", "bill", ids[1], "--db", str(db), "--out", str(tmp_path / "d.csv")]
     )
     assert res.exit_code == 0, res.output
     assert "recomputed from inputs: matches" in res.output
     assert "part_network" in (tmp_path / "d.csv").read_text().splitlines()[0]
+    # the old spelling still works
+    res = runner.invoke(
+        app, ["explain", "bill", ids[1], "--db", str(db), "--csv", str(tmp_path / "e.csv")]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "e.csv").read_text() == (tmp_path / "d.csv").read_text()
+    # bill list --out: every bill as CSV, the same rows as --json
+    res = runner.invoke(app, ["bill", "list", "--period", "2024-07", "--db", str(db), "--out", str(tmp_path / "bills.csv")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert pl.read_csv(tmp_path / "bills.csv")["bill_id"].to_list() == ids
     res = runner.invoke(app, ["bill", "compare", "--period", "2024-07", "--db", str(db), "--products", str(PRODUCTS),
                               "--product", "sh-flat", "--product", "sh-tou", "--product", "dyn-passthrough", "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -68,6 +79,22 @@ def test_bill_list_explain_compare(tmp_path: Path) -> None:
     assert a1["sh-tou"]["diff_vs_baseline"] == 0.0
     assert a1["sh-flat"]["baseline"] == "sh-tou"
     assert {c["product"] for c in cmp["cohorts"]} == {"sh-flat", "sh-tou", "dyn-passthrough"}
+    # --out: the per-account rows in Parquet, the cohorts beside them, as the JSON has them
+    res = runner.invoke(app, ["bill", "compare", "--period", "2024-07", "--db", str(db), "--products", str(PRODUCTS),
+                              "--product", "sh-flat", "--product", "sh-tou", "--product", "dyn-passthrough",
+                              "--out", str(tmp_path / "cmp.parquet")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    accounts = pl.read_parquet(tmp_path / "cmp.parquet").drop("run_id", strict=False)
+    cohorts = pl.read_parquet(tmp_path / "cmp-cohorts.parquet")
+    assert accounts.sort("account", "product").select("account", "product", "diff_vs_baseline").rows() == sorted(
+        (r["account"], r["product"], r["diff_vs_baseline"]) for r in cmp["accounts"])  # fmt: skip
+    assert set(cohorts["product"]) == {"sh-flat", "sh-tou", "dyn-passthrough"}
+    assert cohorts.height == len(cmp["cohorts"])
+    # an --out whose suffix names no format is refused before any work, exit 2
+    res = runner.invoke(app, ["bill", "list", "--period", "2024-07", "--db", str(db), "--out", str(tmp_path / "bills.xlsx")])  # fmt: skip
+    assert res.exit_code == 2
+    assert "must end in .parquet, .csv, .json" in res.output
+    assert not (tmp_path / "bills.xlsx").exists()
 
 
 def test_bill_needs_period_and_reports_held(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,14 @@ def test_quarantine_command_lists_file_line_field(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["quarantine", "--db", str(db), "--json"])
     assert res.exit_code == 0, res.output
     assert '"source_line": 2' in res.output and '"field": "billing_cycle"' in res.output
+    # --out: the same rows for machines (JSON here; the suffix picks the format)
+    res = CliRunner().invoke(
+        app, ["quarantine", "--db", str(db), "--out", str(tmp_path / "q.json")]
+    )
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads((tmp_path / "q.json").read_text())
+    assert (row["source_line"], row["field"]) == (2, "billing_cycle")
+    assert row["source_file"].endswith(".csv") and "weekly" in row["raw"]
     other = write(tmp_path, [bad.replace("A2", "A9")], "b.csv")  # new bytes, not a duplicate
     res = CliRunner().invoke(app, ["ingest", "customers", str(other), "--db", str(db)])
     assert res.exit_code == 3, res.output
