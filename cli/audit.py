@@ -58,6 +58,7 @@ def audit(
                         "failing_rows": r.failing_rows,
                         "description": r.description,
                         "sample": r.sample,
+                        "seconds": r.seconds,
                     }
                     for r in results
                 ]
@@ -66,13 +67,14 @@ def audit(
             table = Table(
                 title=f"audits {d1} to {d2}" + (" (all issued bills)" if all_issued else "")
             )
-            for col in ("audit", "result", "rows", "first failing rows"):
-                table.add_column(col, justify="right" if col == "rows" else "left")
+            for col in ("audit", "result", "rows", "seconds", "first failing rows"):
+                table.add_column(col, justify="right" if col in ("rows", "seconds") else "left")
             for r in results:
                 table.add_row(
                     r.name,
                     "[green]pass[/]" if r.passed else "[red]FAIL[/]",
                     f"{r.failing_rows:,}",
+                    f"{r.seconds:.2f}",
                     "; ".join(str(s) for s in r.sample[:2]),
                 )
             out.print(table)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class AuditResult:
     description: str
     failing_rows: int
     sample: list[dict[str, object]]
+    seconds: float = 0.0  # wall time of its queries (every range it covered)
 
     @property
     def passed(self) -> bool:
@@ -457,6 +459,7 @@ def run_audits(
         )
         found = 0
         sample: list[dict[str, object]] = []
+        t0 = time.perf_counter()
         # the bill audits cover the bills of the run's range only
         for first, last in ranges if audit in AUDITS else ranges[:1]:
             # the range as DATE literals: the meter_values scans of the energy audits were not
@@ -468,7 +471,8 @@ def run_audits(
             found += len(rows)
             sample += [dict(zip(cols, r, strict=True)) for r in rows[: sample_rows - len(sample)]]
         sample = json.loads(json.dumps(_finite(sample), default=str, allow_nan=False))
-        results.append(AuditResult(audit.name, audit.description, found, sample))
+        seconds = round(time.perf_counter() - t0, 3)
+        results.append(AuditResult(audit.name, audit.description, found, sample, seconds))
     return results
 
 

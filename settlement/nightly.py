@@ -183,7 +183,11 @@ def run_nightly(
         )
         failpoint("audit.after_queries")
         _record_audits(store, run_id, attempt, audits)
-        d |= {"failed": [a.name for a in audits if not a.passed], "count": len(audits)}
+        d |= {
+            "failed": [a.name for a in audits if not a.passed],
+            "count": len(audits),
+            "audit_seconds": {a.name: a.seconds for a in audits},
+        }
     failed = [a for a in audits if not a.passed]
     with stage(store, slog, "issue") as d:
         # a failed audit issues nothing: the drafts stay drafts, the adjustments pending

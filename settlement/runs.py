@@ -84,6 +84,10 @@ class StageLog:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+# The figures every stage record has; a stage's details take other names.
+STAGE_KEYS = frozenset({"seconds", "cpu_seconds", "peak_rss_mb", "status"})
+
+
 @contextmanager
 def stage(store: Store, log: StageLog, name: str) -> Iterator[dict[str, Any]]:
     """Time a stage; the yielded dict collects its details; recorded in ``run_stages``."""
@@ -94,6 +98,9 @@ def stage(store: Store, log: StageLog, name: str) -> Iterator[dict[str, Any]]:
     status = "failed"
     try:
         yield details
+        clash = STAGE_KEYS & details.keys()
+        if clash:  # a detail would overwrite the stage's own figure (a programming error)
+            raise ValueError(f"stage {name!r}: details may not be named {sorted(clash)}")
         status = "done"
     finally:
         seconds = time.perf_counter() - t0
@@ -105,7 +112,7 @@ def stage(store: Store, log: StageLog, name: str) -> Iterator[dict[str, Any]]:
             "cpu_seconds": round(time.process_time() - cpu0, 3),
             "peak_rss_mb": round(rss, 1),
             "status": status,
-            **details,
+            **{k: v for k, v in details.items() if k not in STAGE_KEYS},
         }
         store.con.execute(
             "INSERT INTO run_stages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

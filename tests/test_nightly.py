@@ -138,7 +138,10 @@ def test_run_settles_archives_and_publishes(
     assert len(settlement) == len(stored_settlement) > 0 and settlement == stored_settlement
     assert len(charges) == len(stored_charges) > 0 and charges == stored_charges
     assert set(result.manifest["stages"]) >= {"ingest", "settle", "audit", "publish"}
-    # the publish stage logs each snapshot file's write time and size
+    # the audit stage logs each audit's time, the publish stage each snapshot file's time and size
+    timed = result.manifest["stages"]["audit"]["audit_seconds"]
+    assert set(timed) == {a.name for a in result.audits} and len(timed) >= 10
+    assert all(t == a.seconds >= 0 for a in result.audits for t in [timed[a.name]])
     files = result.manifest["stages"]["publish"]["files"]
     written = {str(p.relative_to(snap))[: -len(".parquet")] for p in snap.rglob("*.parquet")}
     assert set(files) == written

@@ -352,3 +352,21 @@ def test_v10_settled_reads_migrate_to_day_arrays(tmp_path: Path) -> None:
         ).fetchall()
     # 14:05 UTC is 00:05 market time: slot 1 (0-based), the second element; 15:00 is slot 12
     assert days == [(7, 48, 48, 1, False, 0.125, 1.5), (8, 288, 2, 1, True, 0.25, 0.5)]
+
+
+def test_a_stage_detail_may_not_overwrite_the_stage_figures(store: Store) -> None:
+    """``stage`` records seconds, CPU, memory and status; a detail of the same name would
+    silently replace one (an audit stage once logged its audits' times as ``seconds``)."""
+    from settlement.runs import StageLog, stage
+
+    log = StageLog("r1", 1)
+    with stage(store, log, "fine") as d:
+        d["files"] = 2
+    assert log.stages["fine"]["files"] == 2 and log.stages["fine"]["status"] == "done"
+    with (
+        pytest.raises(ValueError, match=r"'clash'.*\['seconds'\]"),
+        stage(store, log, "clash") as d,
+    ):
+        d["seconds"] = {"an_audit": 0.1}
+    assert log.stages["clash"]["status"] == "failed"
+    assert isinstance(log.stages["clash"]["seconds"], float)
