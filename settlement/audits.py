@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from settlement.closing import HASH_SQL
-from settlement.meter_days import market_day_of_sql, span_kwh_sql
+from settlement.meter_days import span_sums_sql
 from settlement.schema_days import slot_start_sql
 from settlement.schema_wholesale_refs import RESOLVE_AUDIT_SQL
 from settlement.store import Store, table_exists, with_literals
@@ -91,7 +91,8 @@ AUDITS: list[Audit] = [
             FROM customers
         ), metered AS (
             SELECT a.account, m.channel_id, m.market_day AS day,
-                   sum(coalesce(list_sum(m.kwh), 0)) AS kwh
+                   -- the sums stored at ingestion (schema v16), against the settled arrays
+                   sum(m.kwh_sum) AS kwh
             FROM acct a JOIN meter_channels c ON c.nmi = a.nmi
              AND (c.suffix[1] = 'E' OR c.suffix[1] = 'B')
             JOIN meter_days m ON m.channel_id = c.channel_id AND m.is_current
@@ -236,15 +237,12 @@ AUDITS: list[Audit] = [
         ), n_flags AS (
             SELECT coalesce(list(flag_id), []::SMALLINT[]) AS ids
             FROM meter_flags WHERE quality = 'N'
+        ), span_n AS MATERIALIZED (
+            SELECT s.*, n.ids AS n_ids FROM spans s CROSS JOIN n_flags n
         ), metered AS (
-            -- a piece lies in its market day: a slice of that day's current array
-            SELECT s.piece_no, s.suffix, sum({span_kwh}) AS kwh
-            FROM spans s JOIN pieces p USING (piece_no)
-            JOIN meter_days m ON m.channel_id = s.channel_id AND m.is_current
-             AND m.market_day = p.settlement_date
-            CROSS JOIN n_flags n
-            WHERE m.market_day BETWEEN $date_from AND $date_to
-            GROUP BY ALL
+            -- a piece lies in its market day: the day's stored sum when the piece is the whole
+            -- day (schema v16), else a slice of its current array
+            {span_sums}
         ), accrued AS (
             SELECT piece_no, suffix, kwh FROM pieces
             CROSS JOIN LATERAL (VALUES ('E1', import_kwh), ('E2', controlled_kwh),
@@ -255,7 +253,7 @@ AUDITS: list[Audit] = [
         FROM accrued a JOIN pieces p USING (piece_no)
         LEFT JOIN metered m USING (piece_no, suffix)
         WHERE a.kwh IS NOT NULL AND abs(a.kwh - coalesce(m.kwh, 0)) > 1e-6
-        """.replace("{span_kwh}", span_kwh_sql("m", "s.utc_from", "s.utc_to", "n.ids")),
+        """.replace("{span_sums}", span_sums_sql("span_n", "piece_no, suffix", "s.n_ids")),
         ("accrual_days",),
     ),
 ]
@@ -368,29 +366,22 @@ BILL_AUDITS: list[Audit] = [
         ), n_flags AS (
             SELECT coalesce(list(flag_id), []::SMALLINT[]) AS ids
             FROM meter_flags WHERE quality = 'N'
+        ), span_n AS MATERIALIZED (
+            SELECT s.*, n.ids AS n_ids FROM spans s CROSS JOIN n_flags n
         ), metered AS (
-            -- the current day arrays (schema v10) of each span's market days, a slice of each,
-            -- summed per span number: grouping by the text bill id carried through the join
-            -- (and converting each bill's dates to UTC twice) made this audit 10.3 s for a
-            -- month of 100,000 accounts
-            SELECT s.bill_id, s.channel_id, m.metered_kwh
-            FROM spans s JOIN (
-                SELECT s.span_no, sum({span_kwh}) AS metered_kwh
-                FROM spans s
-                JOIN meter_days m ON m.channel_id = s.channel_id AND m.is_current
-                 AND m.market_day BETWEEN {first_day} AND {last_day}
-                CROSS JOIN n_flags n
-                GROUP BY s.span_no
-            ) m USING (span_no)
+            -- the current day rows (schema v10) of each span's market days: a whole day's stored
+            -- sum (v16: the month's arrays are not read, 0.015 s against 1.0-1.1 s for 100,000
+            -- accounts), a cut day's slice; summed per span number (grouping by the text bill id
+            -- carried through the join made this audit 10.3 s)
+            SELECT s.bill_id, s.channel_id, m.kwh AS metered_kwh
+            FROM spans s JOIN ({span_sums}) m USING (span_no)
         )
         SELECT bl.bill_id, bl.component, bl.billed_kwh, m.metered_kwh
         FROM billed bl LEFT JOIN meter_channels c ON c.nmi = bl.nmi AND c.suffix = bl.suffix
         LEFT JOIN metered m ON m.bill_id = bl.bill_id AND m.channel_id = c.channel_id
         WHERE abs(bl.billed_kwh - coalesce(m.metered_kwh, 0)) > 1e-6
           AND NOT EXISTS (SELECT 1 FROM bill_adjustments a WHERE a.original_bill_id = bl.bill_id)
-        """.replace("{span_kwh}", span_kwh_sql("m", "s.utc_from", "s.utc_to", "n.ids"))
-        .replace("{first_day}", market_day_of_sql("s.utc_from"))
-        .replace("{last_day}", market_day_of_sql("s.utc_to - INTERVAL 1 MICROSECOND")),
+        """.replace("{span_sums}", span_sums_sql("span_n", "span_no", "s.n_ids")),
         ("bill_issues", "product_channels"),
     ),
 ]

@@ -47,7 +47,8 @@ _SECS = "((epoch_us(v.interval_start) // 1000000 + 36000) % 86400)"
 
 # {filter}: a WHERE clause on meter_values v (code-written, with literal bounds so DuckDB prunes
 # row groups by them); {keys}: "" or a SEMI JOIN restricting to _day_keys(channel_id, day_no)
-_DERIVE_SQL = """
+_DERIVE_SQL = (
+    """
 INSERT INTO meter_days
 WITH r AS NOT MATERIALIZED (
     SELECT v.channel_id, {_day} AS day_no, v.interval_minutes, v.is_current,
@@ -80,20 +81,24 @@ WITH r AS NOT MATERIALIZED (
            USING (channel_id, day_no, interval_minutes, is_current, g_file, g_line)
     GROUP BY ALL
 )
-SELECT channel_id, DATE '1970-01-01' + day_no::INTEGER, interval_minutes,
-       CASE WHEN n = 1440 // interval_minutes THEN kwhs
-            ELSE list_transform(range(1440 // interval_minutes),
-                                i -> kwhs[list_position(slots, i::INTEGER)]) END,
-       f_first,
+SELECT channel_id, DATE '1970-01-01' + day_no::INTEGER, interval_minutes, {kwh}, f_first,
        CASE WHEN f_lo = f_hi THEN NULL
             WHEN n = 1440 // interval_minutes THEN fls
             ELSE list_transform(range(1440 // interval_minutes),
                                 i -> fls[list_position(slots, i::INTEGER)]) END,
        make_timestamptz(((newest >> 64) - 4611686018427387904)::BIGINT), ((newest >> 32) & 4294967295)::BIGINT,
-       (newest & 4294967295)::INTEGER, is_current, n::SMALLINT
+       (newest & 4294967295)::INTEGER, is_current, n::SMALLINT, coalesce(list_sum({kwh}), 0.0)
 FROM g LEFT JOIN odd USING (channel_id, day_no, interval_minutes, is_current, g_file, g_line)
 ORDER BY day_no, channel_id, newest
-""".replace("{_day}", _DAY_NO).replace("{_secs}", _SECS)
+""".replace("{_day}", _DAY_NO)
+    .replace("{_secs}", _SECS)
+    .replace(
+        # a day's array: its readings in slot order, NULL where a slot has none
+        "{kwh}",
+        "(CASE WHEN n = 1440 // interval_minutes THEN kwhs ELSE list_transform("
+        "range(1440 // interval_minutes), i -> kwhs[list_position(slots, i::INTEGER)]) END)",
+    )
+)
 
 FULL_DERIVE_SQL = _DERIVE_SQL.format(filter="true", keys="")
 """Derive ``meter_days`` from every reading in one statement (small stores and tests; the
@@ -217,6 +222,10 @@ UNION ALL
 (SELECT 'n_reads is not the count of reads' AS problem, channel_id, NULL, interval_minutes,
         NULL, NULL
  FROM meter_days WHERE n_reads IS DISTINCT FROM list_count(kwh))
+UNION ALL
+(SELECT 'kwh_sum is not the sum of the reads' AS problem, channel_id, NULL, interval_minutes,
+        NULL, NULL
+ FROM meter_days WHERE kwh_sum IS DISTINCT FROM coalesce(list_sum(kwh), 0.0))
 """.replace("{start}", slot_start_sql("market_day", "slot", "interval_minutes"))
 
 
@@ -244,6 +253,62 @@ def span_kwh_sql(day: str, utc_from: str, utc_to: str, n_ids: str) -> str:
         f" i -> CASE WHEN list_contains({n_ids}, {day}.flags[i]) THEN NULL"
         f" ELSE {day}.kwh[i] END)), 0.0) END"
     )
+
+
+def span_sums_sql(spans: str, keys: str, n_ids: str) -> str:
+    """SQL of a relation (``keys``, ``kwh``): the current metered kWh of each span of relation
+    ``spans`` (one row per span and channel: the ``keys`` columns, ``channel_id``, and the
+    TIMESTAMPTZ bounds ``utc_from``, ``utc_to``; a read counts when its interval starts in
+    ``[utc_from, utc_to)``), reads of quality N left out (``n_ids``, as for
+    :func:`span_kwh_sql`). ``keys``: a comma-separated list of ``spans``' key columns.
+
+    Three parts, one row of ``meter_days`` in exactly one of them:
+
+    - a whole market day without a flag per slot counts its stored sum, ``kwh_sum`` (schema
+      v16), so the arrays of a span's whole days are never read;
+    - a span's first or last market day, where its bound is no market midnight (a local
+      midnight of a site not on UTC+10, daylight saving), is a slice of its array;
+    - any other day with a flag per slot (V) is summed element by element.
+
+    The second and third parts join on equality to a handful of days or filter on ``flags``,
+    which DuckDB pushes into the scan: for spans cut at market midnights with no V day they
+    read no array at all. All names are written by this code, never input."""
+    first = market_day_of_sql("s.utc_from")
+    last = market_day_of_sql("s.utc_to - INTERVAL 1 MICROSECOND")
+    # a bound that is not a market midnight (00:00 UTC+10) cuts its day
+    from_cut = "(epoch_us(s.utc_from) + 36000000000) % 86400000000 <> 0"
+    to_cut = "(epoch_us(s.utc_to) + 36000000000) % 86400000000 <> 0"
+    day_no = "(m.market_day - DATE '1970-01-01')"
+    lo, hi = (
+        slot_bound_sql(f"epoch_us({t})", day_no, "m.interval_minutes")
+        for t in ("s.utc_from", "s.utc_to")
+    )
+    stored = f"(m.flags IS NULL AND {lo} = 0 AND {hi} = 1440 // m.interval_minutes)"
+    slice_kwh = span_kwh_sql("m", "s.utc_from", "s.utc_to", n_ids)
+    cut_days = (
+        f"(SELECT *, {first} AS day FROM {spans} s WHERE {from_cut}"
+        f" UNION SELECT *, {last} AS day FROM {spans} s WHERE {to_cut})"
+    )
+    key_s = ", ".join(f"s.{k.strip()}" for k in keys.split(","))
+    return f"""
+SELECT {keys}, sum(kwh) AS kwh FROM (
+    SELECT {key_s}, CASE WHEN list_contains({n_ids}, m.flag_id) THEN 0.0 ELSE m.kwh_sum END
+             AS kwh
+    FROM {spans} s JOIN meter_days m ON m.channel_id = s.channel_id AND m.is_current
+     AND m.market_day BETWEEN {first} AND {last}
+    WHERE {stored}
+    UNION ALL
+    SELECT {key_s}, {slice_kwh}
+    FROM {cut_days} s JOIN meter_days m ON m.channel_id = s.channel_id
+     AND m.market_day = s.day AND m.is_current
+    WHERE NOT {stored}
+    UNION ALL
+    SELECT {key_s}, {slice_kwh}
+    FROM {spans} s JOIN meter_days m ON m.channel_id = s.channel_id AND m.is_current
+     AND m.market_day BETWEEN {first} AND {last}
+    WHERE m.flags IS NOT NULL
+      AND NOT ((m.market_day = {first} AND {from_cut}) OR (m.market_day = {last} AND {to_cut}))
+) GROUP BY ALL"""
 
 
 def slot_bound_sql(t_us: str, day_no: str, minutes: str) -> str:

@@ -547,7 +547,8 @@ class _Loader:
         _days = days  # scanned by name (fixed SQL)
         self.con.execute(
             "INSERT INTO meter_days SELECT channel_id, market_day, interval_minutes, kwh,"
-            " flag_id, flags, version_at, ?, source_line, true, list_count(kwh) FROM _days",
+            " flag_id, flags, version_at, ?, source_line, true, list_count(kwh),"
+            " coalesce(list_sum(kwh), 0.0) FROM _days",
             [self.file_id],
         )
 

@@ -15,7 +15,7 @@ import duckdb
 
 from settlement.schema_accruals import ACCRUALS_V8_SQL
 from settlement.schema_bills import BILL_KIND_V15_SQL, BILLS_V5_SQL
-from settlement.schema_days import DAYS_V10_SQL, N_READS_V12_SQL, fill_days
+from settlement.schema_days import DAY_SUMS_V16_SQL, DAYS_V10_SQL, N_READS_V12_SQL, fill_days
 from settlement.schema_meter import METER_V4_SQL
 from settlement.schema_nightly import NIGHTLY_SQL
 from settlement.schema_wholesale import WHOLESALE_V6_SQL
@@ -420,6 +420,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "bills.kind: 'cycle' for a billing cycle's bill, 'final_adjustment' for the bill that "
         "carries a moved-out account's adjustments",
         BILL_KIND_V15_SQL,
+    ),
+    Migration(
+        16,
+        "meter_days.kwh_sum: the sum of a day row's readings, for the energy audits",
+        DAY_SUMS_V16_SQL,
     ),
 )
 

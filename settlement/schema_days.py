@@ -47,9 +47,10 @@ def fill_days(con: duckdb.DuckDBPyConnection) -> None:
     over every reading of a large store ran out of memory: 144 M readings, 18.8 GiB)."""
     from settlement.meter_days import refresh_all_days  # the module imports the store
 
-    # the derivation writes the columns of today's table: v12's n_reads too (v12 then counts
-    # only the rows left without a count)
+    # the derivation writes the columns of today's table: v12's n_reads and v16's kwh_sum too
+    # (v12 and v16 then fill only the rows left without one)
     con.execute("ALTER TABLE meter_days ADD COLUMN n_reads SMALLINT")
+    con.execute("ALTER TABLE meter_days ADD COLUMN kwh_sum DOUBLE")
     refresh_all_days(con)
 
 
@@ -62,4 +63,16 @@ N_READS_V12_SQL = """
 ALTER TABLE meter_days ADD COLUMN IF NOT EXISTS n_reads SMALLINT;
 -- (rows the v10 derivation of this same migration run already counted are not counted again)
 UPDATE meter_days SET n_reads = list_count(kwh) WHERE n_reads IS NULL;
+"""
+
+
+DAY_SUMS_V16_SQL = """
+-- the sum of the row's readings, kept with the row (coalesce(list_sum(kwh), 0), NaN and
+-- infinities included): the energy audits compare a period's metered kWh with what was billed,
+-- accrued or settled without reading the arrays of its whole days (a month of 100,000
+-- accounts: 0.015 s against 0.5-1.1 s for list_sum over the arrays, measured). Every write
+-- fills it; what the arrays hold is checked against it by those audits, which read the
+-- settled and billed side from the arrays.
+ALTER TABLE meter_days ADD COLUMN IF NOT EXISTS kwh_sum DOUBLE;
+UPDATE meter_days SET kwh_sum = coalesce(list_sum(kwh), 0.0) WHERE kwh_sum IS NULL;
 """

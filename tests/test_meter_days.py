@@ -12,6 +12,8 @@ import datetime as dt
 from pathlib import Path
 from unittest.mock import patch
 
+import pytest
+
 from settlement.meter_days import (
     DAYS_MATCH_VALUES_SQL,
     FULL_DERIVE_SQL,
@@ -170,3 +172,100 @@ def test_v12_counts_the_readings_of_existing_day_rows(tmp_path: Path) -> None:
         got = s.query("SELECT len(kwh), n_reads FROM meter_days ORDER BY ALL").fetchall()
         assert got == [(48, 47), (48, 48)]
         assert s.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
+
+
+def test_v16_stores_the_sum_of_each_existing_day_row(tmp_path: Path) -> None:
+    """A store at v15 (no ``kwh_sum``) migrates to v16 with every row's sum of readings: 24.0
+    for a whole day of 0.5 kWh half-hours, 112.3 for the day of readings 0.0, 0.1, .. 4.7
+    without the 0.5 of half-hour 5; a file ingested after fills it too (48 x 0.25 = 12.0)."""
+    path = tmp_path / "old.duckdb"
+    with Store.open(path) as s:
+        ingest_meter_files(s, [write(tmp_path, "a.csv", b200(30),
+                                     r300("20240101", ["0.5"] * 48, "20240105000000"))])  # fmt: skip
+        append_reads(
+            s.con,
+            "SELECT 'NMI0000009', 'E1', TIMESTAMPTZ '2024-01-01 14:00:00+00' + to_minutes(30 * i),"
+            " 30, i / 10, 'A', NULL, NULL, now(), 1, 1, true FROM range(48) t(i) WHERE i <> 5",
+        )
+        s.con.execute("ALTER TABLE meter_days DROP COLUMN kwh_sum")
+        s.con.execute("DELETE FROM schema_version WHERE version = 16")
+    with Store.open(path) as s:
+        got = s.query("SELECT n_reads, round(kwh_sum, 9) FROM meter_days ORDER BY ALL").fetchall()
+        # sum(i / 10 for i in range(48) if i != 5) = 112.8 - 0.5
+        assert got == [(47, 112.3), (48, 24.0)]
+        assert s.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
+        ingest_meter_files(s, [write(tmp_path, "b.csv", b200(30),
+                                     r300("20240102", ["0.25"] * 48, "20240105000000"))])  # fmt: skip
+        sums = s.query("SELECT round(kwh_sum, 9) FROM meter_days ORDER BY 1").fetchall()
+        assert sums == [(12.0,), (24.0,), (112.3,)]
+        assert s.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
+
+
+def test_span_sums_equal_the_readings_of_each_span(tmp_path: Path) -> None:
+    """``span_sums_sql`` (the energy audits' metered kWh: stored sums for whole days, slices
+    for cut days, element by element for V days) equals a sum over ``meter_reads`` of the
+    readings starting in each span, quality N left out. Spans cut at market midnights, at
+    Sydney's summer midnight (13:00 UTC), Adelaide's (13:30 UTC), inside one day, ending at
+    23:59 market time, over a V day with N intervals, a whole N day and a 5-minute channel."""
+    from settlement.meter_days import span_sums_sql
+
+    vals = [str(round(0.1 + 0.01 * i, 2)) for i in range(48)]
+    five = [str(round(0.02 + 0.001 * i, 3)) for i in range(288)]
+    path = write(
+        tmp_path, "a.csv",
+        b200(30),
+        r300("20240101", vals, "20240105000000"),
+        r300("20240102", vals, "20240105000000", quality="V"),
+        "400,1,10,A,,", "400,11,20,N,,", "400,21,48,E52,,",
+        r300("20240103", vals, "20240105000000", quality="N"),
+        r300("20240104", vals, "20240105000000"),
+        b200(5, "NMI0000002"),
+        r300("20240102", five, "20240105000000"),
+        r300("20240103", five, "20240105000000"),
+    )  # fmt: skip
+    utc = dt.UTC
+    bounds = [
+        dt.datetime(2023, 12, 31, 14, tzinfo=utc),  # market midnight, 1 Jan
+        dt.datetime(2024, 1, 1, 13, tzinfo=utc),  # Sydney (AEDT) midnight, 2 Jan
+        dt.datetime(2024, 1, 1, 13, 30, tzinfo=utc),  # Adelaide (ACDT) midnight, 2 Jan
+        dt.datetime(2024, 1, 2, 3, 17, tzinfo=utc),  # inside 2 Jan, off the grid
+        dt.datetime(2024, 1, 2, 13, 59, tzinfo=utc),  # 23:59 market time, 2 Jan
+        dt.datetime(2024, 1, 2, 14, tzinfo=utc),  # market midnight, 3 Jan
+        dt.datetime(2024, 1, 3, 13, 30, tzinfo=utc),  # Adelaide midnight, 4 Jan
+        dt.datetime(2024, 1, 4, 14, tzinfo=utc),  # market midnight, 5 Jan
+    ]
+    with Store.open(tmp_path / "s.duckdb") as s:
+        ingest_meter_files(s, [path])
+        channels = [r[0] for r in s.query("SELECT channel_id FROM meter_channels").fetchall()]
+        spans = [
+            (len(channels) * i + j, ch, a, b)
+            for i, (a, b) in enumerate((a, b) for a in bounds for b in bounds if a < b)
+            for j, ch in enumerate(channels)
+        ]
+        s.con.execute(
+            "CREATE TEMP TABLE _sp (span_no INTEGER, channel_id INTEGER,"
+            " utc_from TIMESTAMPTZ, utc_to TIMESTAMPTZ)"
+        )
+        s.con.executemany("INSERT INTO _sp VALUES (?, ?, ?, ?)", spans)
+        n_ids = "(SELECT list(flag_id) FROM meter_flags WHERE quality = 'N')"
+        got = dict(
+            s.query(
+                "WITH sp AS (SELECT *, "
+                + n_ids
+                + " AS n_ids FROM _sp) "
+                + span_sums_sql("sp", "span_no", "s.n_ids")
+            ).fetchall()
+        )
+        want = dict(
+            s.query(
+                "SELECT p.span_no, sum(r.kwh) FILTER (r.quality <> 'N')"
+                " FROM _sp p JOIN meter_channels c USING (channel_id)"
+                " JOIN meter_reads r ON r.nmi = c.nmi AND r.suffix = c.suffix"
+                " AND r.interval_start >= p.utc_from AND r.interval_start < p.utc_to"
+                " GROUP BY ALL"
+            ).fetchall()
+        )
+    # a span with no reading has no row, or a row of 0 kWh (a cut day's empty slice)
+    assert len(spans) == 56 and len(want) >= 40
+    for no, _, a, b in spans:
+        assert got.get(no, 0.0) == pytest.approx(want.get(no) or 0.0, abs=1e-9), (no, a, b)

@@ -590,6 +590,38 @@ def test_energy_audits_catch_a_settled_or_billed_kwh_that_differs_from_the_meter
     assert billed.failing_rows == 1 and billed.sample[0]["bill_id"] == bill
 
 
+def test_an_array_changed_after_ingestion_is_caught_against_its_stored_sum(
+    tmp_path: Path,
+) -> None:
+    """Since schema v16 the metered side of the energy audits is the sum each day row got at
+    ingestion (``kwh_sum``), and the settled side reads the arrays: a ``meter_days`` array
+    changed afterwards (a bug, a hand edit) no longer agrees with itself on both sides, so
+    ``wholesale_energy_conserved`` names it. Before, the settlement referred to the same array
+    the audit summed as metered, and the change went unseen."""
+    from settlement.audits import run_audits
+
+    cfg = load_config(build_inbox(tmp_path))
+    store = Store.open(tmp_path / "store.duckdb")
+    try:
+        assert run_nightly(store, cfg, START, END).exit_code == ExitCode.OK
+        clean = {a.name: a.failing_rows for a in run_audits(store, START, END)}
+        assert clean["wholesale_energy_conserved"] == 0
+        store.con.execute(
+            "UPDATE meter_days SET kwh = list_concat([kwh[1] + 0.25], kwh[2:])"
+            " WHERE is_current AND market_day = ? AND channel_id = (SELECT channel_id"
+            " FROM customers JOIN meter_channels USING (nmi) WHERE account = 'A3'"
+            " AND suffix = 'E1')",
+            [START],
+        )
+        found = {a.name: a for a in run_audits(store, START, END)}
+    finally:
+        store.close()
+    energy = found["wholesale_energy_conserved"]
+    assert energy.failing_rows == 1 and energy.sample[0]["account"] == "A3"
+    assert energy.sample[0]["day"] == START.isoformat()  # samples are JSON-safe
+    assert energy.sample[0]["settled_kwh"] == pytest.approx(energy.sample[0]["metered_kwh"] + 0.25)
+
+
 def test_issued_bill_hash_audit_covers_the_range_a_rotating_slice_and_all_on_demand(
     tmp_path: Path,
 ) -> None:
