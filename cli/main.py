@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import audit, bill, demo, explain, ingest, nightly, products, quarantine, risk
+from cli import audit, bill, demo, explain, ingest, nightly, products, quarantine, risk, runs
 
 app = typer.Typer(
     name="fairshare",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)
+app.add_typer(runs.app, name="runs")
 app.command("quarantine")(quarantine.quarantine)
 app.command("audit")(audit.audit)
 app.command("demo")(demo.demo)
