@@ -78,9 +78,7 @@ def list_runs(
         cols = ("run", "range", "status", "exit", "seconds", "issued", "held", "failed")
         for col in cols:
             left = col in ("run", "range", "status", "failed")
-            table.add_column(
-                col, justify="left" if left else "right", no_wrap=col != "failed"
-            )
+            table.add_column(col, justify="left" if left else "right", no_wrap=col != "failed")
         for r in frame.iter_rows(named=True):
             span = str(r["date_from"])
             if r["date_to"] != r["date_from"]:
