@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from cli import audit, bill, demo, explain, ingest, nightly, products, quarantine, risk, runs
+from cli import (
+    audit,
+    bill,
+    demo,
+    explain,
+    ingest,
+    nightly,
+    products,
+    quarantine,
+    risk,
+    runs,
+    status,
+)
 
 app = typer.Typer(
     name="fairshare",
@@ -17,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
+app.command("status")(status.status)
 app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)
 app.add_typer(runs.app, name="runs")
