@@ -88,6 +88,12 @@ def demo(
             print_json(summary.to_dict() | {"showcase": show.__dict__ if show else None})
         elif show is not None:
             _render_showcase(show)
+        if not as_json:
+            db_arg = f"--db {summary.db_path}"
+            out.print(
+                f"next: `fairshare status {db_arg}`, `fairshare runs list {db_arg}`,"
+                f" `fairshare bill list --period YYYY-MM {db_arg}`"
+            )
         code = max(int(r.exit_code) for r in summary.reports.values())
         if code:
             raise typer.Exit(code)
