@@ -10,6 +10,7 @@ from cli import (
     demo,
     explain,
     ingest,
+    migrate,
     nightly,
     products,
     quarantine,
@@ -30,6 +31,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.command("status")(status.status)
+app.command("migrate")(migrate.migrate)
 app.add_typer(ingest.app, name="ingest")
 app.command("nightly")(nightly.nightly)
 app.add_typer(runs.app, name="runs")

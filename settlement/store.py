@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 
 from settlement.schema import LATEST_VERSION, MIGRATIONS
-from tariffs.errors import LockHeldError, StoreError
+from tariffs.errors import LockHeldError, SchemaBehindError, StoreError
 
 DEFAULT_DB = "fairshare.duckdb"
 DB_ENV = "FAIRSHARE_DB"
@@ -118,10 +118,14 @@ class Store:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")  # progress is the CLI's job
         store = cls(con, None if in_memory else target)
-        if not read_only:
-            store.migrate()
-        else:
-            store.check_version()
+        try:
+            if not read_only:
+                store.migrate()
+            else:
+                store.check_version(read_only=True)
+        except BaseException:
+            con.close()  # a refused store leaves no connection behind (nor its file lock)
+            raise
         return store
 
     def schema_version(self) -> int:
@@ -134,13 +138,23 @@ class Store:
         row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
         return int(row[0]) if row else 0
 
-    def check_version(self) -> None:
-        """Raise :class:`StoreError` when the file is newer than this code understands."""
+    def check_version(self, *, read_only: bool = False) -> None:
+        """Raise :class:`StoreError` when the file is newer than this code understands, and,
+        opened ``read_only`` (nothing can be migrated), :class:`SchemaBehindError` when it is
+        older: its queries would name columns it does not have yet."""
         current = self.schema_version()
         if current > LATEST_VERSION:
             raise StoreError(
                 f"store {self.path} has schema version {current}, newer than this fairshare "
                 f"({LATEST_VERSION}); upgrade fairshare"
+            )
+        if read_only and current < LATEST_VERSION:
+            if current == 0:
+                raise SchemaBehindError(f"{self.path} is not a fairshare store (no schema version)")
+            raise SchemaBehindError(
+                f"store {self.path} has schema version {current}; this fairshare reads version "
+                f"{LATEST_VERSION}. Migrate it once: `fairshare migrate --db {self.path}` (every "
+                "command that writes, such as ingest or nightly, migrates it first too)"
             )
 
     def migrate(self) -> list[int]:

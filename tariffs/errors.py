@@ -98,6 +98,12 @@ class StoreError(FairshareError):
     """The DuckDB store is unusable (wrong schema version, corrupt, ...)."""
 
 
+class SchemaBehindError(StoreError):
+    """A store opened read-only has an older schema than this code reads: migrate it first."""
+
+    exit_code = ExitCode.USAGE
+
+
 class LockHeldError(FairshareError):
     """Another fairshare process holds the store's write lock."""
 

@@ -370,3 +370,42 @@ def test_a_stage_detail_may_not_overwrite_the_stage_figures(store: Store) -> Non
         d["seconds"] = {"an_audit": 0.1}
     assert log.stages["clash"]["status"] == "failed"
     assert isinstance(log.stages["clash"]["seconds"], float)
+
+
+def test_a_read_only_command_refuses_an_older_store_and_migrate_brings_it_up(
+    tmp_path: Path,
+) -> None:
+    """A store left at v15 by an older fairshare: a read-only command (which cannot migrate)
+    stops with a usage error naming ``fairshare migrate``, not a missing-column crash;
+    ``fairshare migrate`` applies v16 and says so; run again, it has nothing to apply."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    db = tmp_path / "s.duckdb"
+    with Store.open(db) as s:
+        s.con.execute("ALTER TABLE meter_days DROP COLUMN kwh_sum")
+        s.con.execute("DELETE FROM schema_version WHERE version = 16")
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["audit", "--from", "2024-07-01", "--to", "2024-07-31", "--db", str(db)]
+    )
+    assert res.exit_code == 2, res.output
+    assert "schema version 15" in res.output and "fairshare migrate" in res.output
+    res = runner.invoke(app, ["migrate", "--db", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    done = json.loads(res.stdout)
+    assert done["schema_version"] == LATEST_VERSION == 16
+    assert [a["version"] for a in done["applied"]] == [16]
+    res = runner.invoke(app, ["migrate", "--db", str(db)])
+    assert res.exit_code == 0 and "nothing to apply" in res.output
+    res = runner.invoke(
+        app, ["audit", "--from", "2024-07-01", "--to", "2024-07-31", "--db", str(db)]
+    )
+    assert res.exit_code == 0, res.output
+    # a DuckDB file that is not a store
+    duckdb.connect(str(tmp_path / "other.duckdb")).close()
+    res = runner.invoke(app, ["status", "--db", str(tmp_path / "other.duckdb")])
+    assert res.exit_code == 2 and "not a fairshare store" in res.output
