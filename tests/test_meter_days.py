@@ -154,9 +154,10 @@ def test_fixture_reads_get_day_rows_too(store: Store) -> None:
     assert store.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
 
 
-def test_v12_counts_the_readings_of_existing_day_rows(tmp_path: Path) -> None:
-    """A store at v11 (no ``n_reads``) migrates to v12 with every row's count of readings:
-    48 for a whole day from NEM12, 47 for a day with a missing half-hour."""
+def _store_before(tmp_path: Path, column: str, version: int) -> Path:
+    """A store with two day rows, left as it was before migration ``version`` added
+    ``meter_days.<column>``: a whole NEM12 day of 0.5 kWh half-hours and a day of readings
+    0.0, 0.1, .. 4.7 without half-hour 5 (appended as rows)."""
     path = tmp_path / "old.duckdb"
     with Store.open(path) as s:
         ingest_meter_files(s, [write(tmp_path, "a.csv", b200(30),
@@ -166,9 +167,15 @@ def test_v12_counts_the_readings_of_existing_day_rows(tmp_path: Path) -> None:
             "SELECT 'NMI0000009', 'E1', TIMESTAMPTZ '2024-01-01 14:00:00+00' + to_minutes(30 * i),"
             " 30, i / 10, 'A', NULL, NULL, now(), 1, 1, true FROM range(48) t(i) WHERE i <> 5",
         )
-        s.con.execute("ALTER TABLE meter_days DROP COLUMN n_reads")
-        s.con.execute("DELETE FROM schema_version WHERE version = 12")
-    with Store.open(path) as s:
+        s.con.execute(f"ALTER TABLE meter_days DROP COLUMN {column}")  # a name written here
+        s.con.execute("DELETE FROM schema_version WHERE version = ?", [version])
+    return path
+
+
+def test_v12_counts_the_readings_of_existing_day_rows(tmp_path: Path) -> None:
+    """A store at v11 (no ``n_reads``) migrates to v12 with every row's count of readings:
+    48 for a whole day from NEM12, 47 for a day with a missing half-hour."""
+    with Store.open(_store_before(tmp_path, "n_reads", 12)) as s:
         got = s.query("SELECT len(kwh), n_reads FROM meter_days ORDER BY ALL").fetchall()
         assert got == [(48, 47), (48, 48)]
         assert s.query(DAYS_MATCH_VALUES_SQL).fetchall() == []
@@ -178,18 +185,7 @@ def test_v16_stores_the_sum_of_each_existing_day_row(tmp_path: Path) -> None:
     """A store at v15 (no ``kwh_sum``) migrates to v16 with every row's sum of readings: 24.0
     for a whole day of 0.5 kWh half-hours, 112.3 for the day of readings 0.0, 0.1, .. 4.7
     without the 0.5 of half-hour 5; a file ingested after fills it too (48 x 0.25 = 12.0)."""
-    path = tmp_path / "old.duckdb"
-    with Store.open(path) as s:
-        ingest_meter_files(s, [write(tmp_path, "a.csv", b200(30),
-                                     r300("20240101", ["0.5"] * 48, "20240105000000"))])  # fmt: skip
-        append_reads(
-            s.con,
-            "SELECT 'NMI0000009', 'E1', TIMESTAMPTZ '2024-01-01 14:00:00+00' + to_minutes(30 * i),"
-            " 30, i / 10, 'A', NULL, NULL, now(), 1, 1, true FROM range(48) t(i) WHERE i <> 5",
-        )
-        s.con.execute("ALTER TABLE meter_days DROP COLUMN kwh_sum")
-        s.con.execute("DELETE FROM schema_version WHERE version = 16")
-    with Store.open(path) as s:
+    with Store.open(_store_before(tmp_path, "kwh_sum", 16)) as s:
         got = s.query("SELECT n_reads, round(kwh_sum, 9) FROM meter_days ORDER BY ALL").fetchall()
         # sum(i / 10 for i in range(48) if i != 5) = 112.8 - 0.5
         assert got == [(47, 112.3), (48, 24.0)]
