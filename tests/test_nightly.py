@@ -251,8 +251,9 @@ def test_killed_after_issue_with_a_held_bill_the_rerun_keeps_the_issued_bills(
 
 # Manifest fields of an attempt that may differ between a rerun after a crash and an
 # uninterrupted run: each stage's timings and memory (the audits' own times too), and the
-# attempt's own ingestion (a rerun finds the files already ingested: ``ingest`` and ``stages.ingest`` count nothing; the
-# inputs of the run are ``inputs``, the same). Everything else must agree.
+# attempt's own ingestion (a rerun finds the files already ingested: ``ingest`` and
+# ``stages.ingest`` count nothing; the inputs of the run are ``inputs``, the same). Everything
+# else must agree.
 ATTEMPT_FIELDS = ("seconds", "cpu_seconds", "peak_rss_mb", "audit_seconds")
 
 
