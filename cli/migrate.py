@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from cli.common import DEFAULT_DB_PATH, DbOption, JsonOption, out, print_json, run_guarded
+from settlement.schema import MIGRATIONS
 from settlement.store import Store
 
 
@@ -16,17 +15,10 @@ def migrate(db: DbOption = DEFAULT_DB_PATH, as_json: JsonOption = False) -> None
     """
 
     def go() -> None:
-        started = dt.datetime.now(dt.UTC)
         with Store.open(db) as store:
-            rows = store.con.execute(
-                "SELECT version, description, applied_at FROM schema_version ORDER BY version"
-            ).fetchall()
             version = store.schema_version()
-        applied = [
-            {"version": v, "description": d}
-            for v, d, at in rows
-            if at is not None and at >= started
-        ]
+        descriptions = {m.version: m.description for m in MIGRATIONS}
+        applied = [{"version": v, "description": descriptions[v]} for v in store.migrated]
         if as_json:
             print_json({"store": str(db), "schema_version": version, "applied": applied})
             return

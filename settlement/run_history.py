@@ -47,7 +47,7 @@ SELECT r.run_id, r.date_from, r.date_to, r.status, r.exit_code, r.attempts, r.st
         WHERE l.run_id = r.run_id AND l.stage = 'publish') AS snapshot
 FROM runs r LEFT JOIN audits a USING (run_id)
 WHERE r.kind = 'nightly' AND r.date_to >= $date_from AND r.date_from <= $date_to
-  AND ($status IS NULL OR r.status = $status)
+  AND ($status IS NULL OR r.status = $status) AND ($run_id IS NULL OR r.run_id = $run_id)
 ORDER BY r.started_at DESC, r.run_id
 LIMIT $limit
 """.replace(
@@ -68,11 +68,13 @@ def list_runs(
     date_to: dt.date | None = None,
     status: str | None = None,
     limit: int = 50,
+    run_id: str | None = None,
 ) -> pl.DataFrame:
     """The nightly runs whose market days meet ``date_from``..``date_to`` (either open), newest
     first, at most ``limit``: range, status, exit code, attempts, times, the seconds of the last
     attempt's stages, rows loaded and quarantined, bills drafted, held and issued, adjustments,
-    audits run and the names of those that failed, and the snapshot folder."""
+    audits run and the names of those that failed, and the snapshot folder. ``run_id``: that
+    run only."""
     if status is not None and status not in STATUSES:
         raise ConfigError(f"--status {status!r}: one of {', '.join(STATUSES)}")
     if limit < 1:
@@ -84,6 +86,7 @@ def list_runs(
             "date_to": date_to or dt.date.max,
             "status": status,
             "limit": limit,
+            "run_id": run_id,
         },
     ).pl()
 
@@ -104,13 +107,12 @@ def run_detail(store: Store, run_id: str) -> RunDetail:
     """Everything the store keeps about nightly run ``run_id``; a clear error when there is none."""
     import json
 
-    row = store.con.execute(
-        "SELECT date_from, date_to, params, manifest FROM runs WHERE run_id = ?", [run_id]
-    ).fetchall()
-    if not row:
+    runs = list_runs(store, run_id=run_id)
+    if runs.is_empty():
         raise ConfigError(f"no run {run_id!r} (see: fairshare runs list)")
-    date_from, date_to, params, manifest = row[0]
-    runs = list_runs(store, date_from, date_to, limit=1_000_000).filter(pl.col("run_id") == run_id)
+    params, manifest = store.con.execute(
+        "SELECT params, manifest FROM runs WHERE run_id = ?", [run_id]
+    ).fetchall()[0]
     stages = store.con.execute(
         "SELECT attempt, stage, started_at, seconds, peak_rss_mb, status, details::VARCHAR AS"
         " details FROM run_stages WHERE run_id = ? ORDER BY attempt, started_at",

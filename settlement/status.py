@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from settlement.store import Store
+from settlement.store import Store, market_day_no
 
 FILES_SQL = """
 SELECT kind, count(*) AS files, sum(rows_loaded)::BIGINT AS rows_loaded,
@@ -31,27 +31,24 @@ SELECT count(DISTINCT channel_id) AS channels, count(*) AS channel_days,
 FROM meter_days WHERE is_current
 """
 
-# per region: the current prices' span, their count, and the market days (UTC+10) in that span
-# whose intervals do not cover the day (fewer than 1440 minutes priced)
+# per region and market day (UTC+10): the minutes priced, the intervals and their span; made
+# once (a temp table) for the two queries below, one scan of the prices
+PRICED_DAYS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _priced_days AS
+SELECT region, DATE '1970-01-01' + ({market_day_no("interval_start")})::INTEGER AS market_day,
+       sum(interval_minutes) AS minutes, count(*) AS n, min(interval_start) AS first,
+       max(interval_start) AS last
+FROM price_reads_raw WHERE is_current GROUP BY ALL
+"""
+
+# per region: the current prices' span, their count, and the market days in that span whose
+# intervals do not cover the day (fewer than 1440 minutes priced)
 PRICES_SQL = """
-WITH p AS (
-    SELECT region, interval_start, interval_minutes,
-           (DATE '1970-01-01' + ((epoch(interval_start)::BIGINT + 36000) // 86400)::INTEGER)
-             AS market_day
-    FROM price_reads_raw WHERE is_current
-), days AS (
-    SELECT region, market_day, sum(interval_minutes) AS minutes FROM p GROUP BY ALL
-)
 SELECT region, min(first) AS first_interval, max(last) AS last_interval,
-       sum(n)::BIGINT AS intervals, min(d.first_day) AS first_day, max(d.last_day) AS last_day,
-       max(d.incomplete)::BIGINT AS incomplete_days
-FROM (SELECT region, min(interval_start) AS first, max(interval_start) AS last, count(*) AS n
-      FROM p GROUP BY ALL) s
-JOIN (SELECT region, min(market_day) AS first_day, max(market_day) AS last_day,
-             (max(market_day) - min(market_day) + 1) - count(*) FILTER (minutes >= 1440)
-               AS incomplete
-      FROM days GROUP BY ALL) d USING (region)
-GROUP BY ALL ORDER BY region
+       sum(n)::BIGINT AS intervals, min(market_day) AS first_day, max(market_day) AS last_day,
+       ((max(market_day) - min(market_day) + 1) - count(*) FILTER (minutes >= 1440))::BIGINT
+         AS incomplete_days
+FROM _priced_days GROUP BY ALL ORDER BY region
 """
 
 # market days with current meter data of a customer's channel and no full day of prices in the
@@ -62,15 +59,10 @@ WITH metered AS (
     FROM meter_days m JOIN meter_channels ch USING (channel_id)
     JOIN customers c ON c.nmi = ch.nmi
     WHERE m.is_current
-), priced AS (
-    SELECT region,
-           (DATE '1970-01-01' + ((epoch(interval_start)::BIGINT + 36000) // 86400)::INTEGER)
-             AS market_day, sum(interval_minutes) AS minutes
-    FROM price_reads_raw WHERE is_current GROUP BY ALL
 )
 SELECT m.region, count(*) AS days, min(m.market_day) AS first_day,
        max(m.market_day) AS last_day
-FROM metered m LEFT JOIN priced p USING (region, market_day)
+FROM metered m LEFT JOIN _priced_days p USING (region, market_day)
 WHERE coalesce(p.minutes, 0) < 1440
 GROUP BY ALL ORDER BY region
 """
@@ -110,6 +102,9 @@ def store_status(store: Store, path: Path | None = None) -> dict[str, Any]:
     con = store.con
     size = path.stat().st_size if path is not None and path.exists() else None
     last = _rows(con, RUNS_SQL)
+    con.execute(PRICED_DAYS_SQL)
+    prices, unpriced = _rows(con, PRICES_SQL), _rows(con, UNPRICED_SQL)
+    con.execute("DROP TABLE _priced_days")
     return {
         "store": {
             "path": str(path) if path is not None else None,
@@ -119,8 +114,8 @@ def store_status(store: Store, path: Path | None = None) -> dict[str, Any]:
         },
         "files": _rows(con, FILES_SQL),
         "meter": _rows(con, METER_SQL)[0],
-        "prices": _rows(con, PRICES_SQL),
-        "unpriced_metered_days": _rows(con, UNPRICED_SQL),
+        "prices": prices,
+        "unpriced_metered_days": unpriced,
         "customers": _rows(con, CUSTOMERS_SQL)[0],
         "enrolments": _rows(con, ENROLMENTS_SQL),
         "bills": _rows(con, BILLS_SQL),

@@ -88,6 +88,7 @@ class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
         self.con = con
         self.path = path
+        self.migrated: list[int] = []  # the versions :meth:`open` applied to this file
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, read_only: bool = False) -> Store:
@@ -120,7 +121,7 @@ class Store:
         store = cls(con, None if in_memory else target)
         try:
             if not read_only:
-                store.migrate()
+                store.migrated = store.migrate()
             else:
                 store.check_version(read_only=True)
         except BaseException:
