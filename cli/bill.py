@@ -17,6 +17,7 @@ from cli.common import (
     console,
     out,
     print_json,
+    rows_for_machines,
     run_guarded,
     write_rows,
 )
@@ -179,11 +180,7 @@ def list_bills(
         check_out(out_path)
         with Store.open(db, read_only=True) as store:
             frame = query(store, period, status)
-        if out_path is not None:
-            write_rows(frame, out_path)
-        if as_json:
-            print_json(frame.to_dicts())
-        else:
+        if not rows_for_machines(frame, out_path, as_json):
             table = Table(title="bills")
             for col in frame.columns:
                 table.add_column(col)

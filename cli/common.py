@@ -54,9 +54,14 @@ def run_guarded(fn: Callable[[], T]) -> T:
         raise typer.Exit(int(exc.exit_code)) from exc
 
 
+def json_text(data: Any) -> str:
+    """``data`` as indented JSON (dates, decimals and the like as their text), with a newline."""
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json_text(data))
 
 
 def check_out(path: Path | None) -> None:
@@ -76,8 +81,18 @@ def write_rows(frame: pl.DataFrame, path: Path) -> None:
     elif suffix == ".csv":
         frame.write_csv(path)
     else:
-        path.write_text(json.dumps(frame.to_dicts(), indent=2, default=str) + "\n")
+        path.write_text(json_text(frame.to_dicts()))
     console.print(f"wrote {frame.height:,} row(s) to {path}")
+
+
+def rows_for_machines(frame: pl.DataFrame, out_path: Path | None, as_json: bool) -> bool:
+    """The machine outputs of a command that lists rows: ``frame`` to ``--out`` when given, and
+    as JSON on stdout with ``--json``; True when the JSON took stdout (print no table then)."""
+    if out_path is not None:
+        write_rows(frame, out_path)
+    if as_json:
+        print_json(frame.to_dicts())
+    return as_json
 
 
 def render_ingest_report(report: IngestReport, as_json: bool) -> None:

@@ -14,9 +14,8 @@ from cli.common import (
     OutOption,
     check_out,
     out,
-    print_json,
+    rows_for_machines,
     run_guarded,
-    write_rows,
 )
 from settlement.ingest_common import quarantine_listing
 from settlement.store import Store
@@ -40,10 +39,7 @@ def quarantine(
         check_out(out_path)
         with Store.open(db, read_only=True) as store:
             frame = quarantine_listing(store, file_pattern=file, limit=limit)
-        if out_path is not None:
-            write_rows(frame, out_path)
-        if as_json:
-            print_json(frame.to_dicts())
+        if rows_for_machines(frame, out_path, as_json):
             return
         table = Table(title=f"quarantine ({frame.height} shown)")
         for col in ("file", "line", "record", "field", "reason"):

@@ -17,8 +17,8 @@ from cli.common import (
     check_out,
     out,
     print_json,
+    rows_for_machines,
     run_guarded,
-    write_rows,
 )
 from settlement.store import Store
 
@@ -69,10 +69,7 @@ def list_runs(
                 status,
                 limit,
             )
-        if out_path is not None:
-            write_rows(frame, out_path)
-        if as_json:
-            print_json(frame.to_dicts())
+        if rows_for_machines(frame, out_path, as_json):
             return
         table = Table(title=f"nightly runs ({frame.height} shown, newest first)")
         cols = ("run", "range", "status", "exit", "seconds", "issued", "held", "failed")
